@@ -1,0 +1,41 @@
+# Everything installs itself: a fresh machine needs only python3 (3.10+) and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install test reliability bench demo lint format clean
+
+install: $(STAMP)
+
+# torch first, pinned: 2.13.0 is the CPU build available locally; any other
+# request would pull gigabytes of CUDA wheels.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+reliability: install
+	$(BIN)/python -m pytest -q -m reliability
+
+bench: install
+	$(BIN)/python -m pytest -q -s -m bench tests
+
+demo: install
+	$(BIN)/python -m orchestrator.demo
+
+lint: install
+	$(BIN)/ruff format --check orchestrator kernel_template tests
+	$(BIN)/ruff check orchestrator kernel_template tests
+
+format: install
+	$(BIN)/ruff format orchestrator kernel_template tests
+	$(BIN)/ruff check --fix orchestrator kernel_template tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

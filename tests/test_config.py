@@ -1,0 +1,81 @@
+"""The run config: validation errors, the config hash and field diffs."""
+
+import json
+
+import pytest
+
+from kernel_template.config import (
+    ConfigError,
+    RunConfig,
+    changes_allowed,
+    diff_result_fields,
+    load_run_config,
+    parse_run_config,
+)
+
+
+def test_default_config_round_trips_through_json():
+    config = RunConfig()
+    again = parse_run_config(json.loads(config.model_dump_json()))
+    assert again == config
+    assert again.config_hash() == config.config_hash()
+
+
+def test_unknown_key_and_bad_value_are_named_in_one_line():
+    with pytest.raises(ConfigError) as info:
+        parse_run_config({"algo": "XYZ", "checkpoint_evry": 10})
+    message = str(info.value)
+    assert "\n" not in message
+    assert "'checkpoint_evry'" in message and "algo" in message
+
+
+def test_hash_ignores_budget_logging_and_segment_fields():
+    base = RunConfig()
+    changed = RunConfig(
+        session_limit_s=600,
+        checkpoint_every=7,
+        segment_timesteps=1000,
+        segment_index=3,
+        logging={"progress_every_s": 1},
+        device="cpu",
+    )
+    assert changed.config_hash() == base.config_hash()
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("seed", 1), ("algo", "PPO"), ("total_timesteps", 5), ("hyperparams", {"gamma": 0.9})],
+)
+def test_hash_covers_result_fields(field, value):
+    assert RunConfig(**{field: value}).config_hash() != RunConfig().config_hash()
+
+
+def test_diff_names_nested_fields_and_allow_list_covers_subfields():
+    a = RunConfig(hyperparams={"learning_rate": 1e-3}).result_fields()
+    b = RunConfig(hyperparams={"learning_rate": 5e-4}, seed=2).result_fields()
+    differing = diff_result_fields(a, b)
+    assert differing == ["hyperparams.learning_rate", "seed"]
+    assert changes_allowed(differing, ["hyperparams"]) == ["seed"]
+    assert changes_allowed(differing, ["hyperparams.learning_rate", "seed"]) == []
+
+
+def test_reserved_hyperparams_and_segment_larger_than_total_are_refused():
+    with pytest.raises(ConfigError, match="seed"):
+        parse_run_config({"hyperparams": {"seed": 3}})
+    with pytest.raises(ConfigError, match="segment_timesteps"):
+        parse_run_config({"total_timesteps": 10, "segment_timesteps": 11})
+
+
+def test_user_env_must_name_module_and_class():
+    assert parse_run_config({"env": "my_envs.grid:GridEnv"}).env == "my_envs.grid:GridEnv"
+    with pytest.raises(ConfigError, match="package.module:Class"):
+        parse_run_config({"env": "my envs:"})
+
+
+def test_load_run_config_reports_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_run_config(tmp_path / "nope.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_run_config(bad)
