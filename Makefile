@@ -4,9 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test reliability bench demo lint format clean
+.PHONY: install browser test reliability bench demo lint format clean
 
 install: $(STAMP)
+
+# The chain report is checked in a real headless browser (Debian's chromium).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	   (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) || \
+	  echo "warning: could not install chromium; the report's browser test will fail"
 
 # torch first, pinned: 2.13.0 is the CPU build available locally; any other
 # request would pull gigabytes of CUDA wheels.
@@ -17,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 reliability: install
