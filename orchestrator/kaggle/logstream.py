@@ -1,0 +1,119 @@
+"""The live log of a kernel session: `GET {api}/kernels/logs/stream/{owner}/{slug}`.
+
+While the session runs the server sends Server-Sent Events, one `data: {json}` line per log entry
+and `data: END_OF_LOG` at the end; once the session is over it sends the stored log as a JSON
+array of the same entries. A reconnect replays from the start, so entries already handed out are
+skipped by position, as the official CLI does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+
+import httpx
+
+from .models import LogEntry
+from .retry import RetryPolicy
+from .rpc import TRANSPORT_FAILURES, Transient, check_response, final_error, transport_failure
+
+logger = logging.getLogger(__name__)
+
+END_OF_LOG = "END_OF_LOG"
+
+
+def log_entry(raw: object) -> LogEntry:
+    """One entry from its JSON shape `{stream_name, time, data}` (or a bare line)."""
+    if not isinstance(raw, dict):
+        return LogEntry(stream_name="stdout", time=None, data=str(raw))
+    time = raw.get("time")
+    try:
+        time = float(time) if time is not None else None
+    except (TypeError, ValueError):
+        time = None
+    return LogEntry(
+        stream_name=str(raw.get("stream_name") or "stdout"),
+        time=time,
+        data=str(raw.get("data") or ""),
+    )
+
+
+def parse_log_blob(text: str | None) -> list[LogEntry]:
+    """A stored log (a JSON array of entries); anything else is taken line by line."""
+    if not text:
+        return []
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return [
+            LogEntry(stream_name="stdout", time=None, data=line)
+            for line in text.splitlines()
+            if line
+        ]
+    items = payload if isinstance(payload, list) else [payload]
+    return [log_entry(item) for item in items]
+
+
+def iter_sse_entries(lines: Iterable[str]) -> Iterator[LogEntry | None]:
+    """Entries from SSE lines; yields None once for END_OF_LOG and stops."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue  # blank separators, comments (keep-alives), event/id fields
+        payload = line[len("data:") :].strip()
+        if payload == END_OF_LOG:
+            yield None
+            return
+        try:
+            yield log_entry(json.loads(payload))
+        except ValueError:
+            yield LogEntry(stream_name="stdout", time=None, data=payload)
+
+
+def stream_log(
+    http: httpx.Client, url: str, retry: RetryPolicy, *, version_label: str | None = None
+) -> Iterator[LogEntry]:
+    """Every log entry exactly once, reconnecting on drops until END_OF_LOG or the stored log."""
+    delivered = 0
+    failures_without_progress = 0
+    params = {"versionLabel": version_label} if version_label else None
+    headers = {"Accept": "text/event-stream, */*"}
+    while True:
+        delivered_before = delivered
+        connected = False
+        try:
+            with http.stream("GET", url, headers=headers, params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    check_response(response, expect_json=False)
+                connected = True
+                content_type = response.headers.get("content-type", "").lower()
+                if content_type.startswith("text/event-stream"):
+                    for position, entry in enumerate(iter_sse_entries(response.iter_lines())):
+                        if entry is None:
+                            return
+                        if position >= delivered:  # the server replays from the start
+                            delivered = position + 1
+                            yield entry
+                    raise Transient("log stream closed before END_OF_LOG")
+                response.read()
+                for entry in parse_log_blob(response.text)[delivered:]:
+                    delivered += 1
+                    yield entry
+                return
+        except TRANSPORT_FAILURES as exc:
+            if connected and isinstance(exc, httpx.ReadTimeout):
+                # A healthy stream of a kernel that printed nothing for a while: follow on, no strike.
+                logger.debug("Log stream idle past the read timeout; reconnecting")
+                continue
+            failure = transport_failure(exc)
+        except Transient as exc:
+            failure = exc
+        failures_without_progress = (
+            0 if delivered > delivered_before else failures_without_progress + 1
+        )
+        if failures_without_progress >= retry.max_attempts:
+            raise final_error(failure, "log stream")
+        if failures_without_progress > 1:
+            logger.info("Log stream connection lost (%s); reconnecting", failure)
+        retry.sleep(retry.reconnect_wait(failures_without_progress, failure.retry_after))
