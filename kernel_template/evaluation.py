@@ -1,0 +1,263 @@
+"""Evaluation of the agent (and of baseline controllers) on fixed seeds, off the training's RNG.
+
+Everything here runs inside `run_isolated`, so an evaluation in the middle of training
+leaves the global `random`, numpy and torch random streams exactly as it found them: a
+run is bit-identical with or without its periodic evaluations. Each evaluation builds its
+own env instances, seeded `evaluation.seeds_base + i`, far from the training seeds.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+from collections.abc import Callable
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from kernel_template.config import RunConfig
+
+T = TypeVar("T")
+
+TRAFFIC_ENV_NAMES = ("traffic-signal", "orchestrate/TrafficSignal-v0")
+BASELINE_CLASS_NAMES = ("FixedTimeController", "ActuatedController", "MaxPressureController")
+AGENT = "agent"
+RANDOM_POLICY = "random"
+MAX_EPISODE_STEPS = 100_000  # a guard for envs without a time limit
+EPISODE_COLUMNS = ("controller", "episode", "seed", "return", "length", "mean_queue", "total_delay")
+
+
+def run_isolated(fn: Callable[[], T]) -> T:
+    """Call fn and put the global random/numpy/torch (and CUDA) RNG states back afterwards."""
+    torch = _torch_or_none()
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    torch_state = torch.get_rng_state() if torch is not None else None
+    cuda_states = _cuda_states(torch)
+    try:
+        return fn()
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        if torch is not None:
+            torch.set_rng_state(torch_state)
+            if cuda_states is not None:
+                torch.cuda.set_rng_state_all(cuda_states)
+
+
+def _torch_or_none():
+    try:
+        import torch
+    except ImportError:  # the evaluation of a torch-free env still works
+        return None
+    return torch
+
+
+def _cuda_states(torch) -> list | None:
+    # Only touch CUDA once it is initialised; initialising it here would cost seconds.
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.get_rng_state_all()
+
+
+def is_traffic_env(env_id: str) -> bool:
+    return env_id in TRAFFIC_ENV_NAMES
+
+
+def build_env(run_config: RunConfig, seed: int):
+    """One fresh env for evaluation, through the same `make_env` the training uses."""
+    from kernel_template.envs import make_env
+
+    return make_env(run_config.env, run_config.env_kwargs, seed)
+
+
+def evaluation_seeds(run_config: RunConfig, episodes: int, seed_offset: int = 0) -> list[int]:
+    base = run_config.evaluation.seeds_base + seed_offset
+    return [base + i for i in range(episodes)]
+
+
+# --------------------------------------------------------------------- policies
+
+
+def agent_policy(model) -> Callable[[Any, Any], Any]:
+    """A deterministic `act(obs, env)` for an SB3 model, normalising obs like its VecNormalize."""
+    from stable_baselines3.common.vec_env import unwrap_vec_normalize
+
+    normalizer = unwrap_vec_normalize(model.get_env()) if model.get_env() is not None else None
+
+    def act(obs, env):
+        if normalizer is not None:
+            obs = normalizer.normalize_obs(obs)
+        action, _ = model.predict(obs, deterministic=True)
+        return action.item() if np.ndim(action) == 0 else action
+
+    return act
+
+
+@contextmanager
+def policy_mode_preserved(model):
+    """`predict` switches the policy to eval mode; put back the mode training left it in."""
+    policy = getattr(model, "policy", None)
+    was_training = getattr(policy, "training", None)
+    try:
+        yield
+    finally:
+        if was_training is not None:
+            policy.set_training_mode(was_training)
+
+
+def random_policy(env, seed: int) -> Callable[[Any, Any], Any]:
+    """Uniform actions from a private generator seeded per episode."""
+    space = env.action_space
+    space.seed(seed)
+    return lambda obs, env: space.sample()
+
+
+def baseline_policies() -> dict[str, type]:
+    """The traffic env's baseline controller classes that exist, by name (none without the module)."""
+    try:
+        from kernel_template.envs import baselines
+    except ImportError:
+        return {}
+    return {
+        name: getattr(baselines, name) for name in BASELINE_CLASS_NAMES if hasattr(baselines, name)
+    }
+
+
+def controller_policy(cls: type, env) -> Callable[[Any, Any], Any]:
+    """A baseline controller as `act(obs, env)`; given the env when its constructor wants one."""
+    required = [
+        p
+        for p in inspect.signature(cls).parameters.values()
+        if p.default is inspect.Parameter.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    controller = cls(env.unwrapped) if required else cls()
+    controller.reset()
+    takes_env = "env" in inspect.signature(controller.act).parameters
+    if takes_env:
+        return lambda obs, env: controller.act(obs, env=env.unwrapped)
+    return lambda obs, env: controller.act(obs)
+
+
+# --------------------------------------------------------------------- episodes
+
+
+def run_episode(env, act: Callable[[Any, Any], Any], seed: int) -> dict[str, Any]:
+    """One episode from `reset(seed=seed)`; queue and delay when the env reports them."""
+    obs, _ = env.reset(seed=seed)
+    total_reward = 0.0
+    length = 0
+    queues: list[float] = []
+    delay = 0.0
+    has_delay = False
+    limit = getattr(getattr(env, "spec", None), "max_episode_steps", None) or MAX_EPISODE_STEPS
+    while length < limit:
+        obs, reward, terminated, truncated, info = env.step(act(obs, env))
+        total_reward += float(reward)
+        length += 1
+        if "queue" in info:
+            queues.append(float(np.sum(info["queue"])))
+        if "delay" in info:
+            has_delay = True
+            delay += float(np.sum(info["delay"]))
+        if terminated or truncated:
+            break
+    return {
+        "return": total_reward,
+        "length": length,
+        "mean_queue": float(np.mean(queues)) if queues else math.nan,
+        "total_delay": delay if has_delay else math.nan,
+    }
+
+
+def _episodes(
+    run_config: RunConfig, seeds: list[int], make_act: Callable[[Any, int], Callable]
+) -> list[dict]:
+    rows = []
+    for index, seed in enumerate(seeds):
+        env = build_env(run_config, seed)
+        try:
+            rows.append(
+                {"episode": index, "seed": seed, **run_episode(env, make_act(env, seed), seed)}
+            )
+        finally:
+            env.close()
+    return rows
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean/std return, mean length, mean queue and mean per-episode total delay."""
+    returns = np.array([r["return"] for r in rows], dtype=float)
+    result: dict[str, Any] = {
+        "episodes": len(rows),
+        "mean_return": float(returns.mean()) if len(rows) else math.nan,
+        "std_return": float(returns.std()) if len(rows) else math.nan,
+        "mean_length": float(np.mean([r["length"] for r in rows])) if rows else math.nan,
+    }
+    for key, out in (("mean_queue", "mean_queue"), ("total_delay", "total_delay")):
+        values = [r[key] for r in rows if not math.isnan(r[key])]
+        if values:
+            result[out] = float(np.mean(values))
+    return result
+
+
+def evaluate_agent(
+    model, run_config: RunConfig, episodes: int, seed_offset: int = 0
+) -> dict[str, Any]:
+    """The agent's deterministic performance over `episodes` fixed seeds (off the training RNG)."""
+    seeds = evaluation_seeds(run_config, episodes, seed_offset)
+
+    def evaluate() -> dict[str, Any]:
+        act = agent_policy(model)
+        with policy_mode_preserved(model):
+            rows = _episodes(run_config, seeds, lambda env, seed: act)
+        return {**aggregate(rows), "seeds": seeds}
+
+    return run_isolated(evaluate)
+
+
+def evaluate_against_baselines(model, run_config: RunConfig) -> pd.DataFrame:
+    """Per controller and episode on the final-evaluation seeds: the agent (when there is
+    one), then each baseline controller for the traffic env, or a random policy otherwise."""
+    import pandas as pd
+
+    seeds = evaluation_seeds(run_config, run_config.evaluation.final_episodes)
+
+    def evaluate() -> pd.DataFrame:
+        controllers: dict[str, Callable[[Any, int], Callable]] = {}
+        if model is not None:
+            act = agent_policy(model)
+            controllers[AGENT] = lambda env, seed: act
+        baselines = baseline_policies() if is_traffic_env(run_config.env) else {}
+        for name, cls in baselines.items():
+            controllers[name] = lambda env, seed, cls=cls: controller_policy(cls, env)
+        if not baselines:
+            controllers[RANDOM_POLICY] = random_policy
+        rows = []
+        with policy_mode_preserved(model):
+            for name, make_act in controllers.items():
+                rows += [
+                    {"controller": name, **row} for row in _episodes(run_config, seeds, make_act)
+                ]
+        return pd.DataFrame(rows, columns=list(EPISODE_COLUMNS))
+
+    return run_isolated(evaluate)
+
+
+def summarize(frame: pd.DataFrame) -> dict[str, Any]:
+    """The `SessionSummary.evaluation` dict: aggregates per controller, plus the seeds used."""
+    controllers = {
+        name: aggregate(group.to_dict("records"))
+        for name, group in frame.groupby("controller", sort=False)
+    }
+    return {
+        "episodes": int(frame["episode"].nunique()) if len(frame) else 0,
+        "seeds": sorted(int(s) for s in frame["seed"].unique()),
+        "controllers": controllers,
+    }

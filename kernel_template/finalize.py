@@ -1,0 +1,195 @@
+"""The end of a session: final evaluation, session summary, artifacts.zip and its checksum.
+
+Works whatever state the session died in: without a model (it failed before training),
+with an evaluation that raises (the error goes into the summary), with no logger. The
+zip and the summary are each written to a temp name and renamed, so a kill during
+finalisation leaves the previous complete file or none, never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kernel_template import layout
+
+if TYPE_CHECKING:
+    from kernel_template.config import RunConfig
+    from kernel_template.throttle import ThrottledLogger
+
+# Already compressed (or big binary chunks where deflate buys little and costs time).
+STORED_SUFFIXES = frozenset(
+    {".zip", ".png", ".jpg", ".gz", ".npy", ".npz", ".pt", ".pth", ".bz2", ".xz"}
+)
+TEMP_MARKERS = (".tmp-", ".part")
+FINALIZE_TAG = "finalize"
+
+
+def finalize_session(
+    working_dir: str | Path,
+    summary: layout.SessionSummary,
+    model: Any,
+    run_config: RunConfig | None,
+    logger: ThrottledLogger | None,
+    *,
+    evaluate: bool = True,
+) -> str:
+    """Evaluate, write `session_summary.json`, then `artifacts.zip` + `.sha256`; returns the zip's sha256."""
+    working_dir = Path(working_dir)
+    started = time.monotonic()
+    if evaluate:
+        began = time.monotonic()
+        summary.evaluation = _final_evaluation(working_dir, model, run_config, logger, summary)
+        summary.wall.evaluation += time.monotonic() - began
+    _render_learning_curve(working_dir, logger, summary)
+    if logger is not None:
+        logger.report_suppressed()
+        steps = summary.timesteps_end - summary.timesteps_start
+        for key, value in logger.session_stats(steps if steps > 0 else None).items():
+            setattr(summary, key, value)
+    summary.wall.finalization += time.monotonic() - started
+    layout.atomic_write_text(
+        working_dir / layout.SESSION_SUMMARY_JSON, summary.model_dump_json(indent=2) + "\n"
+    )
+
+    zip_path = write_artifacts_zip(working_dir)
+    digest = layout.write_sha256sum(zip_path, working_dir / layout.ARTIFACTS_SHA256)
+    if logger is not None:
+        logger.event(
+            "artifacts", sha256=digest, size=zip_path.stat().st_size, status=summary.status
+        )
+    return digest
+
+
+def _final_evaluation(
+    working_dir: Path,
+    model: Any,
+    run_config: RunConfig | None,
+    logger: ThrottledLogger | None,
+    summary,
+) -> dict[str, Any]:
+    """The agent against the baselines on fixed seeds; an error is recorded, never raised."""
+    if run_config is None:
+        return {"error": "no run config: the session failed before it had one"}
+    try:
+        from kernel_template import evaluation
+
+        frame = evaluation.evaluate_against_baselines(model, run_config)
+        csv_text = frame.to_csv(index=False)
+        layout.atomic_write_text(working_dir / layout.EVALUATION_CSV, csv_text)
+        result = evaluation.summarize(frame)
+        render_evaluation_chart(working_dir, result)
+        if logger is not None:
+            means = ", ".join(
+                f"{name} {agg['mean_return']:.4g}" for name, agg in result["controllers"].items()
+            )
+            logger.log(
+                FINALIZE_TAG,
+                f"final evaluation mean return: {means}",
+                step=summary.timesteps_end,
+                level="info",
+            )
+        return result
+    except Exception as error:  # the zip must still be written
+        message = f"{type(error).__name__}: {error}"
+        if logger is not None:
+            logger.log(
+                FINALIZE_TAG,
+                f"final evaluation failed: {message}",
+                step=summary.timesteps_end,
+                level="error",
+            )
+        return {"error": message, "traceback": traceback.format_exc(limit=5)}
+
+
+def _render_learning_curve(working_dir: Path, logger: ThrottledLogger | None, summary) -> None:
+    try:
+        from kernel_template.exports import render_learning_curve
+
+        render_learning_curve(working_dir)
+    except Exception as error:  # a figure is never worth losing the artifacts over
+        if logger is not None:
+            logger.log(
+                FINALIZE_TAG,
+                f"learning curve not rendered: {type(error).__name__}: {error}",
+                step=summary.timesteps_end,
+                level="warning",
+            )
+
+
+def render_evaluation_chart(working_dir: Path, result: dict[str, Any]) -> Path:
+    """Bar chart of mean return per controller (std as error bars), and mean queue when known."""
+    from kernel_template.exports import _new_figure, figure_png
+
+    controllers = result["controllers"]
+    names = list(controllers)
+    with_queue = [n for n in names if "mean_queue" in controllers[n]]
+    figure = _new_figure((8, 4) if not with_queue else (11, 4))
+    panels = 2 if with_queue else 1
+    axes = figure.add_subplot(1, panels, 1)
+    axes.bar(
+        names,
+        [controllers[n]["mean_return"] for n in names],
+        yerr=[controllers[n]["std_return"] for n in names],
+        capsize=4,
+        color=["tab:blue" if n == "agent" else "tab:grey" for n in names],
+    )
+    axes.set_ylabel("mean episode return")
+    axes.set_title(f"Final evaluation ({result['episodes']} episodes, fixed seeds)")
+    axes.tick_params(axis="x", labelrotation=20)
+    if with_queue:
+        queue_axes = figure.add_subplot(1, 2, 2)
+        queue_axes.bar(
+            with_queue, [controllers[n]["mean_queue"] for n in with_queue], color="tab:orange"
+        )
+        queue_axes.set_ylabel("mean queue (vehicles)")
+        queue_axes.tick_params(axis="x", labelrotation=20)
+    target = working_dir / layout.EVALUATION_PNG
+    layout.atomic_write_bytes(target, figure_png(figure))
+    return target
+
+
+def artifact_files(working_dir: Path) -> list[Path]:
+    """Every regular file to archive, relative, in sorted order (no zip, no sidecar, no temp files)."""
+    excluded = {layout.ARTIFACTS_ZIP, layout.ARTIFACTS_SHA256}
+    found = []
+    for root, dirs, files in os.walk(working_dir):
+        dirs.sort()
+        for name in files:
+            path = Path(root, name)
+            relative = path.relative_to(working_dir)
+            if relative.as_posix() in excluded or any(marker in name for marker in TEMP_MARKERS):
+                continue
+            if path.is_symlink() or not path.is_file():
+                continue
+            found.append(relative)
+    return sorted(found, key=lambda p: p.as_posix())
+
+
+def write_artifacts_zip(working_dir: str | Path) -> Path:
+    """Zip the working dir into `artifacts.zip` via a temp file and a rename."""
+    working_dir = Path(working_dir)
+    target = working_dir / layout.ARTIFACTS_ZIP
+    temp = working_dir / f".{layout.ARTIFACTS_ZIP}.tmp-{os.getpid()}"
+    files = artifact_files(working_dir)
+    try:
+        with zipfile.ZipFile(temp, "w", allowZip64=True, strict_timestamps=False) as archive:
+            for relative in files:
+                stored = relative.suffix.lower() in STORED_SUFFIXES
+                archive.write(
+                    working_dir / relative,
+                    arcname=relative.as_posix(),
+                    compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED,
+                )
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+        layout.fsync_dir(working_dir)
+    finally:
+        if temp.exists():
+            temp.unlink()
+    return target

@@ -1,0 +1,252 @@
+"""Evaluation: isolated from the training's RNG streams, deterministic on fixed seeds."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from kernel_template.config import EvaluationConfig, RunConfig
+from kernel_template.evaluation import (
+    EPISODE_COLUMNS,
+    evaluate_against_baselines,
+    evaluate_agent,
+    run_isolated,
+    summarize,
+)
+
+CARTPOLE = RunConfig(
+    env="CartPole-v1", evaluation=EvaluationConfig(final_episodes=3, seeds_base=500)
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # Tiny nets on a shared 2-core box: a second thread only adds contention.
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from stable_baselines3 import DQN
+
+    from kernel_template.envs import make_env
+
+    model = DQN(
+        "MlpPolicy",
+        make_env("CartPole-v1", {}, 0),
+        learning_starts=200,
+        buffer_size=1000,
+        policy_kwargs={"net_arch": [16]},
+        seed=0,
+    )
+    return model.learn(300)
+
+
+def rng_snapshot():
+    np_state = np.random.get_state()
+    return (
+        random.getstate(),
+        (np_state[0], np_state[1].copy(), *np_state[2:]),
+        torch.get_rng_state().clone(),
+    )
+
+
+def assert_same_rng(before, after):
+    assert before[0] == after[0]
+    assert (
+        before[1][0] == after[1][0]
+        and np.array_equal(before[1][1], after[1][1])
+        and before[1][2:] == after[1][2:]
+    )
+    assert torch.equal(before[2], after[2])
+
+
+def next_draws():
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def test_run_isolated_restores_every_global_rng_even_on_error():
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    before = rng_snapshot()
+
+    def consume():
+        random.random()
+        np.random.rand(100)
+        torch.rand(100)
+        return "done"
+
+    assert run_isolated(consume) == "done"
+    assert_same_rng(before, rng_snapshot())
+
+    def consume_and_fail():
+        consume()
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        run_isolated(consume_and_fail)
+    assert_same_rng(before, rng_snapshot())
+
+
+def test_evaluations_leave_the_training_streams_untouched(tiny_model):
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    expected = next_draws()
+
+    random.seed(7)
+    np.random.seed(7)
+    torch.manual_seed(7)
+    before = rng_snapshot()
+    evaluate_agent(tiny_model, CARTPOLE, episodes=2)
+    evaluate_against_baselines(tiny_model, CARTPOLE)
+    assert_same_rng(before, rng_snapshot())
+    assert next_draws() == expected
+
+
+def test_training_is_bit_identical_with_or_without_evaluations():
+    from stable_baselines3 import DQN
+
+    from kernel_template.envs import make_env
+
+    def train(evaluate_midway: bool):
+        model = DQN(
+            "MlpPolicy",
+            make_env("CartPole-v1", {}, 3),
+            learning_starts=50,
+            buffer_size=1000,
+            policy_kwargs={"net_arch": [16]},
+            seed=3,
+        )
+        model.learn(150)
+        if evaluate_midway:
+            evaluate_agent(model, CARTPOLE, episodes=2)
+            evaluate_against_baselines(model, CARTPOLE)
+        model.learn(150, reset_num_timesteps=False)
+        return model
+
+    plain, evaluated = train(False), train(True)
+    plain_weights, evaluated_weights = plain.policy.state_dict(), evaluated.policy.state_dict()
+    assert all(torch.equal(plain_weights[k], evaluated_weights[k]) for k in plain_weights)
+    assert plain.exploration_rate == evaluated.exploration_rate
+
+
+def test_evaluate_agent_is_deterministic_for_fixed_seeds(tiny_model):
+    first = evaluate_agent(tiny_model, CARTPOLE, episodes=3)
+    np.random.seed(999)  # the global state must not matter either
+    second = evaluate_agent(tiny_model, CARTPOLE, episodes=3)
+    assert first == second
+    assert first["seeds"] == [500, 501, 502]
+    assert first["episodes"] == 3 and first["mean_length"] >= 1
+    assert evaluate_agent(tiny_model, CARTPOLE, episodes=2, seed_offset=10)["seeds"] == [510, 511]
+
+
+def test_evaluation_keeps_the_policy_training_mode(tiny_model):
+    tiny_model.policy.set_training_mode(True)
+    evaluate_agent(tiny_model, CARTPOLE, episodes=1)
+    assert tiny_model.policy.training
+    tiny_model.policy.set_training_mode(False)
+
+
+def test_non_traffic_env_compares_the_agent_with_a_random_policy(tiny_model):
+    frame = evaluate_against_baselines(tiny_model, CARTPOLE)
+    assert tuple(frame.columns) == EPISODE_COLUMNS
+    assert frame["controller"].tolist() == ["agent"] * 3 + ["random"] * 3
+    assert frame["seed"].tolist() == [500, 501, 502] * 2
+    assert frame.equals(
+        evaluate_against_baselines(tiny_model, CARTPOLE)
+    )  # random policy is seeded too
+    summary = summarize(frame)
+    assert set(summary["controllers"]) == {"agent", "random"}
+    assert summary["seeds"] == [500, 501, 502]
+    agent = summary["controllers"]["agent"]
+    assert agent["mean_return"] == pytest.approx(
+        frame[frame.controller == "agent"]["return"].mean()
+    )
+
+
+def test_without_a_model_only_the_baselines_run():
+    frame = evaluate_against_baselines(None, CARTPOLE)
+    assert set(frame["controller"]) == {"random"}
+
+
+def test_traffic_env_runs_each_baseline_with_queue_and_delay():
+    pytest.importorskip("kernel_template.envs.baselines")
+    config = RunConfig(env="traffic-signal", evaluation=EvaluationConfig(final_episodes=1))
+    frame = evaluate_against_baselines(None, config)
+    assert "FixedTimeController" in set(frame["controller"])
+    assert "random" not in set(frame["controller"])
+    assert frame["mean_queue"].notna().all() and frame["total_delay"].notna().all()
+    assert frame.equals(evaluate_against_baselines(None, config))
+
+
+def test_a_bad_env_raises_a_clear_error(tiny_model):
+    with pytest.raises(ValueError, match="no_such_module"):
+        evaluate_agent(tiny_model, RunConfig(env="no_such_module:Env"), episodes=1)
+
+
+@pytest.mark.bench
+def test_bench_evaluation_costs(tiny_model):
+    from stable_baselines3 import DQN
+
+    from kernel_template.envs import make_env
+
+    def timed(fn, repeats=3):
+        fn()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - started) / repeats
+
+    cartpole_episodes = 2
+    cartpole = timed(lambda: evaluate_agent(tiny_model, CARTPOLE, episodes=cartpole_episodes))
+    steps = (
+        evaluate_agent(tiny_model, CARTPOLE, episodes=cartpole_episodes)["mean_length"]
+        * cartpole_episodes
+    )
+    print(
+        f"\nBENCH evaluate_agent CartPole, {cartpole_episodes} episodes ({steps:.0f} steps): {cartpole:.3f} s (baseline: per step, ratio: {cartpole / steps * 1000:.3f} ms/step)"
+    )
+
+    traffic = RunConfig(env="traffic-signal")
+    model = DQN(
+        "MlpPolicy",
+        make_env("traffic-signal", {}, 0),
+        learning_starts=1000,
+        buffer_size=1000,
+        seed=0,
+    )
+    model.learn(300)
+    bare_env = make_env("traffic-signal", {}, 1)
+    bare_env.reset(seed=1)
+
+    def bare_episode():
+        bare_env.reset(seed=1)
+        done = False
+        while not done:
+            _, _, terminated, truncated, _ = bare_env.step(0)
+            done = terminated or truncated
+
+    bare = timed(bare_episode)
+    best = timed(
+        lambda: evaluate_agent(model, traffic, episodes=traffic.evaluation.best_model_episodes),
+        repeats=2,
+    )
+    final = timed(lambda: evaluate_against_baselines(model, traffic), repeats=1)
+    per_episode = best / traffic.evaluation.best_model_episodes
+    print(
+        f"BENCH traffic best-model evaluation ({traffic.evaluation.best_model_episodes} episodes): {best:.3f} s (baseline: bare env episode {bare:.3f} s, ratio: {per_episode / bare:.1f} per episode)"
+    )
+    print(
+        f"BENCH traffic final evaluation vs baselines ({traffic.evaluation.final_episodes} episodes each): {final:.3f} s (baseline: best-model evaluation {best:.3f} s, ratio: {final / best:.1f})"
+    )
