@@ -1,0 +1,408 @@
+"""Atomic, hashed, incremental checkpoints (DESIGN contract 3).
+
+A checkpoint is a directory `checkpoints/<step>/` holding:
+
+    model.zip            SB3 save: weights, optimizers, counters, _last_obs
+    env.pkl              the vectorised env itself (cloudpickle), for force_reset=False
+    rng.pkl              global numpy / torch / random RNG states
+    state.json           horizon, counters, and the state of the runtime's helpers
+    buffer/index.json    replay-buffer layout and the chunk list
+    buffer/chunk-<first>-<end>.npz   rows [first, end) of the buffer, in global row numbers
+    MANIFEST.json        written last: sha256 and size of every file above
+
+The replay buffer is written incrementally: a checkpoint writes only the rows added since
+the previous one (SB3 buffers only write at `pos`), and hard-links the older chunks that
+still hold live rows from the previous checkpoint (a copy where links are impossible).
+Each checkpoint directory is therefore self-contained — deleting an old one never breaks
+a newer one — and the cost does not grow with the buffer size. Chunk files never change
+after they are written, so their hashes are carried forward instead of recomputed.
+
+Everything is written into a temp directory, fsynced, and renamed into place; the
+manifest is the last file written, so a directory without a valid manifest is not a
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import pickle
+import random
+import shutil
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kernel_template import layout
+
+MODEL_ZIP = "model.zip"
+ENV_PKL = "env.pkl"
+RNG_PKL = "rng.pkl"
+STATE_JSON = "state.json"
+BUFFER_DIR = "buffer"
+BUFFER_INDEX = "buffer/index.json"
+TMP_PREFIX = ".tmp-"
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> layout.FileEntry:
+    """Write, fsync, and describe one file (hash taken from the bytes in memory)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return layout.FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+
+
+# -- replay buffer ---------------------------------------------------------------------
+
+
+def buffer_arrays(buffer: Any) -> dict[str, np.ndarray]:
+    """Every per-row array of an SB3 replay buffer, by dotted name (dict observations expand)."""
+    size = buffer.buffer_size
+    found: dict[str, np.ndarray] = {}
+    for name, value in vars(buffer).items():
+        if isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] == size:
+            found[name] = value
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(item, np.ndarray) and item.ndim >= 1 and item.shape[0] == size:
+                    found[f"{name}.{key}"] = item
+    return found
+
+
+def _set_rows(
+    arrays: dict[str, np.ndarray], name: str, positions: np.ndarray, rows: np.ndarray
+) -> None:
+    arrays[name][positions] = rows
+
+
+@dataclass
+class BufferChunk:
+    file: str
+    first: int  # global row number of the chunk's first row
+    end: int  # one past its last row
+    sha256: str
+    size: int
+
+
+class ReplayBufferChunks:
+    """Tracks which global rows of the live replay buffer are already on disk."""
+
+    def __init__(self) -> None:
+        self.rows_saved = 0  # global row count covered by the chunks
+        self.chunks: list[BufferChunk] = []
+        self.source_dir: Path | None = None  # checkpoint dir the chunks currently live in
+
+    def write(self, buffer: Any, rows_total: int, dest: Path) -> dict[str, layout.FileEntry]:
+        """Write the new rows to `dest/buffer/`, link the live old chunks; return file entries."""
+        size = buffer.buffer_size
+        consistent = (
+            rows_total >= self.rows_saved
+            and buffer.pos == rows_total % size
+            and buffer.full == (rows_total >= size)
+        )
+        if not consistent:
+            raise RuntimeError(
+                f"replay buffer pointer (pos={buffer.pos}, full={buffer.full}) does not match "
+                f"{rows_total} rows added; the buffer was modified outside training"
+            )
+        live_from = max(0, rows_total - size)
+        if rows_total - self.rows_saved >= size:  # everything older has been overwritten
+            self.chunks = []
+        kept = [c for c in self.chunks if c.end > live_from]
+        entries: dict[str, layout.FileEntry] = {}
+        (dest / BUFFER_DIR).mkdir(parents=True, exist_ok=True)
+        for chunk in kept:
+            target = dest / chunk.file
+            source = self.source_dir / chunk.file if self.source_dir else None
+            if source is None:
+                raise RuntimeError("replay buffer chunk source is unknown")
+            try:
+                os.link(source, target)
+            except OSError:  # another filesystem (a read-only input mount): copy instead
+                shutil.copyfile(source, target)
+                _fsync_file(target)
+            entries[chunk.file] = layout.FileEntry(sha256=chunk.sha256, size=chunk.size)
+        first = max(self.rows_saved, live_from)
+        new_chunks = list(kept)
+        if rows_total > first or not new_chunks:
+            new = self._write_chunk(buffer, first, rows_total, dest)
+            entries[new.file] = layout.FileEntry(sha256=new.sha256, size=new.size)
+            new_chunks.append(new)
+        index = {
+            "buffer_size": size,
+            "n_envs": buffer.n_envs,
+            "rows_total": rows_total,
+            "pos": buffer.pos,
+            "full": bool(buffer.full),
+            "optimize_memory_usage": bool(getattr(buffer, "optimize_memory_usage", False)),
+            "arrays": {
+                name: [str(a.dtype), list(a.shape[1:])] for name, a in buffer_arrays(buffer).items()
+            },
+            "chunks": [vars(c) for c in new_chunks],
+        }
+        entries[BUFFER_INDEX] = _write_file(
+            dest / BUFFER_INDEX, json.dumps(index, indent=1).encode()
+        )
+        self.chunks = new_chunks
+        self.rows_saved = rows_total
+        self.source_dir = dest
+        return entries
+
+    @staticmethod
+    def _write_chunk(buffer: Any, first: int, end: int, dest: Path) -> BufferChunk:
+        size = buffer.buffer_size
+        positions = np.arange(first, end) % size
+        payload = {name: array[positions] for name, array in buffer_arrays(buffer).items()}
+        if getattr(buffer, "optimize_memory_usage", False):
+            # The next observation of the newest row lives at `pos`; it is part of the state.
+            payload["__head__.observations"] = buffer.observations[end % size][None]
+        raw = io.BytesIO()
+        np.savez(raw, **payload)
+        name = f"{BUFFER_DIR}/chunk-{first:012d}-{end:012d}.npz"
+        entry = _write_file(dest / name, raw.getvalue())
+        return BufferChunk(file=name, first=first, end=end, sha256=entry.sha256, size=entry.size)
+
+    def adopt(self, checkpoint_dir: Path) -> None:
+        """Continue from the chunks of an existing (verified) checkpoint."""
+        index = json.loads((checkpoint_dir / BUFFER_INDEX).read_text())
+        self.chunks = [BufferChunk(**c) for c in index["chunks"]]
+        self.rows_saved = index["rows_total"]
+        self.source_dir = checkpoint_dir
+
+
+def restore_replay_buffer(buffer: Any, checkpoint_dir: Path) -> int:
+    """Fill a freshly allocated buffer from a checkpoint's chunks; returns rows_total."""
+    index = json.loads((checkpoint_dir / BUFFER_INDEX).read_text())
+    size = buffer.buffer_size
+    if index["buffer_size"] != size or index["n_envs"] != buffer.n_envs:
+        raise RuntimeError(
+            f"checkpoint replay buffer is {index['buffer_size']} x {index['n_envs']} envs but the "
+            f"model's is {size} x {buffer.n_envs}; buffer_size and n_envs must not change on resume"
+        )
+    arrays = buffer_arrays(buffer)
+    rows_total = index["rows_total"]
+    live_from = max(0, rows_total - size)
+    for chunk in index["chunks"]:
+        with np.load(checkpoint_dir / chunk["file"]) as data:
+            first = max(chunk["first"], live_from)
+            skip = first - chunk["first"]
+            positions = np.arange(first, chunk["end"]) % size
+            for name in arrays:
+                _set_rows(arrays, name, positions, data[name][skip:])
+            if "__head__.observations" in data.files:
+                buffer.observations[chunk["end"] % size] = data["__head__.observations"][0]
+    buffer.pos = index["pos"]
+    buffer.full = index["full"]
+    return rows_total
+
+
+def read_replay_buffer(checkpoint_dir: Path) -> dict[str, np.ndarray] | None:
+    """The buffer's live rows in global order (for comparisons and tests); None without a buffer."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if not (checkpoint_dir / BUFFER_INDEX).is_file():
+        return None
+    index = json.loads((checkpoint_dir / BUFFER_INDEX).read_text())
+    rows_total, size = index["rows_total"], index["buffer_size"]
+    live_from = max(0, rows_total - size)
+    parts: dict[str, list[np.ndarray]] = {}
+    head = None
+    for chunk in index["chunks"]:
+        with np.load(checkpoint_dir / chunk["file"]) as data:
+            skip = max(chunk["first"], live_from) - chunk["first"]
+            for name in data.files:
+                if name.startswith("__head__"):
+                    head = data[name]
+                else:
+                    parts.setdefault(name, []).append(data[name][skip:])
+    result = {name: np.concatenate(items) for name, items in parts.items()}
+    if head is not None:
+        result["__head__.observations"] = head
+    return result
+
+
+# -- RNG ---------------------------------------------------------------------------------
+
+
+def capture_rng_states() -> dict[str, Any]:
+    import torch
+
+    states: dict[str, Any] = {
+        "random": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["torch_cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    import torch
+
+    random.setstate(states["random"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "torch_cuda" in states and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError):  # a different GPU count: not exact, still sound
+            torch.cuda.set_rng_state_all(states["torch_cuda"])
+
+
+# -- writer --------------------------------------------------------------------------------
+
+
+@dataclass
+class WrittenCheckpoint:
+    ref: layout.CheckpointRef
+    seconds: float
+    bytes_written: int
+
+
+class CheckpointWriter:
+    """Writes checkpoints under `<working>/checkpoints/`, keeping the newest `keep`."""
+
+    def __init__(self, working_dir: Path, *, config_hash: str, algo: str, keep: int) -> None:
+        self.root = Path(working_dir) / layout.CHECKPOINTS_DIR
+        self.config_hash = config_hash
+        self.algo = algo
+        self.keep = keep
+        self.chunks = ReplayBufferChunks()
+        self.parent_hash: str | None = None
+        self.written = 0
+        self.last: layout.CheckpointRef | None = None
+        self.last_bytes = 0  # total size of the newest checkpoint (what a zip of it costs)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_temp_dirs()
+
+    def _remove_stale_temp_dirs(self) -> None:
+        for path in self.root.glob(TMP_PREFIX + "*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def continue_from(self, checkpoint_dir: Path, manifest_sha256: str) -> None:
+        """The next checkpoint continues this one (its parent; its buffer chunks are reused)."""
+        self.parent_hash = manifest_sha256
+        if (checkpoint_dir / BUFFER_INDEX).is_file():
+            self.chunks.adopt(checkpoint_dir)
+
+    def write(
+        self,
+        model: Any,
+        *,
+        episode_count: int,
+        state: dict[str, Any],
+        extra_manifest: dict[str, Any] | None = None,
+    ) -> WrittenCheckpoint:
+        started = time.perf_counter()
+        step = int(model.num_timesteps)
+        name = layout.checkpoint_dir_name(step)
+        tmp = self.root / f"{TMP_PREFIX}{name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        files: dict[str, layout.FileEntry] = {}
+
+        model_bytes = io.BytesIO()
+        model.save(model_bytes)
+        files[MODEL_ZIP] = _write_file(tmp / MODEL_ZIP, model_bytes.getvalue())
+
+        import cloudpickle
+
+        files[ENV_PKL] = _write_file(tmp / ENV_PKL, cloudpickle.dumps(model.get_env()))
+        files[RNG_PKL] = _write_file(tmp / RNG_PKL, pickle.dumps(capture_rng_states()))
+        files[STATE_JSON] = _write_file(
+            tmp / STATE_JSON, json.dumps(state, indent=1, default=_json_default).encode()
+        )
+        buffer = getattr(model, "replay_buffer", None)
+        if buffer is not None:
+            rows_total = model.num_timesteps // buffer.n_envs
+            files.update(self.chunks.write(buffer, rows_total, tmp))
+            layout.fsync_dir(tmp / BUFFER_DIR)
+
+        manifest = layout.CheckpointManifest(
+            config_hash=self.config_hash,
+            num_timesteps=step,
+            episode_count=episode_count,
+            created_at=layout.utc_now_iso(),
+            algo=self.algo,
+            files=files,
+            parent=self.parent_hash,
+            **(extra_manifest or {}),
+        )
+        manifest_bytes = manifest.model_dump_json(indent=1).encode()
+        _write_file(tmp / layout.MANIFEST_NAME, manifest_bytes)
+        layout.fsync_dir(tmp)
+
+        final = self.root / name
+        if final.exists():  # a checkpoint at this step from an earlier attempt: replace it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        layout.fsync_dir(self.root)
+        self.chunks.source_dir = final
+        manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
+        self.parent_hash = manifest_sha
+        self.written += 1
+        self.last = layout.CheckpointRef(step=step, manifest_sha256=manifest_sha, path=str(final))
+        self.prune()
+        self.last_bytes = sum(e.size for e in files.values())
+        written_bytes = sum(
+            e.size for n, e in files.items() if not n.startswith(BUFFER_DIR + "/chunk-")
+        ) + (self.chunks.chunks[-1].size if buffer is not None and self.chunks.chunks else 0)
+        return WrittenCheckpoint(self.last, time.perf_counter() - started, written_bytes)
+
+    def prune(self) -> None:
+        complete = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.isdigit())
+        for old in complete[: -self.keep]:
+            if self.chunks.source_dir and old.resolve() == self.chunks.source_dir.resolve():
+                continue
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in state.json")
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def read_manifest(checkpoint_dir: Path) -> layout.CheckpointManifest:
+    return layout.CheckpointManifest.model_validate_json(
+        (checkpoint_dir / layout.MANIFEST_NAME).read_bytes()
+    )
+
+
+def read_state(checkpoint_dir: Path) -> dict[str, Any]:
+    return json.loads((checkpoint_dir / STATE_JSON).read_text())
+
+
+def read_policy_tensors(checkpoint_dir: Path) -> dict[str, dict[str, Any]]:
+    """The torch state dicts stored in model.zip (policy, optimizers), for comparisons."""
+    import torch
+
+    tensors = {}
+    with zipfile.ZipFile(Path(checkpoint_dir) / MODEL_ZIP) as archive:
+        for name in archive.namelist():
+            if name.endswith(".pth"):
+                with archive.open(name) as handle:
+                    tensors[name] = torch.load(
+                        io.BytesIO(handle.read()), map_location="cpu", weights_only=False
+                    )
+    return tensors

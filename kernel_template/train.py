@@ -1,0 +1,649 @@
+"""One training session: build or resume, train in chunks, checkpoint, export, finalise.
+
+Training runs as a sequence of `learn(n, reset_num_timesteps=False)` chunks. Between
+chunks the model sits at a rollout boundary, so that is where checkpoints, exports and
+stop decisions happen; the schedule horizon is pinned to `total_timesteps` so chunking
+and resuming leave exploration and learning-rate schedules untouched (see
+docs in /work/shared/notes/exact-resume.md for why each step matters).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import A2C, DQN, PPO, SAC
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from kernel_template import layout
+from kernel_template.budget import SessionBudget, StopSignals
+from kernel_template.checkpoint import (
+    ENV_PKL,
+    MODEL_ZIP,
+    RNG_PKL,
+    CheckpointWriter,
+    read_state,
+    restore_replay_buffer,
+    restore_rng_states,
+)
+from kernel_template.config import RunConfig
+from kernel_template.resume import ResumePoint, find_resume_point
+from kernel_template.runtime import RuntimeEnvironment
+
+# Emergency stop: a signal not honoured at a chunk boundary within this many seconds stops
+# learn() mid-rollout (that state is not checkpointed; the last boundary checkpoint stands).
+SIGNAL_GRACE_S = 5.0
+# Agent plus baseline controllers in the final evaluation (an upper bound for the cost estimate).
+FINAL_EVAL_CONTROLLERS = 4
+# Conservative zip throughput, for the finalisation estimate.
+ZIP_BYTES_PER_S = 50e6
+STATE_VERSION = 1
+
+
+class PinnedHorizonMixin:
+    """Schedules see progress against the run's planned total, not the current learn() call."""
+
+    _pinned_total_timesteps: int | None = None
+
+    def _update_current_progress_remaining(self, num_timesteps: int, total_timesteps: int) -> None:
+        pinned = self._pinned_total_timesteps
+        super()._update_current_progress_remaining(num_timesteps, pinned or total_timesteps)
+
+
+class PinnedDQN(PinnedHorizonMixin, DQN):
+    pass
+
+
+class PinnedPPO(PinnedHorizonMixin, PPO):
+    pass
+
+
+class PinnedA2C(PinnedHorizonMixin, A2C):
+    pass
+
+
+class PinnedSAC(PinnedHorizonMixin, SAC):
+    pass
+
+
+ALGORITHM_CLASSES = {"DQN": PinnedDQN, "PPO": PinnedPPO, "A2C": PinnedA2C, "SAC": PinnedSAC}
+# Hyperparameters SB3 wants as tuples; JSON brings lists.
+TUPLE_HYPERPARAMS = ("train_freq",)
+
+
+def make_env(env_id: str, env_kwargs: dict, seed: int):
+    """The env named by a run config (traffic-signal, a Gymnasium id, or package.module:Class)."""
+    from kernel_template.envs import make_env as make_named_env
+
+    return make_named_env(env_id, env_kwargs, seed)
+
+
+def build_vec_env(config: RunConfig) -> DummyVecEnv:
+    """DummyVecEnv of Monitor-wrapped envs (no Monitor file: the env must stay picklable)."""
+
+    def factory(index: int):
+        return lambda: Monitor(make_env(config.env, config.env_kwargs, config.seed + index))
+
+    return DummyVecEnv([factory(i) for i in range(config.n_envs)])
+
+
+def model_kwargs(config: RunConfig) -> dict[str, Any]:
+    hyperparams = dict(config.hyperparams)
+    for name in TUPLE_HYPERPARAMS:
+        if isinstance(hyperparams.get(name), list):
+            hyperparams[name] = tuple(hyperparams[name])
+    return hyperparams
+
+
+def build_model(config: RunConfig, env: DummyVecEnv, device: str):
+    cls = ALGORITHM_CLASSES[config.algo]
+    model = cls(
+        config.policy,
+        env,
+        seed=config.seed,
+        device=device,
+        verbose=0,
+        policy_kwargs=dict(config.policy_kwargs) or None,
+        **model_kwargs(config),
+    )
+    model._pinned_total_timesteps = config.total_timesteps
+    return model
+
+
+def load_model(point: ResumePoint, config: RunConfig, device: str, allowed_changes: list[str]):
+    """Restore model, env, replay buffer and RNGs exactly as they were at the checkpoint."""
+    import cloudpickle
+
+    directory = point.directory
+    env = cloudpickle.loads((directory / ENV_PKL).read_bytes())
+    overrides = {
+        name.split(".", 1)[1]: _dig(config.result_fields(), name)
+        for name in allowed_changes
+        if name.startswith("hyperparams.")
+    }
+    cls = ALGORITHM_CLASSES[config.algo]
+    # seed=None: load() would otherwise re-seed every RNG with the original seed.
+    model = cls.load(
+        directory / MODEL_ZIP, env=env, device=device, force_reset=False, seed=None, **overrides
+    )
+    model._pinned_total_timesteps = config.total_timesteps
+    if getattr(model, "replay_buffer", None) is not None:
+        restore_replay_buffer(model.replay_buffer, directory)
+    import pickle
+
+    restore_rng_states(pickle.loads((directory / RNG_PKL).read_bytes()))
+    return model, read_state(directory)
+
+
+def _dig(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+def bare_learn(config: RunConfig, device: str = "cpu", callback=None):
+    """Plain `model.learn(total)` on the same env and config: the baseline for benchmarks."""
+    torch.set_num_threads(1)
+    model = build_model(config, build_vec_env(config), device)
+    model.learn(config.total_timesteps, callback=callback)
+    return model
+
+
+class TrainingStats(BaseCallback):
+    """Collects the env's `queue`/`delay` infos between exports; stops learn() only in an emergency."""
+
+    def __init__(self, emergency) -> None:
+        super().__init__(verbose=0)
+        self._emergency = emergency
+        self.queue_sum = 0.0
+        self.delay_sum = 0.0
+        self.samples = 0
+        self.stopped_mid_rollout = False
+        self._has_traffic_info: bool | None = None
+
+    def _on_step(self) -> bool:
+        infos = self.locals.get("infos")
+        if infos:
+            if self._has_traffic_info is None:
+                self._has_traffic_info = "queue" in infos[0]
+            if self._has_traffic_info:
+                for info in infos:
+                    self.queue_sum += float(info.get("queue", 0.0))
+                    self.delay_sum += float(info.get("delay", 0.0))
+                    self.samples += 1
+        if self._emergency():
+            self.stopped_mid_rollout = True
+            return False
+        return True
+
+    def take_means(self) -> tuple[float | None, float | None]:
+        if not self.samples:
+            return None, None
+        means = self.queue_sum / self.samples, self.delay_sum / self.samples
+        self.queue_sum = self.delay_sum = 0.0
+        self.samples = 0
+        return means
+
+
+@dataclass
+class SessionClock:
+    """Wall-clock split of the session (contract 4)."""
+
+    started: float = field(default_factory=time.time)
+    split: layout.WallClock = field(default_factory=layout.WallClock)
+
+    def add(self, part: str, seconds: float) -> None:
+        setattr(self.split, part, getattr(self.split, part) + seconds)
+
+
+def _rss_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class TrainingSession:
+    """Everything one kernel session does, from resume to artifacts."""
+
+    def __init__(self, config: RunConfig, runtime: RuntimeEnvironment, *, stream=None) -> None:
+        from kernel_template.exports import BestModelTracker, MetricsWriter
+        from kernel_template.throttle import ThrottledLogger
+
+        self.config = config
+        self.runtime = runtime
+        self.working = runtime.working_dir
+        self.working.mkdir(parents=True, exist_ok=True)
+        self.clock = SessionClock(started=time.time())
+        self.logger = ThrottledLogger(config.logging, self.working / layout.EVENTS_JSONL, stream)
+        self._metrics_writer_cls = MetricsWriter
+        self.metrics: MetricsWriter | None = None  # opened after the parent's rows are carried over
+        self.best = BestModelTracker(self.working)
+        self.budget = SessionBudget(
+            session_start=runtime.session_start,
+            session_limit_s=runtime.session_limit_s,
+            min_margin_s=config.min_margin_s,
+        )
+        self.signals = StopSignals()
+        self.model = None
+        self.resumed: ResumePoint | None = None
+        self.writer: CheckpointWriter | None = None
+        self.start_step = 0
+        self.last_checkpoint_step = 0
+        self.last_checkpoint_time = time.monotonic()
+        self.last_export_step = 0
+        self.last_export_time = time.monotonic()
+        self.last_progress_step = 0
+        self.last_progress_time = 0.0
+        self.stats: TrainingStats | None = None
+        self.status = "error"
+        self.reason = ""
+
+    # -- setup --------------------------------------------------------------------------
+    def setup(self) -> None:
+        began = time.monotonic()
+        config = self.config
+        self.signals.install()  # from here on SIGTERM/SIGINT mean "stop gracefully"
+        layout.atomic_write_text(
+            self.working / layout.RUN_CONFIG_JSON, config.model_dump_json(indent=2) + "\n"
+        )
+        device = self.runtime.device
+        if device == "cpu":
+            torch.set_num_threads(1)  # deterministic CPU kernels, and SB3's advice for small nets
+        self.resumed = find_resume_point(
+            self.working, self.runtime.input_dir, config, warn=self._warn
+        )
+        self.writer = CheckpointWriter(
+            self.working,
+            config_hash=config.config_hash(),
+            algo=config.algo,
+            keep=config.keep_checkpoints,
+        )
+        if self.resumed is None:
+            self.model = build_model(config, build_vec_env(config), device)
+            state: dict[str, Any] = {}
+        else:
+            self.model, state = load_model(self.resumed, config, device, config.allow_config_change)
+            self.writer.continue_from(self.resumed.directory, self.resumed.manifest_sha256)
+            self.logger.log(
+                "resume",
+                f"resumed from {self.resumed.source} at step {self.model.num_timesteps}",
+                step=self.model.num_timesteps,
+            )
+        self._carry_forward_outputs()
+        self.metrics = self._metrics_writer_cls(self.working)
+        self._load_helper_state(state)
+        self.model.set_logger(self._sb3_logger())
+        self.start_step = self.last_checkpoint_step = self.last_export_step = (
+            self.model.num_timesteps
+        )
+        self.last_progress_step = self.start_step
+        self.stats = TrainingStats(self._emergency)
+        self.clock.add("setup", time.monotonic() - began)
+        # Measure the end-of-session work now (evaluation, figures), so the stop margin is
+        # learnt rather than guessed; the evaluation runs off the training RNG streams.
+        # Imports first: their one-off cost must not inflate the measured costs.
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import pandas  # noqa: F401
+
+        import kernel_template.evaluation  # noqa: F401
+        import kernel_template.finalize  # noqa: F401
+
+        self.export()
+
+    def _carry_forward_outputs(self) -> None:
+        """The parent's metrics and best model continue here, so this output is complete alone."""
+        if (
+            self.resumed is None
+            or self.resumed.source_output_dir.resolve() == self.working.resolve()
+        ):
+            return
+        import shutil
+
+        for name in (
+            layout.METRICS_CSV,
+            layout.BEST_MODEL_ZIP,
+            str(Path(layout.BEST_MODEL_ZIP).with_suffix(".json")),
+        ):
+            source, target = self.resumed.source_output_dir / name, self.working / name
+            if source.is_file() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+
+    def _load_helper_state(self, state: dict[str, Any]) -> None:
+        helpers = state.get("helpers", {})
+        for name, target in (("logger", self.logger), ("best_model", self.best)):
+            if name in helpers:
+                try:
+                    target.load_state_dict(helpers[name])
+                except (ValueError, KeyError, TypeError) as error:
+                    self._warn(f"{name} state not restored ({error}); continuing without it")
+        if "budget" in helpers:
+            self.budget.load_priors(helpers["budget"])
+
+    def _sb3_logger(self) -> Logger:
+        """Set once for the whole session: TensorBoard events in one run dir across segments."""
+        tb_dir = self.working / layout.TENSORBOARD_DIR
+        formats: list[str] = []
+        if self.config.logging.tensorboard:
+            try:
+                import tensorboard  # noqa: F401
+
+                formats.append("tensorboard")
+                self._copy_parent_tensorboard(tb_dir)
+            except ImportError:
+                self._warn("tensorboard is not installed; TensorBoard logs are skipped")
+        return configure(str(tb_dir), formats)
+
+    def _copy_parent_tensorboard(self, tb_dir: Path) -> None:
+        if self.resumed is None:
+            return
+        parent_tb = self.resumed.source_output_dir / layout.TENSORBOARD_DIR
+        if parent_tb.is_dir() and parent_tb.resolve() != tb_dir.resolve():
+            import shutil
+
+            shutil.copytree(parent_tb, tb_dir, dirs_exist_ok=True)
+
+    def _warn(self, message: str) -> None:
+        step = self.model.num_timesteps if self.model is not None else 0
+        self.logger.log("runtime", message, step=step, level="warning")
+
+    # -- stop decisions -----------------------------------------------------------------
+    def _emergency(self) -> bool:
+        """Time is truly out inside a chunk: the platform will kill us before the boundary."""
+        if self.signals.received_at is not None:
+            return time.time() - self.signals.received_at > SIGNAL_GRACE_S
+        return self.budget.session_seconds_left() < self.budget.end_cost_s() * 1.1
+
+    def _target_step(self) -> int:
+        target = self.config.total_timesteps
+        if self.config.segment_timesteps is not None:
+            target = min(target, self.start_step + self.config.segment_timesteps)
+        return target
+
+    # -- the loop -----------------------------------------------------------------------
+    def train(self) -> None:
+        model, config = self.model, self.config
+        target = self._target_step()
+        try:
+            while True:
+                if model.num_timesteps >= target:
+                    done = model.num_timesteps >= config.total_timesteps
+                    self.status = "complete" if done else "budget_stop"
+                    self.reason = (
+                        "total_timesteps reached"
+                        if done
+                        else f"segment_timesteps ({config.segment_timesteps}) reached"
+                    )
+                    break
+                if self.signals.requested:
+                    self.status, self.reason = "signal_stop", f"{self.signals.received} received"
+                    break
+                chunk = self.budget.plan_chunk(self._wanted_steps(target))
+                if chunk <= 0:
+                    self.status, self.reason = "budget_stop", "session time budget reached"
+                    self.logger.event(
+                        "budget_stop",
+                        step=model.num_timesteps,
+                        session_left_s=round(self.budget.session_seconds_left(), 1),
+                        margin_s=round(self.budget.margin_s(), 2),
+                    )
+                    break
+                self._learn_chunk(chunk)
+                if self.stats.stopped_mid_rollout:
+                    self.status = "signal_stop" if self.signals.requested else "budget_stop"
+                    self.reason = "stopped mid-rollout: out of time"
+                    break
+                self._after_chunk()
+        finally:
+            self.signals.uninstall()
+            if self.signals.requested and self.status != "signal_stop":
+                self.status, self.reason = "signal_stop", f"{self.signals.received} received"
+
+    def _wanted_steps(self, target: int) -> int:
+        remaining = target - self.model.num_timesteps
+        since = time.monotonic() - self.last_checkpoint_time
+        if since >= self.config.checkpoint_min_seconds:
+            # Land the chunk on the checkpoint step, so checkpoints keep their spacing.
+            to_checkpoint = self.config.checkpoint_every - (
+                self.model.num_timesteps - self.last_checkpoint_step
+            )
+            if to_checkpoint > 0:
+                return min(remaining, to_checkpoint)
+        return remaining
+
+    def _learn_chunk(self, steps: int) -> None:
+        before = self.model.num_timesteps
+        began = time.monotonic()
+        self.model.learn(steps, reset_num_timesteps=False, callback=self.stats, log_interval=4)
+        seconds = time.monotonic() - began
+        self.clock.add("training", seconds)
+        self.budget.record_steps(self.model.num_timesteps - before, seconds)
+
+    def _after_chunk(self) -> None:
+        step = self.model.num_timesteps
+        now = time.monotonic()
+        if (
+            step - self.last_checkpoint_step >= self.config.checkpoint_every
+            and now - self.last_checkpoint_time >= self.config.checkpoint_min_seconds
+        ):
+            self.checkpoint()
+        if (
+            step - self.last_export_step >= self.config.export_every
+            and now - self.last_export_time >= self.config.export_min_seconds
+        ):
+            self.export()
+        self._maybe_progress()
+
+    def _maybe_progress(self, force: bool = False) -> None:
+        step = self.model.num_timesteps
+        now = time.monotonic()
+        logging = self.config.logging
+        if not force and (
+            now - self.last_progress_time < logging.progress_every_s
+            or step - self.last_progress_step < logging.progress_every_steps
+        ):
+            return
+        sps = 1.0 / self.budget.seconds_per_step if self.budget.seconds_per_step else None
+        remaining = self.config.total_timesteps - step
+        self.logger.event(
+            "progress",
+            step=step,
+            total=self.config.total_timesteps,
+            sps=round(sps, 1) if sps else None,
+            eta_s=round(remaining / sps, 1) if sps else None,
+            session_left_s=round(self.budget.session_seconds_left(), 1),
+        )
+        self.last_progress_step, self.last_progress_time = step, now
+
+    # -- checkpoints and exports ---------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "num_timesteps": int(self.model.num_timesteps),
+            "episode_count": int(self.model._episode_num),
+            "pinned_total_timesteps": self.model._pinned_total_timesteps,
+            "segment_index": self.config.segment_index,
+            "helpers": {
+                "logger": self.logger.state_dict(),
+                "best_model": self.best.state_dict(),
+                "budget": self.budget.state_dict(),
+            },
+        }
+
+    def checkpoint(self) -> None:
+        written = self.writer.write(
+            self.model,
+            episode_count=int(self.model._episode_num),
+            state=self._state(),
+            extra_manifest={
+                "result_fields": self.config.result_fields(),
+                "segment_index": self.config.segment_index,
+            },
+        )
+        self.clock.add("checkpointing", written.seconds)
+        self.budget.record_cost("checkpoint", written.seconds)
+        self.last_checkpoint_step = self.model.num_timesteps
+        self.last_checkpoint_time = time.monotonic()
+        self.logger.event(
+            "checkpoint",
+            step=written.ref.step,
+            manifest_sha256=written.ref.manifest_sha256,
+            seconds=round(written.seconds, 4),
+            bytes=written.bytes_written,
+        )
+
+    def export(self) -> None:
+        """Metrics row, best-model check and learning curve; their costs feed the budget,
+        since the session's end does the same work (final evaluation, figures, zip)."""
+        from kernel_template.evaluation import evaluate_agent
+        from kernel_template.exports import render_learning_curve
+
+        began = time.monotonic()
+        step = self.model.num_timesteps
+        episodes = self.config.evaluation.best_model_episodes
+        result = evaluate_agent(self.model, self.config, episodes)
+        eval_s = time.monotonic() - began
+        self.clock.add("evaluation", eval_s)
+        # The final evaluation runs more episodes, and the baselines too: scale the measured cost.
+        final_episodes = self.config.evaluation.final_episodes
+        self.budget.record_cost(
+            "evaluation", eval_s / episodes * final_episodes * FINAL_EVAL_CONTROLLERS
+        )
+        score = result.get("mean_return")
+        self.best.consider(self.model, score)
+        self.metrics.append(self._metrics_row(score))
+        figure_began = time.monotonic()
+        render_learning_curve(self.working)
+        figure_s = time.monotonic() - figure_began
+        # Finalising renders two figures and zips the outputs (checkpoints dominate its size).
+        zip_bytes = self.writer.last_bytes * self.config.keep_checkpoints if self.writer else 0
+        self.budget.record_cost("finalize", 2 * figure_s + zip_bytes / ZIP_BYTES_PER_S)
+        seconds = time.monotonic() - began - eval_s
+        self.clock.add("exporting", seconds)
+        self.last_export_step, self.last_export_time = step, time.monotonic()
+        self.logger.event("export", step=step, score=score, seconds=round(seconds + eval_s, 3))
+
+    def _metrics_row(self, eval_score: float | None) -> dict[str, Any]:
+        model = self.model
+        episodes = list(model.ep_info_buffer or [])
+        queue, delay = self.stats.take_means()
+        values = model.logger.name_to_value
+        sps = 1.0 / self.budget.seconds_per_step if self.budget.seconds_per_step else None
+        gpu_mb = torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else None
+        return {
+            "step": model.num_timesteps,
+            "segment": self.config.segment_index,
+            "wall_time": round(time.time(), 3),
+            "episodes": model._episode_num,
+            "episode_reward": float(np.mean([e["r"] for e in episodes])) if episodes else None,
+            "episode_length": float(np.mean([e["l"] for e in episodes])) if episodes else None,
+            "loss": values.get("train/loss", values.get("train/actor_loss")),
+            "exploration": getattr(model, "exploration_rate", None),
+            "queue": queue,
+            "delay": delay,
+            "sps": round(sps, 1) if sps else None,
+            "rss_mb": _rss_mb(),
+            "gpu_mem_mb": gpu_mb,
+        }
+
+    # -- the end --------------------------------------------------------------------------
+    def finish(self, error: BaseException | None = None) -> layout.SessionSummary:
+        """Final checkpoint (when sound), then summary, evaluation and artifacts."""
+        from kernel_template.finalize import finalize_session
+
+        if error is not None:
+            self.status = "error"
+            self.reason = f"{type(error).__name__}: {error}"
+            self.logger.log(
+                "runtime", "".join(traceback.format_exception(error)), step=0, level="error"
+            )
+        model = self.model
+        progressed = model is not None and model.num_timesteps > self.last_checkpoint_step
+        sound = model is not None and not (self.stats and self.stats.stopped_mid_rollout)
+        if progressed and sound and self.writer is not None:
+            try:
+                self.checkpoint()
+            except Exception as checkpoint_error:  # the outputs still matter
+                self._warn(f"final checkpoint failed: {checkpoint_error}")
+        summary = self.summary()
+        if model is not None and self.metrics and self.metrics.last_step != model.num_timesteps:
+            try:
+                self.metrics.append(self._metrics_row(None))
+            except Exception as export_error:
+                self._warn(f"final metrics row failed: {export_error}")
+        self.logger.event(
+            "summary",
+            status=summary.status,
+            reason=summary.reason,
+            step=summary.timesteps_end,
+            total=summary.total_timesteps,
+        )
+        began = time.monotonic()
+        summary.wall.total = time.time() - self.clock.started
+        finalize_session(
+            self.working, summary, model, self.config, self.logger, evaluate=model is not None
+        )
+        self.logger.close()
+        self._finalize_seconds = time.monotonic() - began
+        return summary
+
+    def summary(self) -> layout.SessionSummary:
+        model = self.model
+        end = int(model.num_timesteps) if model is not None else self.start_step
+        trained = end - self.start_step
+        resumed = None
+        if self.resumed is not None:
+            resumed = layout.CheckpointRef(
+                step=self.resumed.manifest.num_timesteps,
+                manifest_sha256=self.resumed.manifest_sha256,
+                path=self.resumed.source,
+            )
+        return layout.SessionSummary(
+            status=self.status,
+            reason=self.reason or self.status,
+            config_hash=self.config.config_hash(),
+            segment_index=self.config.segment_index,
+            total_timesteps=self.config.total_timesteps,
+            timesteps_start=self.start_step,
+            timesteps_end=end,
+            wall=self.clock.split.model_copy(),
+            seconds_per_step=(self.clock.split.training / trained) if trained > 0 else None,
+            checkpoints_written=self.writer.written if self.writer else 0,
+            resumed_from=resumed,
+            left_checkpoint=self.writer.last if self.writer else None,
+            steps_redone=self.resumed.steps_redone if self.resumed else 0,
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.runtime.session_start)),
+            ended_at=layout.utc_now_iso(),
+            session_limit_s=self.runtime.session_limit_s,
+            device=self.runtime.device,
+            versions=self.runtime.versions(),
+            episodes=int(model._episode_num) if model is not None else None,
+            budget=self.budget.state_dict(),
+            pid=os.getpid(),
+        )
+
+
+def run_session(
+    config: RunConfig, runtime: RuntimeEnvironment, *, stream=None
+) -> layout.SessionSummary:
+    session = TrainingSession(config, runtime, stream=stream)
+    error: BaseException | None = None
+    try:
+        session.setup()
+        session.train()
+    except Exception as caught:
+        error = caught
+    return session.finish(error)

@@ -1,0 +1,160 @@
+"""Helpers for the kernel-runtime tests: run real kernel sessions, compare their results."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kernel_template import layout
+from kernel_template.checkpoint import read_policy_tensors, read_replay_buffer
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TESTS_KERNEL_DIR = Path(__file__).resolve().parent
+
+# Tiny, fast configs: small nets, small buffers, evaluation of one or two episodes.
+DQN_CONFIG: dict[str, Any] = {
+    "algo": "DQN",
+    "env": "CartPole-v1",
+    "policy_kwargs": {"net_arch": [32, 32]},
+    "hyperparams": {
+        "buffer_size": 1000,  # smaller than the run: the buffer wraps around
+        "learning_starts": 200,
+        "train_freq": 4,
+        "target_update_interval": 250,
+        "batch_size": 32,
+    },
+    "total_timesteps": 3000,
+    "checkpoint_every": 300,
+    "checkpoint_min_seconds": 0,
+    "export_every": 1000,
+    "export_min_seconds": 0,
+    "session_limit_s": 600,
+    "min_margin_s": 1,
+    "evaluation": {"best_model_episodes": 1, "final_episodes": 1},
+    "logging": {"tensorboard": False},
+}
+
+PPO_CONFIG: dict[str, Any] = {
+    **DQN_CONFIG,
+    "algo": "PPO",
+    "n_envs": 2,
+    "hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 2},
+    "total_timesteps": 2048,
+}
+
+SAC_CONFIG: dict[str, Any] = {
+    **DQN_CONFIG,
+    "algo": "SAC",
+    "env": "Pendulum-v1",
+    "hyperparams": {"buffer_size": 500, "learning_starts": 100, "batch_size": 32},
+    "total_timesteps": 900,
+    "checkpoint_every": 100,
+    "export_every": 400,
+}
+
+
+def config_with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    data = json.loads(json.dumps(base))
+    data.update(changes)
+    return data
+
+
+def kernel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(TESTS_KERNEL_DIR)])
+    env.pop(layout.WORKING_DIR_ENV, None)
+    env.pop(layout.INPUT_DIR_ENV, None)
+    env.update(extra or {})
+    return env
+
+
+def start_kernel(
+    config: dict[str, Any], working: Path, input_dir: Path, **popen: Any
+) -> subprocess.Popen:
+    """Start `python -m kernel_template` as Kaggle would, in a fresh process."""
+    working.mkdir(parents=True, exist_ok=True)
+    config_path = working.parent / f"{working.name}.run.json"
+    config_path.write_text(json.dumps(config))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kernel_template",
+            "--config",
+            str(config_path),
+            "--working",
+            str(working),
+            "--input",
+            str(input_dir),
+        ],
+        cwd=working,
+        env=kernel_env(popen.pop("extra_env", None)),
+        stdout=popen.pop("stdout", subprocess.PIPE),
+        stderr=popen.pop("stderr", subprocess.STDOUT),
+        text=True,
+        **popen,
+    )
+
+
+def run_kernel(
+    config: dict[str, Any], working: Path, input_dir: Path, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    process = start_kernel(config, working, input_dir)
+    output, _ = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, output, "")
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under root with its sha256: proves a read-only input was left untouched."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def newest_checkpoint(working: Path) -> Path:
+    dirs = sorted(p for p in (working / layout.CHECKPOINTS_DIR).iterdir() if p.name.isdigit())
+    return dirs[-1]
+
+
+def summary_of(working: Path) -> layout.SessionSummary:
+    return layout.SessionSummary.model_validate_json(
+        (working / layout.SESSION_SUMMARY_JSON).read_text()
+    )
+
+
+def training_result(checkpoint_dir: Path) -> dict[str, Any]:
+    """Weights, optimizer state and replay buffer stored in a checkpoint."""
+    return {
+        "tensors": read_policy_tensors(checkpoint_dir),
+        "buffer": read_replay_buffer(checkpoint_dir),
+    }
+
+
+def assert_same(a: Any, b: Any, where: str = "") -> None:
+    """Bitwise equality of nested dicts/lists of tensors and arrays."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (
+            f"{where}: keys {sorted(a)} != {sorted(b) if isinstance(b, dict) else b}"
+        )
+        for key in a:
+            assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: length {len(a)} != {len(b)}"
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{index}]")
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), f"{where}: tensors differ"
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b), f"{where}: arrays differ"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
