@@ -1,0 +1,489 @@
+"""Follow a kernel session live: `orchestrate watch`.
+
+The live log comes over SSE (`client.stream_log` reconnects and skips what it already
+handed out) in a reader thread; the main thread prints, draws the progress bar from the
+`@@orchestrate` progress events and polls `client.status` alongside. If the stream gives
+up, watching goes on by polling the status, and the lines the stream missed are printed
+from the stored log once the session is over (skipped by position, so none twice).
+
+Exit status of the command (see `exit_code_for`):
+  COMPLETE -> 0; ERROR -> 1;
+  CANCEL_ACKNOWLEDGED (Kaggle stopped the session, e.g. at the 12 h limit) -> 0 when the
+  kernel had already finished its outputs (its `artifacts` event, printed once
+  artifacts.zip and its sha256 are written, with status budget_stop, signal_stop or
+  complete): the checkpoint and outputs are saved and a chain can go on, so the run did
+  not fail. Otherwise 1: the outputs may be incomplete (the newest checkpoint that
+  verifies can still be resumed from).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+
+from kernel_template.layout import parse_event
+from orchestrator.errors import RunFailed, UserError
+
+TERMINAL = frozenset({"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"})
+SAVED_SUMMARY_STATUSES = frozenset({"budget_stop", "signal_stop", "complete"})
+# --tail: lines that arrive in one burst when the stream opens are the backlog; the burst ends
+# after a quiet gap, or (an empty log) when nothing came this long after connecting.
+FIRST_ENTRY_WAIT_S = 5.0
+
+
+# -- run names -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRef:
+    owner: str
+    slug: str
+    in_ledger: bool  # the ledger knows this run (so results may be recorded there)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.slug}"
+
+
+def resolve_run(run: str | None, ledger) -> RunRef:
+    """A RUN argument as owner/slug: `owner/slug` as given, a slug via the ledger, or the newest run."""
+    if run and "/" in run:
+        owner, _, slug = run.partition("/")
+        if not owner or not slug or "/" in slug:
+            raise UserError(
+                f"run {run!r} must be a ledger name or owner/slug, e.g. alice/ppo-traffic-s1"
+            )
+        record = ledger.get(slug)
+        return RunRef(owner, slug, record is not None and record.owner == owner)
+    if run:
+        record = ledger.get(run)
+        if record is None:
+            raise UserError(
+                f"run {run!r} is not in the ledger at {ledger.path}; give a run started elsewhere as owner/slug"
+            )
+        return RunRef(record.owner, record.run, True)
+    records = [r for r in ledger.runs() if r.state not in ("intent", "failed_push")]
+    if not records:
+        raise UserError(f"no pushed run in the ledger at {ledger.path}; name one as owner/slug")
+    newest = max(records, key=lambda r: r.pushed_at or r.created_at)
+    return RunRef(newest.owner, newest.run, True)
+
+
+# -- following a session ---------------------------------------------------------------------
+
+
+@dataclass
+class WatchResult:
+    owner: str
+    slug: str
+    status: str
+    failure_message: str | None = None
+    lines: int = 0
+    last_progress: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None  # the kernel's `summary` event, if it printed one
+    artifacts: dict[str, Any] | None = None  # its `artifacts` event: artifacts.zip was written
+    budget_stop: dict[str, Any] | None = None
+    stream_failed: str | None = None  # why the live log was given up, if it was
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code_for(self)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": f"{self.owner}/{self.slug}",
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "failure_message": self.failure_message,
+            "lines": self.lines,
+            "last_progress": self.last_progress,
+            "summary": self.summary,
+            "artifacts": self.artifacts,
+            "budget_stop": self.budget_stop,
+            "stream_failed": self.stream_failed,
+        }
+
+
+def exit_code_for(result: WatchResult) -> int:
+    if result.status == "COMPLETE":
+        return 0
+    if result.status == "CANCEL_ACKNOWLEDGED":
+        saved = (
+            result.artifacts is not None
+            and result.artifacts.get("status") in SAVED_SUMMARY_STATUSES
+        )
+        return 0 if saved else 1
+    return 1
+
+
+def _duration(seconds: Any) -> str:
+    try:
+        seconds = int(float(seconds))
+    except (TypeError, ValueError):
+        return "?"
+    hours, rest = divmod(max(seconds, 0), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def describe_progress(event: dict[str, Any]) -> str:
+    step, total = event.get("step"), event.get("total")
+    pct = f" ({100 * step / total:.0f}%)" if isinstance(step, int | float) and total else ""
+    sps = event.get("sps")
+    parts = [f"progress {step}/{total}{pct}"]
+    if sps is not None:
+        parts.append(f"{float(sps):.1f} steps/s")
+    if event.get("eta_s") is not None:
+        parts.append(f"ETA {_duration(event['eta_s'])}")
+    if event.get("session_left_s") is not None:
+        parts.append(f"session left {_duration(event['session_left_s'])}")
+    return ", ".join(parts)
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    name = event.get("event")
+    if name == "progress":
+        return describe_progress(event)
+    details = ", ".join(
+        f"{k}={v}" for k, v in event.items() if k != "event" and not isinstance(v, dict | list)
+    )
+    return f"{name}: {details}" if details else str(name)
+
+
+class LogView:
+    """Prints log lines and events; a progress bar only on a real terminal."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = console.is_terminal and not console.is_dumb_terminal
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+
+    def say(self, text: str, style: str | None = None) -> None:
+        self.console.print(
+            text,
+            style=style if self.live else None,
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+            emoji=False,
+        )
+
+    def log_line(self, stream_name: str, text: str) -> None:
+        self.say(text, style="red" if stream_name == "stderr" else None)
+
+    def progress_event(self, event: dict[str, Any]) -> None:
+        if not self.live:
+            self.say(describe_progress(event))
+            return
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("[bold]training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[sps]} steps/s"),
+                TextColumn("ETA {task.fields[eta]}"),
+                TextColumn("session left {task.fields[left]}"),
+                console=self.console,
+            )
+            self.task = self.progress.add_task("training", total=None, sps="?", eta="?", left="?")
+            self.progress.start()
+        sps = event.get("sps")
+        self.progress.update(
+            self.task,
+            completed=event.get("step") or 0,
+            total=event.get("total") or None,
+            sps=f"{float(sps):.1f}" if sps is not None else "?",
+            eta=_duration(event.get("eta_s")),
+            left=_duration(event.get("session_left_s")),
+        )
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+class _StreamReader:
+    """Reads `client.stream_log` in a thread into a queue; the main thread does all printing."""
+
+    def __init__(self, client, owner: str, slug: str, skip: int, inbox: queue.Queue) -> None:
+        self.inbox = inbox
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run,
+            args=(client, owner, slug, skip),
+            name=f"watch-{owner}/{slug}",
+            daemon=True,
+        )
+        self.thread.start()
+
+    def _run(self, client, owner: str, slug: str, skip: int) -> None:
+        try:
+            for position, entry in enumerate(client.stream_log(owner, slug)):
+                if self.stopped.is_set():
+                    return
+                if position >= skip:  # a re-opened stream replays from the start
+                    self.inbox.put(("entry", entry))
+            self.inbox.put(("end", None))
+        except Exception as error:  # any failure: the main thread falls back to polling
+            self.inbox.put(("error", error))
+
+
+@dataclass
+class _Follower:
+    client: Any
+    owner: str
+    slug: str
+    view: LogView
+    tail: int | None
+    poll_s: float
+    quiet_s: float
+    end_grace_s: float
+    result: WatchResult = field(init=False)
+    seen: int = 0  # log entries handled so far, in stream order
+    backlog: list | None = None
+
+    def __post_init__(self) -> None:
+        self.result = WatchResult(self.owner, self.slug, status="UNKNOWN")
+        self.backlog = [] if self.tail is not None else None
+
+    # entries --------------------------------------------------------------------------------
+    def take(self, entry) -> None:
+        self.seen += 1
+        if self.backlog is not None:
+            self.backlog.append(entry)
+        else:
+            self.show(entry)
+
+    def flush_backlog(self) -> None:
+        if self.backlog is None:
+            return
+        backlog, self.backlog = self.backlog, None
+        for entry in backlog[len(backlog) - self.tail :] if self.tail else []:
+            self.show(entry)
+        for entry in backlog[: len(backlog) - self.tail] if self.tail else backlog:
+            self.note_events(entry)  # hidden lines still tell us about progress and the summary
+
+    def note_events(self, entry) -> list[tuple[str, dict | None]]:
+        lines = []
+        for line in entry.data.splitlines() or [""]:
+            event = parse_event(line)
+            if event is not None:
+                name = event.get("event")
+                if name == "progress":
+                    self.result.last_progress = event
+                elif name == "summary":
+                    self.result.summary = event
+                elif name == "artifacts":
+                    self.result.artifacts = event
+                elif name == "budget_stop":
+                    self.result.budget_stop = event
+            lines.append((line, event))
+        return lines
+
+    def show(self, entry) -> None:
+        for line, event in self.note_events(entry):
+            self.result.lines += 1
+            if event is None:
+                self.view.log_line(entry.stream_name, line)
+            elif event.get("event") == "progress":
+                self.view.progress_event(event)
+            else:
+                self.view.say(describe_event(event), style="cyan")
+
+    # status ---------------------------------------------------------------------------------
+    def poll_status(self) -> str:
+        try:
+            status = self.client.status(self.owner, self.slug)
+        except Exception as error:  # the client already retried; keep watching, try again later
+            if _is_not_found(error):
+                raise
+            self.view.say(f"status check failed ({error}); still watching", style="yellow")
+            return self.result.status
+        if status.status != self.result.status:
+            self.result.status = status.status
+            self.result.failure_message = status.failure_message
+            message = f"status: {status.status}"
+            if status.failure_message:
+                message += f" ({status.failure_message})"
+            self.view.say(message, style="bold")
+        return status.status
+
+    # the loop -------------------------------------------------------------------------------
+    def run(self) -> WatchResult:
+        try:
+            status = self.poll_status()
+        except Exception as error:
+            if _is_not_found(error):
+                raise UserError(
+                    f"kernel {self.owner}/{self.slug} not found or not visible to these credentials; "
+                    "check the name with `orchestrate runs`"
+                ) from None
+            raise
+        inbox: queue.Queue = queue.Queue()
+        reader = _StreamReader(self.client, self.owner, self.slug, 0, inbox)
+        stream_done = False
+        pending_end = False  # the stream ended; a status check decides whether the session did
+        next_poll = time.monotonic() + self.poll_s
+        last_entry = started = time.monotonic()
+        terminal_at: float | None = time.monotonic() if status in TERMINAL else None
+        try:
+            while True:
+                now = time.monotonic()
+                if self.backlog is not None and (
+                    stream_done
+                    or (self.seen and now - last_entry >= self.quiet_s)
+                    or (not self.seen and now - started >= FIRST_ENTRY_WAIT_S)
+                ):
+                    self.flush_backlog()
+                if terminal_at is not None and (
+                    stream_done or now - terminal_at >= self.end_grace_s
+                ):
+                    break
+                try:
+                    kind, item = inbox.get(timeout=0.1)
+                except queue.Empty:
+                    kind, item = None, None
+                if kind == "entry":
+                    self.take(item)
+                    last_entry = time.monotonic()
+                elif kind == "end":
+                    if terminal_at is not None:
+                        stream_done = True
+                    else:
+                        pending_end = True
+                        next_poll = time.monotonic()
+                elif kind == "error":
+                    self.result.stream_failed = str(item)
+                    stream_done = True  # the rest comes from the stored log at the end
+                    self.flush_backlog()
+                    self.view.say(
+                        f"live log lost ({item}); following the status, the rest of the log comes at the end",
+                        style="yellow",
+                    )
+                if terminal_at is None and time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + self.poll_s
+                    if self.poll_status() in TERMINAL:
+                        terminal_at = time.monotonic()
+                        stream_done = stream_done or pending_end
+                    elif (
+                        pending_end
+                    ):  # the session goes on: open the stream again, skipping what we have
+                        pending_end = False
+                        reader = _StreamReader(self.client, self.owner, self.slug, self.seen, inbox)
+            reader.stopped.set()
+            if self.result.stream_failed or not stream_done:
+                self.catch_up()
+            self.flush_backlog()
+        finally:
+            self.view.close()
+        return self.result
+
+    def catch_up(self) -> None:
+        """After the session: the stored log's entries the stream did not deliver."""
+        try:
+            entries = self.client.list_output(self.owner, self.slug).log
+        except Exception as error:
+            self.view.say(f"could not fetch the stored log ({error})", style="yellow")
+            return
+        for entry in entries[self.seen :]:
+            self.take(entry)
+
+
+def _is_not_found(error: Exception) -> bool:
+    from orchestrator.kaggle.errors import NotFoundError
+
+    return isinstance(error, NotFoundError)
+
+
+def follow(
+    client,
+    owner: str,
+    slug: str,
+    *,
+    console: Console | None = None,
+    tail: int | None = None,
+    poll_s: float = 5.0,
+    quiet_s: float = 0.5,
+    end_grace_s: float = 10.0,
+) -> WatchResult:
+    """Follow a session until it ends; `tail` shows only the last N lines written before now."""
+    if tail is not None and tail < 0:
+        raise UserError(f"--tail {tail} is negative; give the number of earlier lines to show")
+    view = LogView(console or Console())
+    follower = _Follower(client, owner, slug, view, tail, poll_s, quiet_s, end_grace_s)
+    return follower.run()
+
+
+def watch(
+    client, owner: str, slug: str, *, console: Console | None = None, tail: int | None = None
+) -> str:
+    """Follow a session until it ends; returns its terminal status (docs/internals.md)."""
+    return follow(client, owner, slug, console=console, tail=tail).status
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def watch_command(
+    run: Annotated[
+        str | None,
+        typer.Argument(
+            help="ledger run name, or owner/slug for a run started elsewhere; default: the newest run"
+        ),
+    ] = None,
+    tail: Annotated[
+        int | None,
+        typer.Option("--tail", min=0, help="show only the last N lines written before now"),
+    ] = None,
+    poll: Annotated[
+        float, typer.Option("--poll", min=0.5, help="seconds between status checks")
+    ] = 5.0,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="orchestrate.toml (default: the nearest one)")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="print one JSON result on stdout; the log goes to stderr")
+    ] = False,
+) -> None:
+    """Follow a run's live log and progress until it ends; exit status follows the run.
+
+    Exit 0 for COMPLETE, and for CANCEL_ACKNOWLEDGED (the session limit) when the kernel had
+    already written its artifacts; 1 for ERROR or a cancel before the artifacts were saved.
+
+    Example: orchestrate watch alice/ppo-traffic-s1 --tail 20
+    """
+    from orchestrator.kaggle import KaggleClient
+    from orchestrator.ledger import Ledger
+    from orchestrator.settings import load_settings
+
+    settings = load_settings(config)
+    ledger = Ledger(settings.project_dir)
+    ref = resolve_run(run, ledger)
+    console = Console(stderr=True) if json_output else Console()
+    with KaggleClient(settings.kaggle.api_url) as client:
+        result = follow(client, ref.owner, ref.slug, console=console, tail=tail, poll_s=poll)
+    if ref.in_ledger and result.status in TERMINAL:
+        ledger.update(ref.slug, kernel_status=result.status, failure_message=result.failure_message)
+    if json_output:
+        sys.stdout.write(json.dumps(result.to_json()) + "\n")
+    elif result.status == "CANCEL_ACKNOWLEDGED" and result.exit_code == 0:
+        console.print(
+            "the session was stopped after the kernel saved its outputs: pull them and go on",
+            markup=False,
+        )
+    if result.exit_code:
+        if json_output:
+            raise typer.Exit(result.exit_code)
+        raise RunFailed(
+            f"{ref.ref} ended {result.status}: {result.failure_message or 'no artifacts were written'}"
+        )

@@ -1,0 +1,337 @@
+"""watch against the real emulator: real kernels print lines and @@orchestrate events."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from orchestrator.emulator.testing import start_emulator
+from orchestrator.kaggle import Credentials, KaggleClient, PushSpec, RetryPolicy
+from orchestrator.watch import exit_code_for, follow, watch
+
+USERS = {"alice": "alice-key-watch"}
+
+# Prints LINES numbered stdout lines (and a stderr line and a progress event with each),
+# spread over about LINES * PAUSE seconds, then an optional summary event, then exits.
+KERNEL = textwrap.dedent(
+    """
+    import sys, time
+    from kernel_template.layout import format_event
+    LINES, PAUSE, EXIT, SUMMARY, ARTIFACTS = {lines}, {pause}, {exit}, {summary!r}, {artifacts!r}
+    print("starting", flush=True)
+    for i in range(LINES):
+        print(f"line {{i}}", flush=True)
+        print(f"warn {{i}}", file=sys.stderr, flush=True)
+        print(format_event("progress", step=(i + 1) * 10, total=LINES * 10, sps=100.0,
+                           eta_s=(LINES - i - 1) * PAUSE, session_left_s=43000 - i), flush=True)
+        time.sleep(PAUSE)
+    if SUMMARY:
+        print(format_event("budget_stop", step=LINES * 10, reason="session limit near"), flush=True)
+        print(format_event("summary", status=SUMMARY, timesteps_end=LINES * 10), flush=True)
+    if SUMMARY and ARTIFACTS:
+        print(format_event("artifacts", sha256="0" * 64, size=123, status=SUMMARY), flush=True)
+    print("done", flush=True)
+    time.sleep({linger})
+    sys.exit(EXIT)
+    """
+)
+
+
+def kernel(lines=10, pause=0.1, exit=0, summary=None, artifacts=True, linger=0):
+    return KERNEL.format(
+        lines=lines, pause=pause, exit=exit, summary=summary, artifacts=artifacts, linger=linger
+    )
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    root = tmp_path_factory.mktemp("watch-emulator")
+    with start_emulator(root, USERS, queue_delay=0.1, kill_grace=1) as handle:
+        yield handle
+
+
+@pytest.fixture
+def client(emulator):
+    credentials = Credentials(username="alice", key=USERS["alice"])
+    with KaggleClient(emulator.api_url, credentials, retry=RetryPolicy.fast(4)) as made:
+        yield made
+    emulator.clear_faults()
+
+
+def push(client, slug, text, **fields):
+    client.push(PushSpec(id=f"alice/{slug}", title=f"Watch {slug}", text=text, **fields))
+
+
+def plain_console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, force_terminal=False, width=60), out
+
+
+def lines_of(text: str) -> list[str]:
+    return text.splitlines()
+
+
+def wait_terminal(client, slug, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not client.status("alice", slug).is_terminal:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_lines_progress_and_status_in_plain_mode(client):
+    push(client, "watch-plain", kernel(lines=10, pause=0.15))
+    console, out = plain_console()
+    result = follow(client, "alice", "watch-plain", console=console, poll_s=0.3)
+    text = out.getvalue()
+    assert result.status == "COMPLETE" and exit_code_for(result) == 0
+    assert "\x1b" not in text, "no ANSI codes when stdout is not a terminal"
+    got = lines_of(text)
+    for i in range(10):
+        assert got.count(f"line {i}") == 1
+        assert got.count(f"warn {i}") == 1
+    # stdout lines keep their order
+    assert [line for line in got if line.startswith("line ")] == [f"line {i}" for i in range(10)]
+    # progress events become plain lines, not a bar, and not the raw event
+    # (longer than the 60-column console: plain lines are never wrapped)
+    assert "progress 100/100 (100%), 100.0 steps/s, ETA 0:00:00, session left 11:56:31" in got
+    assert not any(line.startswith("@@orchestrate") for line in got)
+    assert "status: COMPLETE" in got
+    assert result.last_progress["step"] == 100
+
+
+def test_an_error_exits_1_with_the_failure_message(client):
+    push(client, "watch-error", kernel(lines=2, pause=0.05, exit=3))
+    console, out = plain_console()
+    result = follow(client, "alice", "watch-error", console=console, poll_s=0.3)
+    assert result.status == "ERROR" and result.exit_code == 1
+    assert "exited with code 3" in result.failure_message
+    assert "line 1" in lines_of(out.getvalue())
+
+
+def test_cancel_after_saved_artifacts_is_not_a_failure(client):
+    # The kernel stopped for its budget, wrote its artifacts, then hit the session limit.
+    push(
+        client,
+        "watch-limit",
+        kernel(lines=2, pause=0.05, summary="budget_stop", linger=30),
+        session_timeout_seconds=2,
+    )
+    console, out = plain_console()
+    result = follow(client, "alice", "watch-limit", console=console, poll_s=0.3)
+    assert result.status == "CANCEL_ACKNOWLEDGED"
+    assert result.summary["status"] == "budget_stop" and result.budget_stop is not None
+    assert result.artifacts is not None and result.exit_code == 0
+    assert any(line.startswith("summary: status=budget_stop") for line in lines_of(out.getvalue()))
+
+
+def test_cancel_after_a_summary_but_before_the_artifacts_is_a_failure(client):
+    # Killed while zipping: a summary event, but no artifacts.zip to pull.
+    text = kernel(lines=2, pause=0.05, summary="budget_stop", artifacts=False, linger=30)
+    push(client, "watch-limit-nozip", text, session_timeout_seconds=2)
+    result = follow(client, "alice", "watch-limit-nozip", console=plain_console()[0], poll_s=0.3)
+    assert result.status == "CANCEL_ACKNOWLEDGED" and result.summary is not None
+    assert result.artifacts is None and result.exit_code == 1
+
+
+def test_cancel_without_a_summary_is_a_failure(client):
+    push(client, "watch-killed", kernel(lines=2, pause=0.05, linger=30), session_timeout_seconds=2)
+    console, _ = plain_console()
+    result = follow(client, "alice", "watch-killed", console=console, poll_s=0.3)
+    assert result.status == "CANCEL_ACKNOWLEDGED" and result.summary is None
+    assert result.exit_code == 1
+
+
+def test_tail_of_a_finished_run_shows_its_last_lines(client):
+    push(client, "watch-tail-done", kernel(lines=8, pause=0.01))
+    wait_terminal(client, "watch-tail-done")
+    console, out = plain_console()
+    status = watch(client, "alice", "watch-tail-done", console=console, tail=3)
+    assert status == "COMPLETE"
+    got = [line for line in lines_of(out.getvalue()) if not line.startswith("status:")]
+    # the log's last three lines: the last progress event, "done"... in the order written
+    assert len(got) == 3
+    assert got[-1] == "done"
+    assert "line 0" not in got
+
+
+class _Trigger(io.StringIO):
+    """Console output that creates `go` once `marker` is printed (lets the kernel go on)."""
+
+    def __init__(self, marker: str, go: Path) -> None:
+        super().__init__()
+        self.marker, self.go = marker, go
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if self.marker in self.getvalue():
+            self.go.touch()
+        return written
+
+
+def test_tail_of_a_running_run_shows_the_last_n_then_everything_live(client, tmp_path):
+    go = tmp_path / "go"
+    script = textwrap.dedent(
+        f"""
+        import os, time
+        for i in range(20):
+            print(f"old {{i}}", flush=True)
+        deadline = time.time() + 60
+        while not os.path.exists({str(go)!r}) and time.time() < deadline:
+            time.sleep(0.05)
+        for i in range(5):
+            print(f"new {{i}}", flush=True)
+        """
+    )
+    push(client, "watch-tail-live", script)
+    deadline = time.monotonic() + 30
+    while len(client.list_output("alice", "watch-tail-live").log) < 20:
+        assert time.monotonic() < deadline, "the kernel did not print its first lines"
+        time.sleep(0.1)
+    out = _Trigger("old 19", go)
+    console = Console(file=out, force_terminal=False, width=80)
+    result = follow(client, "alice", "watch-tail-live", console=console, tail=3, poll_s=0.3)
+    got = [line for line in lines_of(out.getvalue()) if not line.startswith("status:")]
+    assert result.status == "COMPLETE"
+    assert got == ["old 17", "old 18", "old 19", "new 0", "new 1", "new 2", "new 3", "new 4"]
+
+
+@pytest.mark.parametrize("faults", ["logs_stream=drop*3", "logs_stream=503*1"])
+def test_dropped_stream_connections_duplicate_no_line(emulator, client, faults):
+    emulator.set_faults(faults)
+    push(client, "watch-drop-" + faults[-1], kernel(lines=12, pause=0.1))
+    console, out = plain_console()
+    result = follow(client, "alice", "watch-drop-" + faults[-1], console=console, poll_s=0.3)
+    got = lines_of(out.getvalue())
+    assert result.status == "COMPLETE"
+    for i in range(12):
+        assert got.count(f"line {i}") == 1, f"line {i} appears {got.count(f'line {i}')} times"
+    assert got.count("done") == 1
+    assert emulator.call_counts().get("logs_stream", 0) >= 2  # it really reconnected
+
+
+def test_a_stream_that_never_works_falls_back_to_polling(emulator, client):
+    emulator.set_faults("logs_stream=503")  # every stream request fails
+    push(client, "watch-no-stream", kernel(lines=6, pause=0.1))
+    console, out = plain_console()
+    result = follow(client, "alice", "watch-no-stream", console=console, poll_s=0.3)
+    got = lines_of(out.getvalue())
+    assert result.status == "COMPLETE" and result.stream_failed
+    assert any(line.startswith("live log lost") for line in got)
+    for i in range(6):
+        assert got.count(f"line {i}") == 1  # from the stored log, once the session ended
+    assert got.count("done") == 1
+
+
+def test_an_unknown_kernel_is_a_clear_error(client):
+    from orchestrator.errors import UserError
+
+    with pytest.raises(UserError, match="not found"):
+        follow(client, "alice", "no-such-kernel", console=plain_console()[0])
+
+
+# -- the command ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(emulator, monkeypatch, tmp_path):
+    for name, value in emulator.env("alice").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_command_watches_a_run_started_elsewhere_with_json(client, cli_env, capsys):
+    from orchestrator.cli import main
+
+    push(client, "watch-cli", kernel(lines=3, pause=0.05))
+    code = main(["watch", "alice/watch-cli", "--json", "--poll", "0.5"])
+    captured = capsys.readouterr()
+    assert code == 0
+    document = json.loads(captured.out)  # stdout holds the JSON document and nothing else
+    assert document["status"] == "COMPLETE" and document["exit_code"] == 0
+    assert "line 2" in captured.err
+
+
+def test_command_resolves_a_ledger_run_and_records_its_status(client, cli_env, capsys):
+    from orchestrator.cli import main
+    from orchestrator.ledger import Ledger, RunRecord
+
+    ledger = Ledger(cli_env)
+    ledger.record_intent(RunRecord(run="watch-ledger", owner="alice"))
+    ledger.update("watch-ledger", state="pushed")
+    push(client, "watch-ledger", kernel(lines=2, pause=0.05, exit=1))
+    code = main(["watch", "watch-ledger", "--poll", "0.5"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert re.search(r"error: alice/watch-ledger ended ERROR", captured.err)
+    assert Ledger(cli_env).get("watch-ledger").kernel_status == "ERROR"
+
+
+def test_command_refuses_an_unknown_run_name(cli_env, capsys):
+    from orchestrator.cli import main
+
+    assert main(["watch", "never-pushed"]) == 2
+    assert "not in the ledger" in capsys.readouterr().err
+
+
+def test_a_terminal_shows_a_progress_bar(client):
+    push(client, "watch-tty", kernel(lines=5, pause=0.1))
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    result = follow(client, "alice", "watch-tty", console=console, poll_s=0.3)
+    text = out.getvalue()
+    assert result.status == "COMPLETE"
+    assert "\x1b[" in text  # rich drew with ANSI codes
+    assert "50/50" in text and "steps/s" in text
+    assert "line 4" in text
+    assert "@@orchestrate" not in text  # events drive the bar instead of being printed
+
+
+# -- run names ------------------------------------------------------------------------------
+
+
+def test_resolve_run_by_slug_owner_slug_or_newest(tmp_path):
+    from orchestrator.errors import UserError
+    from orchestrator.ledger import Ledger, RunRecord
+    from orchestrator.watch import resolve_run
+
+    ledger = Ledger(tmp_path)
+    with pytest.raises(UserError, match="no pushed run"):
+        resolve_run(None, ledger)
+    for run, owner, day in (("older", "alice", 1), ("newer", "bob", 2)):
+        ledger.record_intent(RunRecord(run=run, owner=owner))
+        ledger.update(run, state="pushed", pushed_at=f"2026-01-0{day}T00:00:00Z")
+    ledger.record_intent(RunRecord(run="never-pushed", owner="alice"))  # intent only: skipped
+    newest = resolve_run(None, ledger)
+    assert (newest.owner, newest.slug, newest.in_ledger) == ("bob", "newer", True)
+    assert resolve_run("older", ledger).ref == "alice/older"
+    elsewhere = resolve_run("carol/other-run", ledger)
+    assert elsewhere.ref == "carol/other-run" and not elsewhere.in_ledger
+    # owner/slug of a ledger run by another owner is not that ledger run
+    assert not resolve_run("carol/older", ledger).in_ledger
+    with pytest.raises(UserError, match="owner/slug"):
+        resolve_run("a/b/c", ledger)
+    with pytest.raises(UserError, match="not in the ledger"):
+        resolve_run("missing", ledger)
+
+
+@pytest.mark.reliability
+@pytest.mark.parametrize("seed", range(5))
+def test_many_random_stream_drops_never_lose_or_repeat_a_line(emulator, client, seed):
+    emulator.set_faults(f"logs_stream=drop@0.3,logs_stream=503@0.1,seed={seed}")
+    slug = f"watch-random-drops-{seed}"
+    push(client, slug, kernel(lines=150, pause=0.02))
+    console, out = plain_console()
+    result = follow(client, "alice", slug, console=console, poll_s=0.3)
+    got = lines_of(out.getvalue())
+    assert result.status == "COMPLETE"
+    assert [line for line in got if line.startswith("line ")] == [f"line {i}" for i in range(150)]
+    assert got.count("done") == 1
