@@ -1,0 +1,583 @@
+"""The zero-loss checklist before a push, as checks that each say ✔ or ✘ and how to fix it.
+
+Cheap by design: the kernel is rendered and its embedded runtime really unpacked and
+imported in a subprocess (no training); Kaggle is asked one quota call and a status per
+known running GPU run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from kernel_template.config import ConfigError, RunConfig, parse_run_config
+
+from .build import SELFCHECK_FLAG, KernelFolder, render_kernel
+from .errors import InfrastructureError, UserError
+from .settings import Settings, is_gpu_shape, is_tpu_shape
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .kaggle import KaggleClient
+    from .ledger import Ledger
+
+KAGGLE_SESSION_LIMIT_S = 12 * 3600.0
+KAGGLE_TPU_SESSION_LIMIT_S = 9 * 3600.0
+KAGGLE_OUTPUT_LIMIT_BYTES = 20 * 10**9
+OUTPUT_WARN_BYTES = 15 * 10**9
+SB3_DEFAULT_BUFFER_SIZE = 1_000_000
+OFF_POLICY = ("DQN", "SAC")
+SELFCHECK_TIMEOUT_S = 120
+Status = Literal["pass", "warn", "fail", "skip"]
+MARKS = {"pass": "✔", "warn": "!", "fail": "✘", "skip": "-"}
+
+
+@dataclass
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    infrastructure: bool = False  # a failure Kaggle causes (exit 3), not the user's input (exit 2)
+
+    def line(self) -> str:
+        text = f"{MARKS[self.status]} {self.name}: {self.detail}"
+        return f"{text} — fix: {self.fix}" if self.fix and self.status in ("fail", "warn") else text
+
+
+@dataclass
+class PreflightReport:
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, *args: Any, **kwargs: Any) -> Check:
+        check = Check(*args, **kwargs)
+        self.checks.append(check)
+        return check
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def bad_input(self) -> bool:
+        return any(not c.infrastructure for c in self.failures)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+    def print(self, console: Console) -> None:
+        styles = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+        for check in self.checks:
+            console.print(check.line(), style=styles[check.status], markup=False, highlight=False)
+
+    def raise_for_failure(self) -> None:
+        if self.ok:
+            return
+        first = self.failures[0]
+        more = (
+            f" (and {len(self.failures) - 1} more failed checks: run `orchestrate preflight`)"
+            if len(self.failures) > 1
+            else ""
+        )
+        message = (
+            f"preflight: {first.name}: {first.detail}"
+            + (f"; fix: {first.fix}" if first.fix else "")
+            + more
+        )
+        raise (UserError if self.bad_input else InfrastructureError)(message)
+
+
+def run_preflight(
+    settings: Settings,
+    run_config: RunConfig,
+    *,
+    client: KaggleClient | None = None,
+    ledger: Ledger | None = None,
+    slug: str | None = None,
+    folder: KernelFolder | None = None,
+    offline: bool = False,
+    summary_path: Path | None = None,
+) -> PreflightReport:
+    report = PreflightReport()
+    config_ok = check_config(report, settings, run_config)
+    slug = slug or settings.kernel.slug
+    owner = settings.kaggle.owner
+    if client is not None and not owner:
+        try:
+            owner = client.username
+        except Exception:  # reported by the credentials check below
+            owner = None
+    probe = None
+    if config_ok:
+        folder, probe = check_kernel(
+            report, settings, run_config, slug=slug, owner=owner or "preflight", folder=folder
+        )
+    if offline:
+        report.add("credentials", "skip", "offline: Kaggle not asked")
+    else:
+        check_kaggle(report, settings, run_config, client, ledger, owner)
+    check_budget(report, settings, run_config, ledger, slug, summary_path)
+    check_intervals(report, run_config)
+    check_output_size(report, run_config, probe)
+    return report
+
+
+# --------------------------------------------------------------------------- the checks
+
+
+def check_config(report: PreflightReport, settings: Settings, run_config: RunConfig) -> bool:
+    try:
+        config = parse_run_config(run_config.model_dump(mode="json"))
+    except ConfigError as error:
+        report.add("config", "fail", str(error), "fix [run] in orchestrate.toml")
+        return False
+    report.add(
+        "config", "pass", f"valid, {config.algo} on {config.env}, hash {config.config_hash()[:16]}"
+    )
+    module, sep, _ = config.env.partition(":")
+    top = module.split(".")[0]
+    embedded = {
+        entry.split(".")[0].split("/")[-1].removesuffix(".py")
+        for entry in settings.kernel.user_modules
+    }
+    if sep and top not in embedded and top != "kernel_template":
+        report.add(
+            "custom env",
+            "fail",
+            f"env {config.env!r} comes from {top!r}, which the kernel does not carry",
+            f"add {top!r} to [kernel] user_modules",
+        )
+    return True
+
+
+def check_kernel(
+    report: PreflightReport,
+    settings: Settings,
+    run_config: RunConfig,
+    *,
+    slug: str | None,
+    owner: str,
+    folder: KernelFolder | None,
+) -> tuple[KernelFolder | None, dict | None]:
+    """Render (unless given) and run the script's unpack + import step in a subprocess."""
+    scratch = Path(tempfile.mkdtemp(prefix="orchestrate-preflight-"))
+    try:
+        if folder is None:
+            if not slug:
+                report.add(
+                    "kernel renders", "fail", "no kernel slug", "set [kernel] slug or pass --slug"
+                )
+                return None, None
+            try:
+                folder = render_kernel(
+                    settings, run_config, slug=slug, out_dir=scratch / "kernel", owner=owner
+                )
+            except UserError as error:
+                report.add("kernel renders", "fail", str(error))
+                return None, None
+        size = folder.script_path.stat().st_size
+        report.add(
+            "kernel renders",
+            "pass",
+            f"{folder.script_path.name}, {size:,} bytes, {len(folder.embedded_files)} files embedded",
+        )
+        probe = selfcheck(folder, scratch, run_config)
+        if probe.get("error"):
+            report.add(
+                "embedded runtime", "fail", probe["error"], "rebuild; check [kernel] user_modules"
+            )
+            return folder, None
+        report.add(
+            "embedded runtime",
+            "pass",
+            f"imports kernel_template from the unpacked copy ({probe['kernel_template']})",
+        )
+        if probe.get("env_error"):
+            report.add(
+                "env",
+                "fail",
+                probe["env_error"],
+                "fix [run] env / env_kwargs or [kernel] user_modules",
+            )
+        elif "obs_bytes" in probe:
+            report.add(
+                "env", "pass", f"{run_config.env} builds (observation {probe['obs_bytes']} bytes)"
+            )
+        return folder, probe
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+_ENV_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+config = json.loads(sys.argv[2])
+try:
+    import numpy as np
+    from kernel_template.envs import make_env
+    env = make_env(config["env"], config.get("env_kwargs") or {}, seed=0)
+    obs_space, act_space = env.observation_space, env.action_space
+    obs = np.asarray(obs_space.sample())
+    act = np.asarray(act_space.sample())
+    n_actions = int(getattr(act_space, "n", 0)) or int(np.prod(act_space.shape or (1,)))
+    print(json.dumps({"obs_bytes": int(obs.nbytes), "obs_dim": int(obs.size), "act_bytes": int(act.nbytes), "n_actions": n_actions}))
+except Exception as error:
+    print(json.dumps({"env_error": f"{type(error).__name__}: {error}"}))
+"""
+
+
+def selfcheck(folder: KernelFolder, scratch: Path, run_config: RunConfig) -> dict[str, Any]:
+    """Run the rendered script's own unpack step and import, then probe the env from that copy."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env["ORCHESTRATE_WORKING_DIR"] = str(scratch / "working")
+    try:
+        done = subprocess.run(
+            [sys.executable, str(folder.script_path), SELFCHECK_FLAG],
+            cwd=scratch,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=SELFCHECK_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"the script's unpack/import step took over {SELFCHECK_TIMEOUT_S} s"}
+    lines = done.stdout.strip().splitlines()
+    try:
+        result = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        result = {}
+    runtime_dir = result.get("runtime_dir", "")
+    try:
+        if done.returncode != 0 or "kernel_template" not in result:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            return {
+                "error": f"the script's unpack/import step failed (exit {done.returncode}): {last}"
+            }
+        if not result["kernel_template"].startswith(runtime_dir + os.sep):
+            return {
+                "error": f"the script imported {result['kernel_template']}, not its embedded copy"
+            }
+        if result.get("config_hash") != run_config.config_hash():
+            return {
+                "error": "the embedded run config hashes differently from the one built; rebuild"
+            }
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _ENV_PROBE,
+                runtime_dir,
+                json.dumps(run_config.model_dump(mode="json")),
+            ],
+            cwd=scratch,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=SELFCHECK_TIMEOUT_S,
+        )
+        probe_lines = probe.stdout.strip().splitlines()
+        try:
+            result.update(json.loads(probe_lines[-1]))
+        except (IndexError, json.JSONDecodeError):
+            result["env_error"] = (
+                probe.stderr.strip().splitlines() or ["the env probe printed nothing"]
+            )[-1]
+        return result
+    except subprocess.TimeoutExpired:
+        result["env_error"] = f"building the env took over {SELFCHECK_TIMEOUT_S} s"
+        return result
+    finally:
+        if runtime_dir and Path(runtime_dir).name.startswith("orchestrate-runtime-"):
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+
+
+def check_kaggle(
+    report: PreflightReport,
+    settings: Settings,
+    run_config: RunConfig,
+    client: KaggleClient | None,
+    ledger: Ledger | None,
+    owner: str | None,
+) -> None:
+    from .kaggle import AuthenticationError, KaggleError
+
+    if client is None:
+        report.add(
+            "credentials",
+            "fail",
+            "no Kaggle credentials found",
+            "set KAGGLE_USERNAME and KAGGLE_KEY, or put kaggle.json in ~/.kaggle (chmod 600)",
+        )
+        return
+    try:
+        quota = client.quota()  # authenticated and cheap: proves the credentials too
+    except AuthenticationError as error:
+        report.add(
+            "credentials",
+            "fail",
+            f"Kaggle refused them: {error}",
+            "create a new API token at kaggle.com/settings",
+        )
+        return
+    except KaggleError as error:
+        report.add(
+            "credentials",
+            "fail",
+            f"Kaggle did not answer: {error}",
+            "retry later",
+            infrastructure=True,
+        )
+        return
+    report.add(
+        "credentials", "pass", f"accepted for {owner or client.username} at {client.api_url}"
+    )
+
+    shape = settings.kernel.machine_shape
+    if not is_gpu_shape(shape):
+        report.add(
+            "GPU quota",
+            "skip",
+            f"{'TPU' if is_tpu_shape(shape) else 'CPU'} session: no GPU quota used",
+        )
+    elif quota.total_allowed_s > 0 and quota.remaining_s <= 0:
+        refresh = (
+            f"; refreshes {quota.refresh_time:%Y-%m-%d %H:%M} UTC" if quota.refresh_time else ""
+        )
+        report.add(
+            "GPU quota",
+            "fail",
+            f"spent ({_hours(quota.time_used_s)} of {_hours(quota.total_allowed_s)}){refresh}",
+            "wait for the refresh",
+            infrastructure=True,
+        )
+    elif quota.total_allowed_s > 0 and quota.remaining_s < run_config.session_limit_s:
+        report.add(
+            "GPU quota",
+            "warn",
+            f"{_hours(quota.remaining_s)} left, less than one {_hours(run_config.session_limit_s)} session",
+            "the session may be cut when the quota runs out; checkpoints keep the work",
+        )
+    else:
+        report.add(
+            "GPU quota",
+            "pass",
+            f"{_hours(quota.remaining_s)} of {_hours(quota.total_allowed_s)} left this week",
+        )
+
+    if is_gpu_shape(shape) and ledger is not None and owner:
+        from .launch import running_gpu_sessions
+
+        try:
+            running = running_gpu_sessions(ledger, client, owner)
+        except KaggleError as error:
+            report.add(
+                "GPU slots",
+                "fail",
+                f"could not ask Kaggle: {error}",
+                "retry later",
+                infrastructure=True,
+            )
+            return
+        cap = settings.kaggle.gpu_session_cap
+        if len(running) >= cap:
+            report.add(
+                "GPU slots",
+                "fail",
+                f"{len(running)} of {cap} busy ({', '.join(running)})",
+                "wait for one to end",
+                infrastructure=True,
+            )
+        else:
+            report.add(
+                "GPU slots",
+                "pass",
+                f"{len(running)} of {cap} GPU sessions busy (runs in this ledger)",
+            )
+
+
+def find_quick_summary(ledger: Ledger | None, slug: str | None) -> Path | None:
+    """session_summary.json of the newest pulled quick test of this slug, if any."""
+    if ledger is None or not slug:
+        return None
+    base = slug.removesuffix("-quick")
+    for record in reversed(ledger.runs()):
+        if not record.run.startswith(f"{base}-quick") or not record.pulled_dir:
+            continue
+        candidates = [
+            Path(record.pulled_dir) / "session_summary.json",
+            *Path(record.pulled_dir).glob("*/session_summary.json"),
+        ]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def check_budget(
+    report: PreflightReport,
+    settings: Settings,
+    run_config: RunConfig,
+    ledger: Ledger | None,
+    slug: str | None,
+    summary_path: Path | None,
+) -> None:
+    limit = (
+        KAGGLE_TPU_SESSION_LIMIT_S
+        if is_tpu_shape(settings.kernel.machine_shape)
+        else KAGGLE_SESSION_LIMIT_S
+    )
+    if run_config.session_limit_s > limit:
+        report.add(
+            "session budget",
+            "fail",
+            f"session_limit_s {run_config.session_limit_s:.0f} is past Kaggle's {limit:.0f} s: the kernel would plan to save too late",
+            f"set [run] session_limit_s <= {limit:.0f}",
+        )
+        return
+    path = summary_path or find_quick_summary(ledger, slug)
+    if path is None:
+        report.add(
+            "session budget",
+            "warn",
+            f"no quick test measured yet; the kernel keeps a {run_config.min_margin_s:.0f} s floor plus what it measures",
+            "run `orchestrate launch --quick-test`, pull it, then preflight again",
+        )
+        return
+    from .plan import TimingMeasure
+
+    try:
+        timing = TimingMeasure.from_summary_file(path)
+    except UserError as error:
+        report.add("session budget", "fail", str(error), "pass another --summary")
+        return
+    reserved = (
+        timing.setup_s
+        + timing.eval_s
+        + timing.finalize_s
+        + timing.checkpoint_s
+        + run_config.min_margin_s
+    )
+    left = run_config.session_limit_s - reserved
+    if left <= 0:
+        report.add(
+            "session budget",
+            "fail",
+            f"setup, a checkpoint, evaluation and finalisation need {reserved:.0f} s of a {run_config.session_limit_s:.0f} s session",
+            "raise [run] session_limit_s or cut evaluation episodes",
+        )
+    elif left < 0.5 * run_config.session_limit_s:
+        report.add(
+            "session budget",
+            "warn",
+            f"only {left:.0f} s of {run_config.session_limit_s:.0f} s left for training",
+            "raise session_limit_s or trim evaluation",
+        )
+    else:
+        report.add(
+            "session budget",
+            "pass",
+            f"{reserved:.0f} s reserved (setup {timing.setup_s:.0f}, checkpoint {timing.checkpoint_s:.1f}, "
+            f"eval {timing.eval_s:.0f}, finalise {timing.finalize_s:.0f}, margin {run_config.min_margin_s:.0f}) from {path}",
+        )
+    worst_loss_s = max(
+        run_config.checkpoint_every * timing.s_per_step, run_config.checkpoint_min_seconds
+    )
+    if worst_loss_s > 1800:
+        report.add(
+            "checkpoint interval",
+            "warn",
+            f"a kill may lose ~{worst_loss_s / 60:.0f} min of training at {timing.s_per_step:.4f} s/step",
+            "lower [run] checkpoint_every or checkpoint_min_seconds",
+        )
+
+
+def check_intervals(report: PreflightReport, run_config: RunConfig) -> None:
+    problems = []
+    if run_config.checkpoint_min_seconds == 0 and run_config.checkpoint_every < 1000:
+        problems.append(
+            (
+                f"checkpoint_every={run_config.checkpoint_every} with checkpoint_min_seconds=0 checkpoints "
+                "many times a second on a fast env",
+                "set [run] checkpoint_min_seconds (e.g. 10)",
+            )
+        )
+    if run_config.export_min_seconds == 0 and run_config.export_every < 1000:
+        problems.append(
+            (
+                f"export_every={run_config.export_every} with export_min_seconds=0 exports many times a second",
+                "set [run] export_min_seconds (e.g. 30)",
+            )
+        )
+    if run_config.checkpoint_min_seconds > run_config.session_limit_s / 4:
+        problems.append(
+            (
+                f"checkpoint_min_seconds={run_config.checkpoint_min_seconds:.0f} allows few checkpoints per session",
+                "lower it well below session_limit_s",
+            )
+        )
+    if not problems:
+        report.add(
+            "intervals",
+            "pass",
+            f"checkpoint every {run_config.checkpoint_every} steps/{run_config.checkpoint_min_seconds:.0f} s, "
+            f"export every {run_config.export_every} steps/{run_config.export_min_seconds:.0f} s, keep {run_config.keep_checkpoints}",
+        )
+    for detail, fix in problems:
+        report.add("intervals", "warn", detail, fix)
+
+
+def estimate_output_bytes(run_config: RunConfig, probe: dict | None) -> int:
+    """Rough size of /kaggle/working at the end: checkpoints, buffer, best model, zip."""
+    obs_bytes = (probe or {}).get("obs_bytes", 4 * 64)
+    obs_dim = (probe or {}).get("obs_dim", 64)
+    n_actions = (probe or {}).get("n_actions", 8)
+    act_bytes = (probe or {}).get("act_bytes", 8)
+    layers = [obs_dim, *_net_arch(run_config.policy_kwargs), n_actions]
+    params = sum(a * b + b for a, b in zip(layers, layers[1:], strict=False))
+    model_bytes = (
+        params * 4 * (4 if run_config.algo in OFF_POLICY else 3)
+    )  # weights, target/Adam moments
+    buffer_bytes = 0
+    if run_config.algo in OFF_POLICY:
+        capacity = int(run_config.hyperparams.get("buffer_size", SB3_DEFAULT_BUFFER_SIZE))
+        transitions = min(capacity, run_config.total_timesteps)
+        buffer_bytes = transitions * (2 * obs_bytes + act_bytes + 8 + 8) * run_config.n_envs
+    checkpoints = (
+        run_config.keep_checkpoints * model_bytes + buffer_bytes
+    )  # buffer chunks are shared
+    artifacts = 3 * model_bytes + 50 * 10**6  # best + final model, metrics, figures, logs
+    return int(checkpoints + artifacts * 2)  # the files, then artifacts.zip of them
+
+
+def _net_arch(policy_kwargs: dict) -> list[int]:
+    arch = policy_kwargs.get("net_arch", [64, 64])
+    if isinstance(arch, dict):
+        arch = arch.get("pi") or arch.get("qf") or [64, 64]
+    return [int(x) for x in arch if isinstance(x, int)] or [64, 64]
+
+
+def check_output_size(report: PreflightReport, run_config: RunConfig, probe: dict | None) -> None:
+    size = estimate_output_bytes(run_config, probe)
+    text = f"~{size / 1e9:.2f} GB estimated (Kaggle keeps ~20 GB of /kaggle/working)"
+    if size > KAGGLE_OUTPUT_LIMIT_BYTES:
+        report.add("output size", "fail", text, "lower hyperparams.buffer_size or keep_checkpoints")
+    elif size > OUTPUT_WARN_BYTES:
+        report.add("output size", "warn", text, "lower hyperparams.buffer_size or keep_checkpoints")
+    else:
+        report.add("output size", "pass", text)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h"

@@ -1,0 +1,155 @@
+"""`orchestrate status`, `runs` and `delete`: the ledger's runs next to what Kaggle says."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from kernel_template.layout import utc_now_iso
+
+from .errors import UserError
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .kaggle import KaggleClient
+    from .ledger import Ledger, RunRecord
+
+RUN_COLUMNS = (
+    "run",
+    "chain",
+    "segment",
+    "attempt",
+    "state",
+    "kernel_status",
+    "version",
+    "created_at",
+)
+
+
+def resolve(
+    settings: Settings, ledger: Ledger, client: KaggleClient | None, run: str | None
+) -> tuple[str, str, RunRecord | None]:
+    """(owner, slug, ledger record or None) for a run name, `owner/slug`, or the newest run."""
+    if run is None:
+        records = ledger.runs()
+        if not records:
+            raise UserError(
+                "the ledger has no runs yet; name one (owner/slug) or `orchestrate launch` first"
+            )
+        newest = max(records, key=lambda r: r.created_at)
+        return newest.owner, newest.run, newest
+    if "/" in run:
+        owner, _, slug = run.partition("/")
+        if not owner or not slug or "/" in slug:
+            raise UserError(f"run {run!r} must be a ledger run name or owner/slug")
+        record = ledger.get(slug)
+        return owner, slug, record if record is not None and record.owner == owner else None
+    record = ledger.get(run)
+    if record is not None:
+        return record.owner, record.run, record
+    owner = settings.kaggle.owner or (client.username if client is not None else None)
+    if not owner:
+        raise UserError(f"run {run!r} is not in the ledger; name it as owner/slug")
+    return owner, run, None
+
+
+def run_status(
+    settings: Settings, ledger: Ledger, client: KaggleClient, run: str | None = None
+) -> dict[str, Any]:
+    """Kaggle's status of a run with its ledger record; the record's kernel_status is refreshed."""
+    from .kaggle import NotFoundError
+
+    owner, slug, record = resolve(settings, ledger, client, run)
+    try:
+        status = client.status(owner, slug)
+        kernel_status, failure = status.status, status.failure_message
+    except NotFoundError:
+        kernel_status, failure = "NOT_FOUND", None
+    if record is not None and kernel_status != "NOT_FOUND":
+        fields: dict[str, Any] = {"kernel_status": kernel_status}
+        if failure:
+            fields["failure_message"] = failure
+        record = ledger.update(slug, **fields)
+    return {
+        "ref": f"{owner}/{slug}",
+        "kernel_status": kernel_status,
+        "failure_message": failure,
+        "url": record.url if record and record.url else client.web_url(owner, slug),
+        "ledger": record.model_dump(mode="json") if record is not None else None,
+    }
+
+
+def print_status(report: dict[str, Any], console: Console) -> None:
+    console.print(f"{report['ref']}: {report['kernel_status']}", markup=False)
+    if report.get("failure_message"):
+        console.print(f"  failure: {report['failure_message']}", markup=False)
+    console.print(f"  url: {report['url']}", markup=False)
+    record = report.get("ledger")
+    if record is None:
+        console.print("  not in this project's ledger", markup=False)
+        return
+    for key in (
+        "state",
+        "chain",
+        "segment",
+        "attempt",
+        "version",
+        "pushed_at",
+        "pulled_dir",
+        "checkpoint_hash",
+    ):
+        if record.get(key) is not None:
+            console.print(f"  {key}: {record[key]}", markup=False)
+
+
+def list_runs(ledger: Ledger, chain: str | None = None) -> list[RunRecord]:
+    return ledger.runs(chain=chain)
+
+
+def print_runs(records: list[RunRecord], console: Console) -> None:
+    if not records:
+        console.print("no runs yet: `orchestrate launch --quick-test` starts one", markup=False)
+        return
+    rows = [[_cell(getattr(record, column)) for column in RUN_COLUMNS] for record in records]
+    if not console.is_terminal:  # plain lines for pipes and logs
+        for row in rows:
+            console.print("\t".join(row), markup=False, highlight=False)
+        return
+    from rich.table import Table
+
+    table = Table(*RUN_COLUMNS)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def delete_run(
+    settings: Settings, ledger: Ledger, client: KaggleClient, run: str, *, force: bool = False
+) -> RunRecord:
+    """Delete the kernel on Kaggle, only after its outputs were pulled and verified (unless forced)."""
+    from .kaggle import NotFoundError
+    from .ledger import RunRecord
+
+    owner, slug, record = resolve(settings, ledger, client, run)
+    if record is None and not force:
+        raise UserError(
+            f"run {run!r} is not in this project's ledger; pass --force to delete {owner}/{slug} anyway"
+        )
+    verified = record is not None and record.state == "pulled" and bool(record.artifacts_sha256)
+    if not verified and not force:
+        state = record.state if record is not None else "unknown"
+        raise UserError(
+            f"the outputs of {owner}/{slug} were not pulled and verified (state {state}); "
+            f"run `orchestrate pull-artifacts {slug}` first, or pass --force"
+        )
+    with contextlib.suppress(NotFoundError):  # already gone: the goal is reached
+        client.delete_kernel(owner, slug)
+    if record is None:
+        return RunRecord(run=slug, owner=owner, state="terminal")
+    return ledger.update(slug, deleted_at=utc_now_iso())

@@ -1,0 +1,251 @@
+"""launch / status / runs / delete against the real emulator, running real tiny trainings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import clean_env, orchestrate, run_main, write_project
+
+from orchestrator.build import IMPORT_LOG_PREFIX, render_kernel
+from orchestrator.errors import InfrastructureError
+from orchestrator.kaggle import AmbiguousPush, Credentials, KaggleClient, RetryPolicy
+from orchestrator.launch import launch
+from orchestrator.ledger import Ledger, RunRecord
+from orchestrator.settings import load_settings
+
+KAGGLE = Path(sys.executable).parent / "kaggle"
+
+
+def cli_env(emulator, tmp_path, user="alice"):
+    return clean_env(emulator.env(user), home=tmp_path / "home")
+
+
+def wait_terminal(client, owner, slug, timeout=180):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.status(owner, slug)
+        if status.is_terminal:
+            return status.status
+        time.sleep(0.5)
+    raise AssertionError(f"{owner}/{slug} did not finish in {timeout} s")
+
+
+def client_for(emulator, user="alice"):
+    credentials = Credentials(username=user, key=emulator.users[user])
+    return KaggleClient(emulator.api_url, credentials, retry=RetryPolicy.fast())
+
+
+def test_quick_test_runs_for_real_and_its_summary_feeds_preflight(
+    emulator, tmp_path, monkeypatch, capsys
+):
+    project = tmp_path / "project"
+    write_project(project, steps=5000)
+    env = cli_env(emulator, tmp_path)
+    result = orchestrate(
+        "launch", "--quick-test", "--quick-steps", "600", "--watch", cwd=project, env=env
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✔ embedded runtime" in result.stdout
+    imported = [line for line in result.stdout.splitlines() if IMPORT_LOG_PREFIX in line]
+    assert (
+        imported and "/tmp/orchestrate-runtime-" in imported[0]
+    )  # the embedded copy, not the repo's
+    assert str(Path(__file__).resolve().parents[2]) not in imported[0]
+
+    record = Ledger(project).get("tiny-dqn-quick")
+    assert (record.state, record.kernel_status, record.version) == ("terminal", "COMPLETE", 1)
+    quick_config = load_settings(project / "orchestrate.toml").run.model_copy(
+        update={"total_timesteps": 600}
+    )
+    assert record.config_hash == quick_config.config_hash()
+
+    def cli(*args):
+        return run_main(monkeypatch, capsys, *args, cwd=project, env=emulator.env("alice"))
+
+    code, out, _ = cli("runs", "--json")
+    assert code == 0 and [r["run"] for r in json.loads(out)] == ["tiny-dqn-quick"]
+    code, out, _ = cli("status", "tiny-dqn-quick", "--json")
+    assert code == 0 and json.loads(out)["kernel_status"] == "COMPLETE"
+
+    # Delete only after a verified pull.
+    code, _, err = cli("delete", "tiny-dqn-quick")
+    assert code == 2 and "pull-artifacts" in err
+    code, _, err = cli("pull-artifacts", "tiny-dqn-quick", "--json")
+    assert code == 0, err
+
+    # The pulled quick test's summary now sizes the session budget.
+    code, out, err = cli("preflight", "--json")
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert code == 0, err
+    assert checks["session budget"]["status"] == "pass"
+    assert "session_summary.json" in checks["session budget"]["detail"]
+    assert checks["credentials"]["status"] == "pass"
+
+    code, _, err = cli("delete", "tiny-dqn-quick", "--json")
+    assert code == 0, err
+    code, out, _ = cli("status", "tiny-dqn-quick", "--json")
+    assert json.loads(out)["kernel_status"] == "NOT_FOUND"
+
+    # The slug is spent: launching it again is refused before any push; a new quick test gets -2.
+    code, _, err = cli("launch", "--slug", "tiny-dqn-quick", "--skip-preflight")
+    assert code == 2 and "already" in err
+    assert emulator.call_counts().get("SaveKernel.accepted") == 1
+    from orchestrator.launch import next_free_slug
+
+    assert next_free_slug(Ledger(project), "tiny-dqn-quick") == "tiny-dqn-quick-2"
+
+
+GRID_ENV = """\
+import gymnasium as gym
+import numpy as np
+
+
+class GridEnv(gym.Env):
+    \"\"\"A tiny custom env that exists only in the user's project, not in kernel_template.\"\"\"
+
+    observation_space = gym.spaces.Box(0.0, 1.0, (4,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = np.full(4, self.t / 20, np.float32)
+        return obs, float(action), self.t >= 20, False, {}
+"""
+
+
+@pytest.mark.skipif(not KAGGLE.exists(), reason="the official kaggle CLI is not installed")
+def test_official_cli_pushes_a_rendered_folder_that_runs_unchanged(emulator, tmp_path):
+    """A kernel with a user env package, pushed by `kaggle kernels push`, trains to COMPLETE."""
+    project = tmp_path / "project"
+    write_project(
+        project,
+        slug="official-push",
+        title="Official Push",
+        kaggle='owner = "alice"',
+        env="gridpkg.grid:GridEnv",
+        kernel_extra='user_modules = ["gridpkg"]',
+    )
+    (project / "gridpkg").mkdir()
+    (project / "gridpkg" / "__init__.py").write_text("")
+    (project / "gridpkg" / "grid.py").write_text(GRID_ENV)
+    settings = load_settings(project / "orchestrate.toml")
+    folder = render_kernel(
+        settings, settings.run, slug="official-push", out_dir=tmp_path / "kernel"
+    )
+    pushed = subprocess.run(
+        [str(KAGGLE), "kernels", "push", "-p", str(folder.path)],
+        env=emulator.subprocess_env("alice"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "does not resolve" not in pushed.stdout  # the title slugifies to the slug
+    with client_for(emulator) as client:
+        assert wait_terminal(client, "alice", "official-push") == "COMPLETE"
+        listing = client.list_output("alice", "official-push")
+        info = client.get_kernel("alice", "official-push")
+    names = {f.name for f in listing.files}
+    assert {"session_summary.json", "artifacts.zip", "artifacts.zip.sha256"} <= names
+    assert any(IMPORT_LOG_PREFIX in entry.data for entry in listing.log)
+    assert info.source == folder.script_path.read_text()
+
+
+class AmbiguousAfterPush(KaggleClient):
+    """The push reaches Kaggle, then the answer is lost and Kaggle stops answering GetKernel."""
+
+    def __init__(self, emulator, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.emulator = emulator
+
+    def push(self, spec):
+        super().push(spec)
+        self.emulator.set_faults("GetKernel=503*40")
+        raise AmbiguousPush("connection reset after the request was sent", ref=spec.id)
+
+
+def test_ambiguous_push_is_settled_by_asking_kaggle_never_by_pushing_again(emulator, tmp_path):
+    project = tmp_path / "project"
+    write_project(project, slug="ambiguous-run", title="Ambiguous Run", kaggle='owner = "alice"')
+    settings = load_settings(project / "orchestrate.toml")
+    ledger = Ledger(project)
+    credentials = Credentials(username="alice", key=emulator.users["alice"])
+    lossy = AmbiguousAfterPush(emulator, emulator.api_url, credentials, retry=RetryPolicy.fast())
+    with lossy, pytest.raises(InfrastructureError, match="may or may not"):
+        launch(settings, settings.run, client=lossy, ledger=ledger, preflight=False)
+    assert ledger.get("ambiguous-run").state == "intent"
+
+    emulator.clear_faults()
+    with client_for(emulator) as client:
+        record = launch(settings, settings.run, client=client, ledger=ledger, preflight=False)
+        assert record.state == "pushed" and record.version == 1
+        assert emulator.call_counts().get("SaveKernel.accepted") == 1  # adopted, not pushed again
+        assert client.status("alice", "ambiguous-run").status != "ERROR"
+
+
+def test_intent_left_by_a_crash_before_the_push_is_pushed_once(emulator, tmp_path):
+    project = tmp_path / "project"
+    write_project(project, slug="crashed-run", title="Crashed Run", kaggle='owner = "alice"')
+    settings = load_settings(project / "orchestrate.toml")
+    ledger = Ledger(project)
+    ledger.record_intent(RunRecord(run="crashed-run", owner="alice"))  # then the orchestrator died
+    with client_for(emulator) as client:
+        record = launch(settings, settings.run, client=client, ledger=ledger, preflight=False)
+        assert record.state == "pushed"
+        assert emulator.call_counts().get("SaveKernel.accepted") == 1
+        assert client.get_kernel("alice", "crashed-run").current_version_number == 1
+
+
+def test_gpu_session_cap_refuses_before_and_at_the_push(emulator_factory, tmp_path):
+    emulator = emulator_factory(gpu_slots=1)
+    busy = tmp_path / "busy"
+    write_project(
+        busy, slug="busy-gpu", title="Busy Gpu", accelerator="NvidiaTeslaT4", steps=10_000_000
+    )
+    env = cli_env(emulator, tmp_path)
+    first = orchestrate(
+        "launch", "--skip-preflight", "--set", "kaggle.gpu_session_cap=1", cwd=busy, env=env
+    )
+    assert first.returncode == 0, first.stderr
+    try:
+        # Same project: the ledger knows the busy run, so nothing is pushed.
+        write_project(
+            busy / "second", slug="second-gpu", title="Second Gpu", accelerator="NvidiaTeslaT4"
+        )
+        refused = orchestrate(
+            "launch",
+            "--skip-preflight",
+            "--set",
+            "kaggle.gpu_session_cap=1",
+            "--config",
+            str(busy / "orchestrate.toml"),
+            "--slug",
+            "second-gpu",
+            "--title",
+            "Second Gpu",
+            cwd=busy,
+            env=env,
+        )
+        assert refused.returncode == 3, refused.stderr
+        assert "busy-gpu" in refused.stderr and len(refused.stderr.splitlines()) == 1
+        assert Ledger(busy).get("second-gpu") is None
+
+        # Another project (its own ledger): Kaggle itself refuses the push.
+        other = tmp_path / "other"
+        write_project(other, slug="other-gpu", title="Other Gpu", accelerator="NvidiaTeslaT4")
+        capped = orchestrate("launch", "--skip-preflight", cwd=other, env=env)
+        assert capped.returncode == 3, capped.stderr
+        record = Ledger(other).get("other-gpu")
+        assert record.state == "failed_push" and "session" in record.failure_message.lower()
+    finally:
+        emulator.kill_kernel("alice", "busy-gpu")

@@ -1,0 +1,156 @@
+"""The preflight checklist: each check passes or fails for the reason it names."""
+
+from __future__ import annotations
+
+import json
+
+from cli_helpers import run_main, write_project
+
+from kernel_template.layout import SessionSummary, WallClock
+from orchestrator.preflight import estimate_output_bytes, run_preflight
+from orchestrator.settings import load_settings
+
+
+def checks_of(report):
+    return {c.name: c for c in report.checks}
+
+
+def project_settings(tmp_path, **options):
+    path = write_project(tmp_path / "project", kaggle='owner = "alice"', **options)
+    return load_settings(path)
+
+
+def write_summary(path, *, setup=5.0, finalization=5.0, evaluation=4.0, training=10.0, steps=1000):
+    summary = SessionSummary(
+        status="complete",
+        reason="total_timesteps reached",
+        config_hash="x" * 64,
+        total_timesteps=steps,
+        timesteps_start=0,
+        timesteps_end=steps,
+        wall=WallClock(
+            setup=setup,
+            training=training,
+            checkpointing=0.5,
+            evaluation=evaluation,
+            finalization=finalization,
+        ),
+        seconds_per_step=training / steps,
+        checkpoints_written=5,
+        started_at="2026-01-01T00:00:00Z",
+        ended_at="2026-01-01T00:01:00Z",
+        session_limit_s=600,
+    )
+    path.write_text(summary.model_dump_json())
+    return path
+
+
+def test_offline_checklist_passes_for_a_sound_project(tmp_path):
+    settings = project_settings(tmp_path)
+    report = run_preflight(settings, settings.run, offline=True)
+    checks = checks_of(report)
+    assert report.ok, [c.line() for c in report.failures]
+    for name in ("config", "kernel renders", "embedded runtime", "env", "intervals", "output size"):
+        assert checks[name].status == "pass", checks[name].line()
+    assert checks["credentials"].status == "skip"
+    assert checks["session budget"].status == "warn"  # no quick test measured yet
+    assert settings.run.config_hash()[:16] in checks["config"].detail
+
+
+def test_custom_env_not_embedded_fails_with_the_fix(tmp_path):
+    settings = project_settings(tmp_path, env="myenvs.grid:GridEnv")
+    report = run_preflight(settings, settings.run, offline=True)
+    check = checks_of(report)["custom env"]
+    assert check.status == "fail" and "user_modules" in check.fix
+    assert not report.ok and report.bad_input
+
+
+def test_embedded_user_env_is_built_from_the_unpacked_copy(tmp_path):
+    package = tmp_path / "project" / "myenvs"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "grid.py").write_text(
+        "import gymnasium as gym, numpy as np\n"
+        "class GridEnv(gym.Env):\n"
+        "    observation_space = gym.spaces.Box(0, 1, (5,), np.float32)\n"
+        "    action_space = gym.spaces.Discrete(3)\n"
+        "    def reset(self, *, seed=None, options=None):\n"
+        "        super().reset(seed=seed); return np.zeros(5, np.float32), {}\n"
+        "    def step(self, action):\n"
+        "        return np.zeros(5, np.float32), 0.0, True, False, {}\n"
+    )
+    settings = project_settings(
+        tmp_path, env="myenvs.grid:GridEnv", kernel_extra='user_modules = ["myenvs"]'
+    )
+    report = run_preflight(settings, settings.run, offline=True)
+    checks = checks_of(report)
+    assert checks["env"].status == "pass", checks["env"].line()
+    assert "20 bytes" in checks["env"].detail  # 5 float32: the probe really built GridEnv
+
+
+def test_session_limit_past_kaggle_fails(tmp_path):
+    settings = project_settings(tmp_path, run_extra="")
+    run = settings.run.model_copy(update={"session_limit_s": 13 * 3600})
+    report = run_preflight(settings, run, offline=True)
+    assert checks_of(report)["session budget"].status == "fail"
+
+
+def test_budget_uses_a_quick_test_summary(tmp_path):
+    settings = project_settings(tmp_path)
+    good = write_summary(tmp_path / "good.json")
+    report = run_preflight(settings, settings.run, offline=True, summary_path=good)
+    assert checks_of(report)["session budget"].status == "pass"
+    slow = write_summary(tmp_path / "slow.json", setup=400.0, finalization=300.0)
+    report = run_preflight(settings, settings.run, offline=True, summary_path=slow)
+    check = checks_of(report)["session budget"]
+    assert check.status == "fail" and "session_limit_s" in check.fix
+
+
+def test_tiny_intervals_without_a_time_floor_warn(tmp_path):
+    settings = project_settings(tmp_path)
+    run = settings.run.model_copy(update={"checkpoint_min_seconds": 0.0, "checkpoint_every": 10})
+    report = run_preflight(settings, run, offline=True)
+    warnings = [c for c in report.checks if c.name == "intervals" and c.status == "warn"]
+    assert warnings and "checkpoint_min_seconds" in warnings[0].fix
+
+
+def test_output_size_grows_with_the_buffer_and_fails_past_kaggle(tmp_path):
+    settings = project_settings(tmp_path)
+    small = estimate_output_bytes(settings.run, {"obs_bytes": 160, "obs_dim": 40})
+    huge_run = settings.run.model_copy(
+        update={"total_timesteps": 200_000_000, "hyperparams": {"buffer_size": 100_000_000}}
+    )
+    assert estimate_output_bytes(huge_run, {"obs_bytes": 160, "obs_dim": 40}) > 20e9 > small
+    report = run_preflight(settings, huge_run, offline=True)
+    assert checks_of(report)["output size"].status == "fail"
+
+
+def test_missing_credentials_fail_the_online_check(tmp_path, monkeypatch, capsys):
+    write_project(tmp_path / "project", kaggle='owner = "alice"')
+    env = {"HOME": str(tmp_path / "home"), "XDG_CONFIG_HOME": str(tmp_path / "home")}
+    code, out, _ = run_main(
+        monkeypatch, capsys, "preflight", "--json", cwd=tmp_path / "project", env=env
+    )
+    report = json.loads(out)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert code == 2 and not report["ok"]
+    assert (
+        checks["credentials"]["status"] == "fail" and "KAGGLE_KEY" in checks["credentials"]["fix"]
+    )
+
+
+def test_spent_gpu_quota_is_an_infrastructure_failure(emulator, tmp_path, monkeypatch, capsys):
+    write_project(tmp_path / "project", accelerator="NvidiaTeslaT4")
+    emulator.set_gpu_used("alice", 40 * 3600)
+    code, out, _ = run_main(
+        monkeypatch,
+        capsys,
+        "preflight",
+        "--json",
+        cwd=tmp_path / "project",
+        env=emulator.env("alice"),
+    )
+    checks = {c["name"]: c for c in json.loads(out)["checks"]}
+    assert checks["credentials"]["status"] == "pass"
+    assert checks["GPU quota"]["status"] == "fail" and checks["GPU quota"]["infrastructure"]
+    assert code == 3
