@@ -1,0 +1,1 @@
+"""A local stand-in for Kaggle's kernels API that really runs the kernels it is sent."""

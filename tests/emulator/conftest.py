@@ -1,0 +1,103 @@
+"""Raw-httpx helpers for talking to the emulator the way Kaggle's wire protocol does."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from orchestrator.emulator.testing import EmulatorHandle, start_emulator
+from tests.conftest import FAST_QUEUE_DELAY, TEST_USERS
+
+SERVICE = "kernels.KernelsApiService"
+TERMINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
+
+
+class Rpc:
+    """One user's view of the emulator, with raw httpx (no client library)."""
+
+    def __init__(self, emulator: EmulatorHandle, user: str = "alice"):
+        self.emulator = emulator
+        self.user = user
+        self.http = httpx.Client(
+            base_url=emulator.api_url, auth=(user, emulator.users[user]), timeout=30
+        )
+
+    def call(self, method: str, body: dict | None = None) -> httpx.Response:
+        return self.http.post(f"/{SERVICE}/{method}", json=body or {})
+
+    def push(self, slug: str, text: str, **fields) -> dict:
+        body = {
+            "slug": f"{self.user}/{slug}",
+            "newTitle": slug.replace("-", " ").title(),
+            "text": text,
+            "language": "python",
+            "kernelType": "script",
+            "isPrivate": True,
+            **fields,
+        }
+        response = self.call("SaveKernel", body)
+        response.raise_for_status()
+        return response.json()
+
+    def status(self, slug: str, owner: str | None = None) -> dict:
+        response = self.call(
+            "GetKernelSessionStatus", {"userName": owner or self.user, "kernelSlug": slug}
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def wait(self, slug: str, statuses=TERMINAL, timeout: float = 60) -> dict:
+        """Poll until the status is one of `statuses` (a generous bound, not a timing check)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            body = self.status(slug)
+            if body["status"] in statuses:
+                return body
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{slug} still {body} after {timeout}s")
+            time.sleep(0.05)
+
+    def output(self, slug: str, owner: str | None = None, **extra) -> dict:
+        response = self.call(
+            "ListKernelSessionOutput",
+            {"userName": owner or self.user, "kernelSlug": slug, **extra},
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture(scope="module")
+def shared_emulator(tmp_path_factory) -> EmulatorHandle:
+    """One emulator per test module (starting one costs a second or more on a busy machine).
+
+    Tests on it use unique slugs and count calls as differences.
+    """
+    root = tmp_path_factory.mktemp("shared-emulator") / "root"
+    with start_emulator(root, TEST_USERS, queue_delay=FAST_QUEUE_DELAY, kill_grace=2) as handle:
+        yield handle
+
+
+@pytest.fixture
+def emu(shared_emulator) -> EmulatorHandle:
+    """The module's shared emulator, with faults cleared after each test."""
+    yield shared_emulator
+    shared_emulator.clear_faults()
+
+
+@pytest.fixture
+def alice(emu) -> Rpc:
+    rpc = Rpc(emu, "alice")
+    yield rpc
+    rpc.close()
+
+
+@pytest.fixture
+def bob(emu) -> Rpc:
+    rpc = Rpc(emu, "bob")
+    yield rpc
+    rpc.close()
