@@ -1,22 +1,27 @@
-"""Benchmark: a large output file through the client (sha256 on the fly) vs a plain streaming copy.
+"""Benchmark: a large output file through the client (sha256 on the fly) vs a plain streaming copy
+and vs the official CLI's `kaggle kernels output`.
 
-Both run in fresh subprocesses against the same emulator file, so peak RSS is the downloader's
-own. Size: ORCHESTRATE_BENCH_DOWNLOAD_MB (default 1024).
+Every downloader runs in a fresh subprocess against the same emulator file, so peak RSS is the
+downloader's own. Size: ORCHESTRATE_BENCH_DOWNLOAD_MB (default 1024).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 SIZE_MB = int(os.environ.get("ORCHESTRATE_BENCH_DOWNLOAD_MB", "1024"))
+OFFICIAL_CLI = Path(sys.executable).parent / "kaggle"
+OWNER, SLUG = "alice", "bench-big-output"
 
-# Writes SIZE_MB of a repeating 1 MiB pattern into the kernel's working dir.
+# Writes SIZE_MB of a repeating 1 MiB pattern into the kernel's working dir (its only output).
 WRITER = f"""
 import os
 block = bytes(range(256)) * 4096
@@ -53,6 +58,29 @@ print(json.dumps({"seconds": seconds, "size": size,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+# Our counterpart of `kaggle kernels output`: list the outputs, download every file into a dir.
+CLIENT_FETCH_ALL = """
+import sys
+from pathlib import Path
+from orchestrator.kaggle import KaggleClient
+owner, slug, target = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+with KaggleClient.from_env(timeout=120) as client:
+    for output in client.list_output(owner, slug).files:
+        client.download(output.url, target / output.name)
+"""
+
+# Runs a command as its only child: wall time from spawn to exit, and the child's peak RSS.
+TIMED_CHILD = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True, check=False)
+seconds = time.perf_counter() - start
+if done.returncode != 0:
+    sys.exit(f"{sys.argv[1:]} exited {done.returncode}:\\n{done.stdout}\\n{done.stderr}")
+print(json.dumps({"seconds": seconds,
+                  "maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+"""
+
 
 def run_python(code: str, *args: str, env: dict[str, str]) -> dict:
     done = subprocess.run(
@@ -62,54 +90,108 @@ def run_python(code: str, *args: str, env: dict[str, str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.bench
-def test_bench_large_download_with_hash_vs_plain_copy(emulator, tmp_path):
-    import hashlib
+def run_timed(command: list[str], *, env: dict[str, str]) -> dict:
+    return run_python(TIMED_CHILD, *command, env=env)
 
-    from orchestrator.kaggle import KaggleClient, PushSpec, RetryPolicy
 
-    env = emulator.subprocess_env("alice")
-    client = KaggleClient(emulator.api_url, _creds(emulator), retry=RetryPolicy.fast())
-    client.push(PushSpec(id="alice/bench-big-output", title="Bench big output", text=WRITER))
-    deadline = time.monotonic() + 600
-    while not client.status("alice", "bench-big-output").is_terminal:
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-    url = {f.name: f.url for f in client.list_output("alice", "bench-big-output").files}["big.bin"]
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as source:
+        return hashlib.file_digest(source, "sha256").hexdigest()
 
+
+def expected_sha256() -> str:
     expected = hashlib.sha256()
     block = bytes(range(256)) * 4096
     for _ in range(SIZE_MB):
         expected.update(block)
+    return expected.hexdigest()
 
-    # Alternate and keep the best of two, so page-cache warmth favours neither side.
-    plain_runs, client_runs = [], []
+
+def push_big_output(client) -> None:
+    from orchestrator.kaggle import PushSpec
+
+    client.push(PushSpec(id=f"{OWNER}/{SLUG}", title="Bench big output", text=WRITER))
+    deadline = time.monotonic() + 600
+    while not (status := client.status(OWNER, SLUG)).is_terminal:
+        assert time.monotonic() < deadline, "the writer kernel did not finish in 600 s"
+        time.sleep(0.5)
+    assert status.status == "COMPLETE", status
+
+
+def check_fetched_dir(target: Path, listed: set[str], expected: str) -> None:
+    """The big file's bytes are right and nothing but listed outputs (+ the CLI's log) arrived."""
+    assert sha256_of(target / "big.bin") == expected
+    assert {p.name for p in target.iterdir()} <= listed | {f"{SLUG}.log"}
+
+
+@pytest.mark.bench
+def test_bench_large_download_with_hash_vs_plain_copy_and_official_cli(emulator, tmp_path):
+    from orchestrator.kaggle import KaggleClient, RetryPolicy
+
+    env = emulator.subprocess_env(OWNER)
+    client = KaggleClient(emulator.api_url, _creds(emulator), retry=RetryPolicy.fast())
+    push_big_output(client)
+    listed = {f.name: f.url for f in client.list_output(OWNER, SLUG).files}
+    url = listed["big.bin"]
+    expected = expected_sha256()
+
+    # Alternate and keep the best of two, so page-cache warmth favours no side.
+    plain_runs, client_runs, fetch_runs, cli_runs = [], [], [], []
     for round_ in range(2):
-        plain_runs.append(
-            run_python(PLAIN_COPY, url, str(tmp_path / f"plain-{round_}.bin"), env=env)
-        )
-        (tmp_path / f"plain-{round_}.bin").unlink()
-        client_runs.append(
-            run_python(CLIENT_DOWNLOAD, url, str(tmp_path / f"client-{round_}.bin"), env=env)
-        )
-        (tmp_path / f"client-{round_}.bin").unlink()
+        dest = tmp_path / f"plain-{round_}.bin"
+        plain_runs.append(run_python(PLAIN_COPY, url, str(dest), env=env))
+        dest.unlink()
+
+        dest = tmp_path / f"client-{round_}.bin"
+        client_runs.append(run_python(CLIENT_DOWNLOAD, url, str(dest), env=env))
+        dest.unlink()
+
+        # End to end, as a user runs them: process start, listing, every output file.
+        target = tmp_path / f"fetch-{round_}"
+        fetch = [sys.executable, "-c", CLIENT_FETCH_ALL, OWNER, SLUG, str(target)]
+        fetch_runs.append(run_timed(fetch, env=env))
+        check_fetched_dir(target, set(listed), expected)
+        (target / "big.bin").unlink()
+
+        target = tmp_path / f"cli-{round_}"
+        cli = [str(OFFICIAL_CLI), "kernels", "output", f"{OWNER}/{SLUG}", "-p", str(target)]
+        cli_runs.append(run_timed(cli, env=env))
+        check_fetched_dir(target, set(listed), expected)
+        (target / "big.bin").unlink()
+    client.close()
+
     for run in client_runs:
-        assert run["size"] == SIZE_MB << 20 and run["sha256"] == expected.hexdigest()
-    plain = min(r["seconds"] for r in plain_runs)
-    ours = min(r["seconds"] for r in client_runs)
-    rss = max(r["maxrss_mb"] for r in client_runs)
+        assert run["size"] == SIZE_MB << 20 and run["sha256"] == expected
     mb = SIZE_MB
+    plain, ours = _best(plain_runs), _best(client_runs)
+    rss, plain_rss = _peak_rss(client_runs), _peak_rss(plain_runs)
+    fetch, official = _best(fetch_runs), _best(cli_runs)
+    fetch_rss, official_rss = _peak_rss(fetch_runs), _peak_rss(cli_runs)
     print(
         f"\nBENCH download {mb} MiB with sha256 (MiB/s): {mb / ours:.0f} (baseline: {mb / plain:.0f} plain copy, ratio: {plain / ours:.2f}x)"
     )
     print(
-        f"BENCH download peak RSS (MB): {rss:.0f} (baseline: {max(r['maxrss_mb'] for r in plain_runs):.0f} plain copy, ratio: {rss / max(r['maxrss_mb'] for r in plain_runs):.2f}x)"
+        f"BENCH download peak RSS (MB): {rss:.0f} (baseline: {plain_rss:.0f} plain copy, ratio: {rss / plain_rss:.2f}x)"
+    )
+    print(
+        f"BENCH download vs official CLI (MiB/s): {mb / fetch:.0f} (baseline: {mb / official:.0f} official CLI, ratio: {official / fetch:.2f}x)"
+    )
+    print(
+        f"BENCH download vs official CLI peak RSS (MB): {fetch_rss:.0f} (baseline: {official_rss:.0f} official CLI, ratio: {fetch_rss / official_rss:.2f}x)"
     )
     assert rss < 150
-    client.close()
+    assert fetch_rss < 150
+
+
+def _best(runs: list[dict]) -> float:
+    return min(run["seconds"] for run in runs)
+
+
+def _peak_rss(runs: list[dict]) -> float:
+    return max(run["maxrss_mb"] for run in runs)
 
 
 def _creds(emulator):
     from orchestrator.kaggle import Credentials
 
-    return Credentials(username="alice", key=emulator.users["alice"])
+    return Credentials(username=OWNER, key=emulator.users[OWNER])
