@@ -1,0 +1,266 @@
+"""The chain's decisions as pure functions of ledger state (and, for gates, observed limits).
+
+`next_action(chain, runs, now)` looks at the chain record and its run records and names the
+one thing to do next; `orchestrator.chain.step` carries it out and writes the ledger, then
+asks again. Nothing here talks to Kaggle, so every branch is unit-testable.
+
+Segments are numbered from 1 (`segment_index` 0 means "not a chain"). Segment k's kernel is
+`<chain>-s<k>`; attempt n > 0 of it is `<chain>-s<k>-r<n>`, so a slug is never pushed twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from orchestrator.ledger import ChainRecord, RunRecord
+
+ACTIVE_STATES = ("pushed", "running")
+# A run that never trained past its parent's checkpoint; these count against max_retries.
+NO_PROGRESS = "no_progress"
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def segment_slug(chain: str, segment: int, attempt: int = 0) -> str:
+    return f"{chain}-s{segment}" if attempt == 0 else f"{chain}-s{segment}-r{attempt}"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The newest verified checkpoint the chain holds, and the kernel whose output has it."""
+
+    run: str
+    owner: str
+    checkpoint_hash: str
+    step: int
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.run}"
+
+
+# -- actions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Idle:
+    """The chain is not active (done, failed or cancelled): nothing to do."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    state: str  # "done" or "failed"
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResolveIntent:
+    """A push was written down but not confirmed: ask Kaggle (GetKernel) before anything else."""
+
+    run: RunRecord
+
+
+@dataclass(frozen=True)
+class Poll:
+    run: RunRecord
+
+
+@dataclass(frozen=True)
+class Pull:
+    run: RunRecord
+
+
+@dataclass(frozen=True)
+class Push:
+    segment: int
+    attempt: int
+    slug: str
+    segment_timesteps: int
+    resume: ResumePoint | None
+
+    @property
+    def kernel_sources(self) -> list[str]:
+        return [self.resume.ref] if self.resume else []
+
+
+@dataclass(frozen=True)
+class Wait:
+    reason: str
+    until: datetime | None = None
+
+
+Action = Idle | Finish | ResolveIntent | Poll | Pull | Push | Wait
+
+
+# -- reading the runs ------------------------------------------------------------------------
+
+
+def latest_run(runs: list[RunRecord]) -> RunRecord | None:
+    """The run pushed (or about to be) last: highest segment, then highest attempt."""
+    return max(runs, key=lambda r: (r.segment or 0, r.attempt), default=None)
+
+
+def resume_point(runs: list[RunRecord], before: RunRecord | None = None) -> ResumePoint | None:
+    """The pulled run with the furthest verified checkpoint (optionally: pulled before `before`)."""
+    best: ResumePoint | None = None
+    for run in sorted(runs, key=lambda r: (r.segment or 0, r.attempt)):
+        if before is not None and run.run == before.run:
+            break
+        if run.state != "pulled" or not run.checkpoint_hash or run.checkpoint_step is None:
+            continue
+        if best is None or run.checkpoint_step > best.step:  # ties: the original holder
+            best = ResumePoint(run.run, run.owner, run.checkpoint_hash, run.checkpoint_step)
+    return best
+
+
+def made_progress(runs: list[RunRecord], run: RunRecord) -> bool:
+    """Whether a pulled run left a checkpoint further than the chain had before it."""
+    if run.checkpoint_step is None or not run.checkpoint_hash:
+        return False
+    previous = resume_point(runs, before=run)
+    return run.checkpoint_step > (previous.step if previous else 0)
+
+
+def training_done(chain: ChainRecord, run: RunRecord) -> bool:
+    end = (run.summary or {}).get("timesteps_end")
+    reached = end if end is not None else run.checkpoint_step
+    return reached is not None and reached >= chain.total_timesteps
+
+
+def failed_attempts(runs: list[RunRecord], segment: int) -> int:
+    return sum(
+        1
+        for r in runs
+        if r.segment == segment and r.state == "pulled" and not made_progress(runs, r)
+    )
+
+
+def segment_size(chain: ChainRecord, segment: int, done_steps: int) -> int:
+    """Planned timesteps of a segment; past the plan, the largest planned size (or what is left)."""
+    remaining = max(chain.total_timesteps - done_steps, 1)
+    if segment <= len(chain.segments):
+        return min(chain.segments[segment - 1], chain.total_timesteps)
+    return min(max(chain.segments), remaining)
+
+
+def max_segments(chain: ChainRecord) -> int:
+    """Bound on segments (each one made progress): the plan, and up to 3x more for segments
+    cut short by the session limit, so a badly sized plan cannot burn the quota forever."""
+    return 4 * len(chain.segments) + 4
+
+
+# -- the decision ----------------------------------------------------------------------------
+
+
+def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Action:
+    if chain.state in ("done", "failed", "cancelled"):
+        return Idle(f"chain {chain.name} is {chain.state}")
+
+    latest = latest_run(runs)
+    if latest is not None:
+        if latest.state == "intent":
+            return ResolveIntent(latest)
+        if latest.state in ACTIVE_STATES:
+            return Poll(latest)
+        if latest.state == "terminal":
+            return Pull(latest)
+        if latest.state == "pulled" and training_done(chain, latest):
+            return Finish("done", f"{chain.total_timesteps} timesteps reached by {latest.run}")
+
+    until = parse_time(chain.wait_until)
+    if until is not None and now < until:
+        return Wait(chain.waiting_reason or "waiting", until)
+
+    resume = resume_point(runs)
+    done_steps = resume.step if resume else 0
+    if latest is None:
+        segment, attempt = 1, 0
+    elif latest.state == "failed_push":
+        # Never reached Kaggle (or refused there): not a retry, but its slug stays burnt.
+        segment, attempt = latest.segment or 1, latest.attempt + 1
+    elif made_progress(runs, latest):
+        segment, attempt = (latest.segment or 0) + 1, 0
+    else:
+        segment = latest.segment or 1
+        failures = failed_attempts(runs, segment)
+        if failures > chain.max_retries:
+            why = latest.failure_message or f"ended {latest.kernel_status} without a new checkpoint"
+            return Finish(
+                "failed",
+                f"segment {segment} failed {failures} times without progress; last: {latest.run} {why}",
+            )
+        attempt = latest.attempt + 1
+
+    if segment > max_segments(chain):
+        return Finish(
+            "failed",
+            f"{segment - 1} segments ran but only {done_steps} of {chain.total_timesteps} timesteps "
+            "are done; plan shorter segments (e.g. orchestrate plan) and start a new chain",
+        )
+    return Push(
+        segment=segment,
+        attempt=attempt,
+        slug=segment_slug(chain.name, segment, attempt),
+        segment_timesteps=segment_size(chain, segment, done_steps),
+        resume=resume,
+    )
+
+
+# -- gates before a push ---------------------------------------------------------------------
+
+
+def quota_gate(
+    *,
+    remaining_s: float,
+    refresh_time: datetime | None,
+    need_s: float,
+    reserve_s: float,
+    now: datetime,
+) -> Wait | None:
+    """Wait when the week's GPU quota cannot cover the segment plus the reserve."""
+    if remaining_s >= need_s + reserve_s:
+        return None
+    until = refresh_time if refresh_time and refresh_time > now else now + timedelta(hours=1)
+    return Wait(
+        f"GPU quota: {remaining_s / 3600:.1f} h left this week, the next segment needs "
+        f"~{need_s / 3600:.1f} h plus a {reserve_s / 3600:.1f} h reserve; waiting until the "
+        f"quota refreshes at {iso(until)}",
+        until,
+    )
+
+
+def capacity_gate(busy_sessions: int, cap: int) -> Wait | None:
+    if busy_sessions < cap:
+        return None
+    return Wait(f"GPU slots busy: {busy_sessions} of {cap} batch GPU sessions are running")
+
+
+def resume_mismatch(expected: ResumePoint | None, summary: dict | None) -> str | None:
+    """An alert when a segment did not resume from the checkpoint the ledger says it should."""
+    if expected is None or summary is None:
+        return None
+    resumed = summary.get("resumed_from") or {}
+    got = resumed.get("manifest_sha256")
+    if got == expected.checkpoint_hash:
+        return None
+    if got is None:
+        return (
+            f"expected a resume from {expected.ref} step {expected.step} "
+            f"(manifest {expected.checkpoint_hash[:12]}) but the session started from scratch"
+        )
+    return (
+        f"resumed from manifest {got[:12]} (step {resumed.get('step')}), not the recorded "
+        f"{expected.checkpoint_hash[:12]} (step {expected.step}) of {expected.ref}"
+    )

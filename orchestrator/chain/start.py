@@ -1,0 +1,143 @@
+"""`chain start`: freeze a run config and a segment plan into a chain record in the ledger.
+
+The segment plan comes from, in order: explicit sizes (`--segments 12000,12000`), a
+segment size (`--segment-timesteps`, or `[chain] segment_timesteps`), a segment count
+(`--count`, or `[chain] segments`), or `orchestrate plan`'s arithmetic applied to a quick
+test's session summary (`--plan-from runs/quick/session_summary.json`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from orchestrator.chain.machine import segment_slug
+from orchestrator.errors import UserError
+from orchestrator.ledger import ChainRecord, Ledger
+from orchestrator.settings import Settings, check_slug
+
+# Room for "-s<segment>-r<attempt>" inside Kaggle's 50-character slugs.
+MAX_CHAIN_NAME = 40
+DEFAULT_MAX_RETRIES = 2
+DEFAULT_MAX_UNKNOWNS = 5
+DEFAULT_QUOTA_RESERVE_H = 0.5
+DEFAULT_INTENT_GRACE_S = 30.0
+
+
+def parse_segments(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise UserError(
+            f"--segments {text!r} must be comma-separated step counts, e.g. 12000,12000"
+        ) from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise UserError(f"--segments {text!r} must list positive step counts, e.g. 12000,12000")
+    return sizes
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    base, extra = divmod(total, parts)
+    return [base + 1] * extra + [base] * (parts - extra)
+
+
+def check_chain_name(name: str) -> str:
+    check_slug(name, error=UserError)
+    if len(name) > MAX_CHAIN_NAME:
+        raise UserError(
+            f"chain name {name!r} is longer than {MAX_CHAIN_NAME} characters; its segment slugs "
+            f"(e.g. {segment_slug(name, 12, 3)!r}) must fit Kaggle's 50; shorten it"
+        )
+    return name
+
+
+def plan_segments(
+    settings: Settings,
+    total: int,
+    *,
+    segments: list[int] | None = None,
+    segment_timesteps: int | None = None,
+    count: int | None = None,
+    plan_from: Path | None = None,
+) -> tuple[list[int], list[float] | None]:
+    """(timesteps per segment, expected wall seconds per segment or None)."""
+    if segments:
+        if sum(segments) != total:
+            raise UserError(
+                f"--segments add up to {sum(segments)} but the chain trains {total} timesteps; "
+                "make them match or drop --timesteps"
+            )
+        return segments, None
+    if plan_from is not None:
+        from orchestrator.plan import TimingMeasure, make_plan
+
+        timing = TimingMeasure.from_summary_file(plan_from)
+        plan = make_plan(timing, total, settings.run.session_limit_s)
+        # The quota gate wants what a segment may cost, so keep the plan's safety factor on.
+        return plan.segment_timesteps, [wall * plan.safety_factor for wall in plan.session_wall_s]
+    size = segment_timesteps or settings.chain.segment_timesteps
+    if size:
+        return split_evenly(total, math.ceil(total / size)), None
+    count = count or settings.chain.segments
+    if count:
+        if count > total:
+            raise UserError(f"{count} segments cannot split {total} timesteps; use fewer segments")
+        return split_evenly(total, count), None
+    raise UserError(
+        "no segment plan: pass --segments 12000,12000, --segment-timesteps N, --count N or "
+        "--plan-from <quick test session_summary.json>, or set [chain] segments in orchestrate.toml"
+    )
+
+
+def start_chain(
+    settings: Settings,
+    ledger: Ledger,
+    name: str,
+    *,
+    owner: str,
+    total_timesteps: int | None = None,
+    segments: list[int] | None = None,
+    segment_timesteps: int | None = None,
+    count: int | None = None,
+    plan_from: Path | None = None,
+    max_retries: int | None = None,
+) -> ChainRecord:
+    check_chain_name(name)
+    extra = settings.chain.model_extra or {}
+    total = (
+        total_timesteps
+        or (sum(segments) if segments else None)
+        or settings.chain.total_timesteps
+        or settings.run.total_timesteps
+    )
+    sizes, seconds = plan_segments(
+        settings,
+        total,
+        segments=segments,
+        segment_timesteps=segment_timesteps,
+        count=count,
+        plan_from=plan_from,
+    )
+    run_config = settings.run.model_copy(
+        update={"total_timesteps": total, "segment_timesteps": None, "segment_index": 0}
+    )
+    run_config = type(run_config).model_validate(run_config.model_dump())  # re-validate the copy
+    record = ChainRecord(
+        name=name,
+        owner=owner,
+        run_config=run_config.model_dump(mode="json"),
+        config_hash=run_config.config_hash(),
+        total_timesteps=total,
+        segments=sizes,
+        segment_seconds=seconds,
+        max_retries=max_retries
+        if max_retries is not None
+        else int(extra.get("max_retries", DEFAULT_MAX_RETRIES)),
+        max_unknowns=int(extra.get("max_unknowns", DEFAULT_MAX_UNKNOWNS)),
+        quota_reserve_s=float(extra.get("quota_reserve_h", DEFAULT_QUOTA_RESERVE_H)) * 3600,
+        intent_grace_s=float(extra.get("intent_grace_s", DEFAULT_INTENT_GRACE_S)),
+    )
+    record.note(
+        f"chain of {len(sizes)} segment(s) {sizes} for {total} timesteps, config {record.config_hash[:12]}"
+    )
+    return ledger.create_chain(record)

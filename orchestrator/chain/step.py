@@ -1,0 +1,496 @@
+"""`chain step`: one idempotent advance of a chain, safe to run from cron at any moment.
+
+Under the ledger lock it asks `machine.next_action` what to do, does it, writes the ledger,
+and asks again, until the chain waits, runs, is done, or a segment was pushed. Every write
+happens before the next irreversible act, so a SIGKILL anywhere leaves a ledger from which
+the next step continues without pushing anything twice:
+
+* push: `launch()` writes the intent before the push; an intent found later is settled with
+  GetKernel (found: it was pushed; absent: that slug is burnt and the next attempt gets a new one);
+* status: re-read on every step; terminal is recorded before the pull;
+* pull: into `runs/<slug>/` through a staging dir (rename at the end), recorded afterwards.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from kernel_template import layout
+from kernel_template.config import RunConfig
+from orchestrator.chain import machine
+from orchestrator.chain.machine import (
+    Finish,
+    Idle,
+    Poll,
+    Pull,
+    Push,
+    ResolveIntent,
+    Wait,
+)
+from orchestrator.errors import ExitCode, InfrastructureError, UserError
+from orchestrator.kaggle.errors import (
+    CapacityRefused,
+    KaggleError,
+    QuotaExhausted,
+    Throttled,
+)
+from orchestrator.ledger import ChainRecord, Ledger, RunRecord
+from orchestrator.settings import Settings, is_gpu_shape
+
+MAX_ACTIONS_PER_STEP = 12
+DEFAULT_LOCK_TIMEOUT_S = 10.0
+MAX_PULL_FAILURES = 5
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class StepResult:
+    """What one step did. `outcome` is one of the values in OUTCOME_EXIT_CODES."""
+
+    chain: str
+    outcome: str
+    message: str
+    until: datetime | None = None
+    pushed: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    running: str | None = None  # owner/slug of the segment now running, if any
+
+    @property
+    def exit_code(self) -> int:
+        return int(OUTCOME_EXIT_CODES[self.outcome])
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome in ("done", "failed", "cancelled")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chain": self.chain,
+            "outcome": self.outcome,
+            "message": self.message,
+            "until": machine.iso(self.until) if self.until else None,
+            "pushed": self.pushed,
+            "alerts": self.alerts,
+            "running": self.running,
+            "exit_code": self.exit_code,
+        }
+
+
+OUTCOME_EXIT_CODES = {
+    "advanced": ExitCode.OK,
+    "running": ExitCode.OK,
+    "waiting": ExitCode.OK,
+    "done": ExitCode.OK,
+    "cancelled": ExitCode.OK,
+    "busy": ExitCode.OK,  # another step holds the lock: it is doing the work
+    "failed": ExitCode.RUN_FAILED,
+    "unknown": ExitCode.INFRASTRUCTURE,
+}
+
+
+def pull_dir(settings: Settings, slug: str) -> Path:
+    """Where a segment's outputs land: the same `runs/<slug>/` as `orchestrate pull-artifacts`."""
+    return settings.project_dir / "runs" / slug
+
+
+def _default_launch(*args, **kwargs) -> RunRecord:
+    from orchestrator.launch import launch
+
+    return launch(*args, **kwargs)
+
+
+def _default_pull(client, owner: str, slug: str, dest: Path):
+    from orchestrator.artifacts import pull_artifacts
+
+    return pull_artifacts(client, owner, slug, dest)
+
+
+class ChainStepper:
+    """Carries out the machine's actions against one client, ledger and settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client,
+        ledger: Ledger,
+        *,
+        err: TextIO | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        launch: Callable[..., RunRecord] = _default_launch,
+        pull: Callable[..., Any] = _default_pull,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.ledger = ledger
+        self.err = err if err is not None else sys.stderr
+        self.clock = clock
+        self.launch = launch
+        self.pull = pull
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def step(self, name: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> StepResult:
+        from orchestrator.ledger import LedgerBusy
+
+        if self.ledger.get_chain(name) is None:
+            raise UserError(
+                f"no chain {name!r} in {self.ledger.path}; start it with `orchestrate chain start {name}`"
+            )
+        try:
+            with self.ledger.locked(timeout=lock_timeout):
+                return self._step_locked(name)
+        except LedgerBusy as error:
+            return StepResult(name, "busy", str(error))
+
+    def _step_locked(self, name: str) -> StepResult:
+        self._alerts: list[str] = []
+        result = self._advance(name)
+        result.alerts = [*self._alerts, *(a for a in result.alerts if a not in self._alerts)]
+        return result
+
+    def _advance(self, name: str) -> StepResult:
+        pushed: list[str] = []
+        for _ in range(MAX_ACTIONS_PER_STEP):
+            chain = self.ledger.get_chain(name)
+            runs = self.ledger.runs(name)
+            action = machine.next_action(chain, runs, self.clock())
+            if isinstance(action, Idle):
+                return StepResult(name, chain.state, action.reason)
+            if isinstance(action, Finish):
+                return self._finish(chain, action)
+            if isinstance(action, Wait):
+                return StepResult(name, "waiting", action.reason, until=action.until)
+            if isinstance(action, ResolveIntent):
+                result = self._resolve_intent(chain, action.run)
+            elif isinstance(action, Poll):
+                result = self._poll(chain, action.run)
+            elif isinstance(action, Pull):
+                result = self._pull(chain, action.run, runs)
+            elif isinstance(action, Push):
+                result = self._push(chain, action, runs)
+                if result.outcome == "advanced":
+                    pushed.append(action.slug)
+                    result.pushed = pushed
+            else:  # pragma: no cover - the machine returns only the actions above
+                raise AssertionError(action)
+            if result is not None:
+                return result
+        return StepResult(name, "advanced", "step made its largest number of moves; run it again")
+
+    # -- actions -------------------------------------------------------------------------
+
+    def _finish(self, chain: ChainRecord, action: Finish) -> StepResult:
+        chain.state = action.state
+        chain.wait_until = None
+        chain.waiting_reason = None
+        chain.note(action.reason, "info" if action.state == "done" else "alert")
+        self.ledger.save_chain(chain)
+        if action.state == "failed":
+            self._say(f"chain {chain.name} failed: {action.reason}")
+        return StepResult(chain.name, action.state, action.reason)
+
+    def _resolve_intent(self, chain: ChainRecord, run: RunRecord) -> StepResult | None:
+        """A push was written down but never confirmed: GetKernel says whether Kaggle has it."""
+        try:
+            info = self.client.get_kernel(run.owner, run.run)
+        except KaggleError as error:
+            return self._unknown(chain, f"could not check whether {run.ref} was pushed", error)
+        self._known(chain)
+        age = self.clock() - (machine.parse_time(run.created_at) or self.clock())
+        if info is None and age.total_seconds() < chain.intent_grace_s:
+            # A push only just sent may not show in GetKernel yet: ask again before giving up
+            # on it, or a second session could start under the next slug.
+            return StepResult(
+                chain.name, "waiting", f"{run.ref}: push not visible on Kaggle yet; checking again"
+            )
+        if info is None:
+            self.ledger.update(
+                run.run,
+                state="failed_push",
+                failure_message="the push never reached Kaggle (GetKernel found no such kernel)",
+            )
+            self.ledger.note(
+                chain.name,
+                f"{run.ref}: push never reached Kaggle; the next attempt gets a new slug",
+            )
+        else:
+            self.ledger.update(
+                run.run,
+                state="pushed",
+                version=info.current_version_number,
+                pushed_at=run.pushed_at or layout.utc_now_iso(),
+            )
+            self.ledger.note(chain.name, f"{run.ref}: unconfirmed push found on Kaggle (GetKernel)")
+        return None
+
+    def _poll(self, chain: ChainRecord, run: RunRecord) -> StepResult | None:
+        try:
+            status = self.client.status(run.owner, run.run)
+        except KaggleError as error:
+            return self._unknown(chain, f"status of {run.ref} unreadable", error)
+        self._known(chain)
+        if not status.is_terminal:
+            if run.state != "running" or run.kernel_status != status.status:
+                self.ledger.update(run.run, state="running", kernel_status=status.status)
+            return StepResult(
+                chain.name, "running", f"{run.ref} is {status.status}", running=run.ref
+            )
+        self.ledger.update(
+            run.run,
+            state="terminal",
+            kernel_status=status.status,
+            failure_message=status.failure_message,
+            terminal_at=run.terminal_at or layout.utc_now_iso(),
+        )
+        return None
+
+    def _pull(self, chain: ChainRecord, run: RunRecord, runs: list[RunRecord]) -> StepResult | None:
+        dest = pull_dir(self.settings, run.run)
+        try:
+            result = self.pull(self.client, run.owner, run.run, dest)
+        except KaggleError as error:
+            return self._unknown(chain, f"pulling {run.ref} failed", error)
+        self._known(chain)
+        if Path(result.dir).resolve() != dest.resolve():  # rejected: a download did not verify
+            failures = run.pull_failures + 1
+            self.ledger.update(run.run, pull_failures=failures)
+            problems = "; ".join(result.problems[:3])
+            message = f"outputs of {run.ref} did not verify ({problems}); the next step pulls again"
+            if failures >= MAX_PULL_FAILURES:
+                return self._alert(
+                    chain, f"{failures} pulls of {run.ref} did not verify: {problems}"
+                )
+            self.ledger.note(chain.name, message, "warning")
+            return StepResult(chain.name, "waiting", message)
+
+        summary = result.summary.model_dump(mode="json") if result.summary is not None else None
+        step = checkpoint_step(dest, result.checkpoint_hash, result.summary)
+        expected = machine.resume_point(runs, before=run)
+        self.ledger.update(
+            run.run,
+            state="pulled",
+            pulled_dir=str(dest),
+            pulled_at=layout.utc_now_iso(),
+            artifacts_sha256=result.artifacts_sha256,
+            checkpoint_hash=result.checkpoint_hash,
+            checkpoint_step=step,
+            summary=summary,
+            gpu_seconds=session_gpu_seconds(run, summary),
+        )
+        what = (
+            f"{run.ref} {run.kernel_status}: checkpoint at step {step}"
+            if step is not None
+            else (f"{run.ref} {run.kernel_status}: no checkpoint")
+        )
+        if not result.verified:
+            what += " (no artifacts.zip: the session ended before finalizing; checkpoints verified one by one)"
+        self.ledger.note(chain.name, what)
+        mismatch = machine.resume_mismatch(expected, summary)
+        if mismatch:  # worth a human look, but the checkpoint itself verified: carry on
+            self._alert(chain, f"{run.ref} {mismatch}")
+        return None
+
+    def _push(self, chain: ChainRecord, push: Push, runs: list[RunRecord]) -> StepResult | None:
+        run_config = segment_run_config(chain, push.segment, push.segment_timesteps)
+        gate = self._gates(chain, push, run_config)
+        if gate is not None:
+            return gate
+        try:
+            record = self.launch(
+                self.settings,
+                run_config,
+                client=self.client,
+                ledger=self.ledger,
+                slug=push.slug,
+                kernel_sources=push.kernel_sources,
+                chain=chain.name,
+                segment=push.segment,
+                attempt=push.attempt,
+                preflight=False,
+            )
+        except CapacityRefused as error:
+            return self._wait(chain, f"GPU slots busy: Kaggle refused the push ({error})", None)
+        except QuotaExhausted as error:
+            until = self._quota_refresh()
+            return self._wait(
+                chain, f"GPU quota spent ({error}); waiting until {machine.iso(until)}", until
+            )
+        except Throttled as error:
+            until = self.clock() + timedelta(seconds=error.retry_after or 60)
+            return self._wait(
+                chain, f"Kaggle is rate limiting; waiting until {machine.iso(until)}", until
+            )
+        except (KaggleError, InfrastructureError) as error:
+            # Refused before the push (launch's own capacity check), or unconfirmed: the
+            # ledger holds the intent and the next step settles it with GetKernel.
+            return self._unknown(chain, f"push of {push.slug} not done", error)
+        resume = (
+            f"resuming {push.resume.ref} step {push.resume.step} (manifest {push.resume.checkpoint_hash[:12]})"
+            if push.resume
+            else "from scratch"
+        )
+        message = f"pushed segment {push.segment} as {record.ref} ({push.segment_timesteps} steps, {resume})"
+        chain = self.ledger.get_chain(chain.name)
+        chain.wait_until = None
+        chain.waiting_reason = None
+        chain.note(message)
+        if push.segment > len(chain.segments) and push.attempt == 0:
+            chain.note(
+                f"segment {push.segment} is beyond the plan of {len(chain.segments)}: segments end "
+                "before their planned size (session limit?); plan shorter ones next time",
+                "warning",
+            )
+        self.ledger.save_chain(chain)
+        return StepResult(chain.name, "advanced", message, running=record.ref)
+
+    def _gates(self, chain: ChainRecord, push: Push, run_config: RunConfig) -> StepResult | None:
+        if not is_gpu_shape(self.settings.kernel.machine_shape):
+            return None
+        wait = machine.capacity_gate(
+            self._busy_gpu_sessions(), self.settings.kaggle.gpu_session_cap
+        )
+        if wait is not None:
+            return StepResult(chain.name, "waiting", wait.reason)
+        try:
+            quota = self.client.quota()
+        except KaggleError as error:
+            return self._unknown(chain, "GPU quota unreadable", error)
+        need = segment_seconds(chain, push.segment, run_config)
+        wait = machine.quota_gate(
+            remaining_s=quota.remaining_s,
+            refresh_time=quota.refresh_time,
+            need_s=need,
+            reserve_s=quota_reserve_s(chain),
+            now=self.clock(),
+        )
+        if wait is not None:
+            return self._wait(chain, wait.reason, wait.until)
+        return None
+
+    def _busy_gpu_sessions(self) -> int:
+        """GPU sessions of this project still running. Chain runs are kept current by their
+        steps; a plain launch's record may be stale, so Kaggle is asked about those."""
+        busy = 0
+        for run in self.ledger.runs():
+            if run.state not in ("intent", *machine.ACTIVE_STATES) or not is_gpu_shape(
+                run.machine_shape
+            ):
+                continue
+            if run.chain is None and run.state != "intent":
+                try:
+                    if self.client.status(run.owner, run.run).is_terminal:
+                        continue
+                except KaggleError:
+                    pass  # unreadable: count it, to stay under the cap
+            busy += 1
+        return busy
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _quota_refresh(self) -> datetime:
+        try:
+            refresh = self.client.quota().refresh_time
+        except KaggleError:
+            refresh = None
+        return refresh if refresh and refresh > self.clock() else self.clock() + timedelta(hours=1)
+
+    def _wait(self, chain: ChainRecord, reason: str, until: datetime | None) -> StepResult:
+        chain = self.ledger.get_chain(chain.name)
+        if until is not None:
+            chain.wait_until = machine.iso(until)
+            chain.waiting_reason = reason
+        if not chain.notes or chain.notes[-1].message != reason:
+            chain.note(reason, "warning")
+        self.ledger.save_chain(chain)
+        self._say(f"chain {chain.name}: {reason}")
+        return StepResult(chain.name, "waiting", reason, until=until)
+
+    def _known(self, chain: ChainRecord) -> None:
+        current = self.ledger.get_chain(chain.name)
+        if current.consecutive_unknowns:
+            self.ledger.update_chain(chain.name, consecutive_unknowns=0)
+
+    def _unknown(self, chain: ChainRecord, what: str, error: Exception) -> StepResult:
+        """Unreadable is not failed: count it, and alert after a bounded run of them."""
+        chain = self.ledger.get_chain(chain.name)
+        chain.consecutive_unknowns += 1
+        detail = (
+            f"{what}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        )
+        if chain.consecutive_unknowns % chain.max_unknowns == 0:
+            alert = f"{chain.consecutive_unknowns} checks in a row could not read Kaggle; last: {detail}"
+            chain.note(alert, "alert")
+            self._say(f"ALERT chain {chain.name}: {alert}")
+            self._alerts.append(alert)
+        self.ledger.save_chain(chain)
+        return StepResult(chain.name, "unknown", detail)
+
+    def _alert(self, chain: ChainRecord, message: str) -> StepResult:
+        self._alerts.append(message)
+        self.ledger.note(chain.name, message, "alert")
+        self._say(f"ALERT chain {chain.name}: {message}")
+        return StepResult(chain.name, "waiting", message, alerts=[message])
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.err, flush=True)
+
+
+# -- helpers shared with status and report ---------------------------------------------------
+
+
+def segment_run_config(chain: ChainRecord, segment: int, segment_timesteps: int) -> RunConfig:
+    """The chain's run config for one segment: same result fields, own size and index."""
+    data = {**chain.run_config, "segment_timesteps": segment_timesteps, "segment_index": segment}
+    config = RunConfig.model_validate(data)
+    if config.config_hash() != chain.config_hash:  # the stored config was edited by hand
+        raise UserError(
+            f"chain {chain.name}: the run config in the ledger no longer matches its hash; "
+            "start a new chain instead of editing the ledger"
+        )
+    return config
+
+
+def segment_seconds(chain: ChainRecord, segment: int, run_config: RunConfig) -> float:
+    """Expected session length of a segment: the plan's figure, else the whole session limit."""
+    planned = chain.segment_seconds or []
+    if 0 < segment <= len(planned) and planned[segment - 1]:
+        return float(planned[segment - 1])
+    return float(run_config.session_limit_s)
+
+
+def quota_reserve_s(chain: ChainRecord) -> float:
+    return chain.quota_reserve_s
+
+
+def checkpoint_step(directory: Path, manifest_sha256: str | None, summary) -> int | None:
+    """num_timesteps of the checkpoint with this manifest hash."""
+    if manifest_sha256 is None:
+        return None
+    left = getattr(summary, "left_checkpoint", None)
+    if left is not None and left.manifest_sha256 == manifest_sha256:
+        return left.step
+    for manifest_path in (directory / layout.CHECKPOINTS_DIR).glob(f"*/{layout.MANIFEST_NAME}"):
+        if layout.manifest_hash(manifest_path) == manifest_sha256:
+            manifest = layout.CheckpointManifest.model_validate_json(manifest_path.read_bytes())
+            return manifest.num_timesteps
+    return None
+
+
+def session_gpu_seconds(run: RunRecord, summary: dict | None) -> float | None:
+    """Billed seconds of a GPU session: its wall clock (from the summary, else push to end)."""
+    if not is_gpu_shape(run.machine_shape):
+        return 0.0
+    if summary and summary.get("wall", {}).get("total"):
+        return float(summary["wall"]["total"])
+    start, end = machine.parse_time(run.pushed_at), machine.parse_time(run.terminal_at)
+    if start and end:
+        return max((end - start).total_seconds(), 0.0)
+    return None

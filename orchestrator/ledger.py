@@ -1,0 +1,307 @@
+"""The ledger: the orchestrator's memory of every run and chain, in `.orchestrate/ledger.json`.
+
+One JSON document, replaced atomically (temp file, fsync, rename) under an fcntl lock on
+`.orchestrate/ledger.lock`. A SIGKILL at any point leaves either the old document or the new
+one, and the kernel drops a dead process's lock by itself, so nothing needs cleaning up.
+Reads need no lock; read-decide-write steps hold `locked()` around all three.
+
+The lock is re-entrant within a process (`launch()` writes its intent while `chain step`
+already holds it), and `locked(timeout=...)` lets a second scheduler invocation give up quickly.
+
+Nothing here ever holds a credential: records carry slugs, hashes, statuses and figures only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from kernel_template.layout import atomic_write_text, utc_now_iso
+from orchestrator.errors import InfrastructureError, UserError
+
+LEDGER_DIR = ".orchestrate"
+LEDGER_FILE = "ledger.json"
+LOCK_FILE = "ledger.lock"
+FORMAT_VERSION = 1
+
+RunState = Literal["intent", "pushed", "running", "terminal", "pulled", "failed_push"]
+ChainState = Literal["active", "waiting", "done", "failed", "cancelled"]
+
+
+class LedgerBusy(InfrastructureError):
+    """Another process holds the ledger lock (e.g. an overlapping `chain step`)."""
+
+
+class RunRecord(BaseModel):
+    """One kernel session we pushed (or were about to push): one slug, one record."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    run: str = Field(description="the kernel slug; unique per session")
+    owner: str
+    chain: str | None = None
+    segment: int | None = None
+    attempt: int = 0
+    state: RunState = "intent"
+    kernel_status: str | None = None
+    config_hash: str | None = None
+    machine_shape: str | None = None
+    created_at: str = Field(default_factory=utc_now_iso)
+    pushed_at: str | None = None
+    version: int | None = None
+    url: str | None = None
+    pulled_dir: str | None = None
+    artifacts_sha256: str | None = None
+    checkpoint_hash: str | None = Field(
+        default=None, description="verified manifest hash the run left"
+    )
+    summary: dict[str, Any] | None = None
+    gpu_seconds: float | None = None
+    failure_message: str | None = None
+    pull_failures: int = 0
+    terminal_at: str | None = Field(default=None, description="when we first saw it terminal")
+    pulled_at: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.run}"
+
+
+class Note(BaseModel):
+    """A line in a chain's history: decisions worth keeping, and alerts."""
+
+    time: str = Field(default_factory=utc_now_iso)
+    level: Literal["info", "warning", "alert"] = "info"
+    message: str
+
+
+class ChainRecord(BaseModel):
+    """A training run split into segments that each fit one session."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str
+    owner: str | None = None
+    run_config: dict[str, Any] = Field(description="RunConfig as JSON, without segment fields")
+    config_hash: str
+    total_timesteps: int
+    segments: list[int] = Field(description="planned timesteps per segment, summing to the total")
+    segment_seconds: list[float] | None = Field(
+        default=None, description="planned wall s per segment"
+    )
+    quota_reserve_s: float = Field(default=1800.0, ge=0, description="GPU quota kept free")
+    state: ChainState = "active"
+    created_at: str = Field(default_factory=utc_now_iso)
+    updated_at: str = Field(default_factory=utc_now_iso)
+    max_retries: int = 2
+    max_unknowns: int = 5
+    consecutive_unknowns: int = 0
+    intent_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="how long an unconfirmed push may stay invisible to GetKernel",
+    )
+    wait_until: str | None = Field(
+        default=None, description="ISO time before which no push is tried"
+    )
+    waiting_reason: str | None = None
+    notes: list[Note] = Field(default_factory=list)
+
+    def note(self, message: str, level: Literal["info", "warning", "alert"] = "info") -> None:
+        self.notes = [*self.notes[-199:], Note(level=level, message=message)]
+
+
+class LedgerDocument(BaseModel):
+    format_version: int = FORMAT_VERSION
+    runs: dict[str, RunRecord] = Field(default_factory=dict)
+    chains: dict[str, ChainRecord] = Field(default_factory=dict)
+
+
+# One lock holder per ledger path per process: flock on a second descriptor of the same
+# file would block against ourselves, so nested `locked()` calls share the first one.
+# Other threads get their own descriptor, so flock serialises them like other processes.
+_held: dict[tuple[str, int], tuple[int, int]] = {}  # (lock path, thread) -> (fd, depth)
+_held_guard = threading.RLock()
+
+
+class Ledger:
+    def __init__(self, project_dir: str | Path) -> None:
+        self.project_dir = Path(project_dir)
+        self.dir = self.project_dir / LEDGER_DIR
+        self.path = self.dir / LEDGER_FILE
+        self.lock_path = self.dir / LOCK_FILE
+
+    # -- locking ---------------------------------------------------------------------------
+
+    @contextmanager
+    def locked(self, timeout: float | None = None, poll: float = 0.05) -> Iterator[Ledger]:
+        """Hold the ledger lock; `timeout=None` waits, otherwise LedgerBusy after `timeout` s."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        key = (str(self.dir.resolve() / LOCK_FILE), threading.get_ident())
+        with _held_guard:
+            if key in _held:
+                fd, depth = _held[key]
+                _held[key] = (fd, depth + 1)
+                nested = True
+            else:
+                nested = False
+        if nested:
+            try:
+                yield self
+            finally:
+                with _held_guard:
+                    fd, depth = _held[key]
+                    _held[key] = (fd, depth - 1)
+            return
+
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._acquire(fd, timeout, poll)
+        except BaseException:
+            os.close(fd)
+            raise
+        with _held_guard:
+            _held[key] = (fd, 1)
+        try:
+            yield self
+        finally:
+            with _held_guard:
+                del _held[key]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _acquire(self, fd: int, timeout: float | None, poll: float) -> None:
+        if timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LedgerBusy(
+                        f"another orchestrate process holds {self.lock_path}; "
+                        "it is probably a chain step still running, try again shortly"
+                    ) from None
+                time.sleep(poll)
+
+    # -- document --------------------------------------------------------------------------
+
+    def _read(self) -> LedgerDocument:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return LedgerDocument()
+        try:
+            document = LedgerDocument.model_validate(json.loads(text))
+        except (json.JSONDecodeError, ValidationError) as error:
+            first = str(error).splitlines()[0]
+            raise UserError(
+                f"ledger {self.path} is unreadable ({first}); restore it from a backup or move it aside"
+            ) from None
+        if document.format_version > FORMAT_VERSION:
+            raise UserError(
+                f"ledger {self.path} has format {document.format_version}, newer than this "
+                f"orchestrate understands ({FORMAT_VERSION}); upgrade kaggle-orchestrate"
+            )
+        return document
+
+    def _write(self, document: LedgerDocument) -> None:
+        atomic_write_text(self.path, document.model_dump_json(indent=1) + "\n")
+
+    @contextmanager
+    def _modify(self) -> Iterator[LedgerDocument]:
+        with self.locked():
+            document = self._read()
+            yield document
+            self._write(document)
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def record_intent(self, record: RunRecord) -> RunRecord:
+        """Write a run before its push. A slug already in the ledger is never reused."""
+        with self._modify() as document:
+            if record.run in document.runs:
+                raise UserError(
+                    f"run {record.run!r} is already in the ledger; pick a new slug "
+                    "(Kaggle shows only the latest session of a slug)"
+                )
+            record = record.model_copy(update={"state": "intent"})
+            document.runs[record.run] = record
+        return record
+
+    def update(self, run: str, **fields: Any) -> RunRecord:
+        with self._modify() as document:
+            current = document.runs.get(run)
+            if current is None:
+                raise KeyError(f"run {run!r} is not in the ledger")
+            updated = RunRecord.model_validate({**current.model_dump(), **fields})
+            document.runs[run] = updated
+        return updated
+
+    def get(self, run: str) -> RunRecord | None:
+        return self._read().runs.get(run)
+
+    def runs(self, chain: str | None = None) -> list[RunRecord]:
+        """Runs in creation order; with `chain`, only that chain's, by segment and attempt."""
+        records = list(self._read().runs.values())
+        if chain is None:
+            return records
+        mine = [r for r in records if r.chain == chain]
+        return sorted(mine, key=lambda r: (r.segment or 0, r.attempt))
+
+    # -- chains ----------------------------------------------------------------------------
+
+    def create_chain(self, record: ChainRecord) -> ChainRecord:
+        with self._modify() as document:
+            if record.name in document.chains:
+                raise UserError(
+                    f"chain {record.name!r} already exists; use `orchestrate chain step {record.name}` "
+                    "to continue it or pick another name"
+                )
+            document.chains[record.name] = record
+        return record
+
+    def get_chain(self, name: str) -> ChainRecord | None:
+        return self._read().chains.get(name)
+
+    def chains(self) -> list[ChainRecord]:
+        return list(self._read().chains.values())
+
+    def update_chain(self, name: str, **fields: Any) -> ChainRecord:
+        with self._modify() as document:
+            current = document.chains.get(name)
+            if current is None:
+                raise KeyError(f"chain {name!r} is not in the ledger")
+            data = {**current.model_dump(), **fields, "updated_at": utc_now_iso()}
+            document.chains[name] = ChainRecord.model_validate(data)
+        return document.chains[name]
+
+    def save_chain(self, record: ChainRecord) -> ChainRecord:
+        """Replace a chain record wholesale (after editing a copy under `locked()`)."""
+        with self._modify() as document:
+            if record.name not in document.chains:
+                raise KeyError(f"chain {record.name!r} is not in the ledger")
+            record = record.model_copy(update={"updated_at": utc_now_iso()})
+            document.chains[record.name] = record
+        return record
+
+    def note(
+        self, chain: str, message: str, level: Literal["info", "warning", "alert"] = "info"
+    ) -> ChainRecord:
+        with self._modify() as document:
+            record = document.chains[chain]
+            record.note(message, level)
+            record.updated_at = utc_now_iso()
+        return record

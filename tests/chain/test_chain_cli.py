@@ -1,0 +1,44 @@
+"""The chain commands as a user types them: start, step --json, cancel, bad input."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_start_step_cancel(emulator, chain_project) -> None:
+    project = chain_project(emulator, total=1000)
+    started = project.cli("chain", "start", "cli-chain", "--segments", "600,400", "--json")
+    assert started.returncode == 0, started.stderr
+    record = json.loads(started.stdout)
+    assert record["segments"] == [600, 400] and record["state"] == "active"
+
+    step = project.cli("chain", "step", "cli-chain", "--json")
+    assert step.returncode == 0, step.stderr
+    [result] = json.loads(step.stdout)
+    assert result["outcome"] == "advanced" and result["pushed"] == ["cli-chain-s1"]
+
+    cancel = project.cli("chain", "cancel", "cli-chain")
+    assert cancel.returncode == 0
+    assert "Kaggle has no usable cancel" in cancel.stdout and "alice/cli-chain-s1" in cancel.stdout
+    again = project.cli("chain", "step", "cli-chain")
+    assert again.returncode == 0 and "cancelled" in again.stdout
+    assert emulator.call_counts()["SaveKernel.accepted"] == 1
+
+
+def test_bad_input_exits_2_with_one_line(emulator, chain_project) -> None:
+    project = chain_project(emulator, total=1000)
+    for args, message in [
+        (
+            ("chain", "start", "cli-chain", "--segments", "600,300", "--timesteps", "1000"),
+            "add up to 900",
+        ),
+        (("chain", "start", "cli-chain"), "no segment plan"),
+        (("chain", "step"), "name a chain"),
+        (("chain", "step", "missing-chain"), "no chain 'missing-chain'"),
+    ]:
+        done = project.cli(*args)
+        assert done.returncode == 2, (args, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (
+            done.stderr
+        )

@@ -1,0 +1,187 @@
+"""A real 3-segment chain on the emulator, checked against the same training in one session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from chain_helpers import REPO_ROOT, project_toml
+from report_browser import assert_renders_in_chromium
+
+from kernel_template import layout
+from kernel_template.checkpoint import read_policy_tensors
+from orchestrator.chain.report import build_report
+from orchestrator.chain.scheduler import run_chains
+from orchestrator.chain.start import start_chain
+from orchestrator.chain.step import ChainStepper, segment_run_config
+from orchestrator.emulator.testing import start_emulator
+from orchestrator.kaggle import Credentials, KaggleClient
+from orchestrator.ledger import Ledger
+from orchestrator.settings import load_settings
+
+USERS = {"alice": "alice-chain-key"}
+CHAIN = "tiny-chain"
+
+
+def alice_client(api_url: str) -> KaggleClient:
+    return KaggleClient(api_url, Credentials(username="alice", key=USERS["alice"]))
+
+
+@pytest.fixture(scope="module")
+def finished_chain(tmp_path_factory):
+    """One 3 x 1000-step chain, run in-process to the end; the tests below examine it."""
+    root = tmp_path_factory.mktemp("chain-e2e")
+    with start_emulator(root / "emulator", USERS, queue_delay=0.1, kill_grace=2) as emulator:
+        project = root / "project"
+        project.mkdir()
+        (project / "orchestrate.toml").write_text(project_toml(emulator.api_url))
+        settings = load_settings(project / "orchestrate.toml")
+        ledger = Ledger(project)
+        with alice_client(emulator.api_url) as client:
+            start_chain(settings, ledger, CHAIN, owner="alice", segments=[1000, 1000, 1000])
+            results = run_chains(
+                ChainStepper(settings, client, ledger), [CHAIN], poll_interval=0.3, follow=False
+            )
+        yield {
+            "project": project,
+            "settings": settings,
+            "ledger": ledger,
+            "result": results[CHAIN],
+            "calls": emulator.call_counts(),
+            "emulator": emulator,
+        }
+
+
+def test_chain_completes_with_one_push_per_segment(finished_chain) -> None:
+    ledger: Ledger = finished_chain["ledger"]
+    assert finished_chain["result"].outcome == "done"
+    runs = ledger.runs(CHAIN)
+    assert [r.run for r in runs] == ["tiny-chain-s1", "tiny-chain-s2", "tiny-chain-s3"]
+    assert finished_chain["calls"]["SaveKernel.accepted"] == 3
+    assert all(r.state == "pulled" and r.artifacts_sha256 and r.checkpoint_hash for r in runs)
+    assert [r.checkpoint_step for r in runs] == [1000, 2000, 3000]
+    # Each segment resumed from exactly the checkpoint the ledger recorded for its parent.
+    for parent, child in zip(runs, runs[1:], strict=False):
+        assert child.summary["resumed_from"]["manifest_sha256"] == parent.checkpoint_hash
+    assert runs[0].summary["resumed_from"] is None
+    chain = ledger.get_chain(CHAIN)
+    assert chain.state == "done"
+    assert not [n for n in chain.notes if n.level == "alert"]
+    # The pulled outputs are the verified ones: the zip matches its recorded hash.
+    for run in runs:
+        assert (
+            layout.sha256_file(Path(run.pulled_dir) / layout.ARTIFACTS_ZIP) == run.artifacts_sha256
+        )
+
+
+def test_final_model_is_bit_identical_to_one_session(finished_chain, tmp_path) -> None:
+    ledger: Ledger = finished_chain["ledger"]
+    chain = ledger.get_chain(CHAIN)
+    one_session = segment_run_config(chain, 0, chain.total_timesteps).model_copy(
+        update={"segment_timesteps": None, "segment_index": 0}
+    )
+    config_path = tmp_path / "run.json"
+    config_path.write_text(one_session.model_dump_json())
+    working, inputs = tmp_path / "working", tmp_path / "input"
+    inputs.mkdir()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kernel_template",
+            "--config",
+            str(config_path),
+            "--working",
+            str(working),
+            "--input",
+            str(inputs),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    name = layout.checkpoint_dir_name(chain.total_timesteps)
+    chained = read_policy_tensors(
+        Path(ledger.get("tiny-chain-s3").pulled_dir) / layout.CHECKPOINTS_DIR / name
+    )
+    alone = read_policy_tensors(working / layout.CHECKPOINTS_DIR / name)
+    assert chained.keys() == alone.keys() and "policy.pth" in chained
+    import torch
+
+    for part in chained:
+        for key, tensor in chained[part].items():
+            if isinstance(tensor, torch.Tensor):
+                assert torch.equal(tensor, alone[part][key]), f"{part}:{key} differs"
+    policy_a, policy_b = chained["policy.pth"], alone["policy.pth"]
+    assert all(torch.equal(policy_a[k], policy_b[k]) for k in policy_a)
+
+
+def test_report_stitches_segments_and_renders_in_a_browser(finished_chain, tmp_path) -> None:
+    report = build_report(finished_chain["ledger"], CHAIN, tmp_path / "report")
+    assert [p.name for p in report.images] == [
+        "learning_curve.png",
+        "segment_time.png",
+        "evaluation.png",
+    ]
+    assert [s.start for s in report.segments] == [0, 1000, 2000]
+    assert report.steps_redone == 0
+    curve = (tmp_path / "report" / "learning_curve.csv").read_text().splitlines()
+    steps = [int(float(line.split(",")[0])) for line in curve[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] <= 3000 and steps[0] <= 1000
+    assert {"agent"} <= {row["controller"] for row in report.evaluation}
+    html = report.html.read_text()
+    assert "http://" not in html and "https://" not in html  # self-contained
+    assert_renders_in_chromium(
+        report.html, images=3, tables=["segments", "evaluation"], tmp_path=tmp_path
+    )
+
+
+def test_status_and_report_commands(finished_chain) -> None:
+    project, emulator = finished_chain["project"], finished_chain["emulator"]
+    env = {
+        **emulator.subprocess_env("alice"),
+        "KAGGLE_KEY": USERS["alice"],
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    status = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "chain", "status", CHAIN, "--json"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["state"] == "done" and data["timesteps_done"] == 3000
+    assert [s["slug"] for s in data["segments"]] == [
+        "tiny-chain-s1",
+        "tiny-chain-s2",
+        "tiny-chain-s3",
+    ]
+    # Nothing is left to do: a step is a no-op that says so, and pushes nothing.
+    step = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "chain", "step", CHAIN],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert step.returncode == 0 and "done" in step.stdout
+    assert emulator.call_counts()["SaveKernel.accepted"] == 3
+    missing = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "chain", "report", "no-such-chain"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no chain 'no-such-chain'")

@@ -1,0 +1,174 @@
+"""The chain's decisions as a pure function of ledger records."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from orchestrator.chain import machine
+from orchestrator.chain.machine import (
+    Finish,
+    Idle,
+    Poll,
+    Pull,
+    Push,
+    ResolveIntent,
+    Wait,
+    next_action,
+)
+from orchestrator.ledger import ChainRecord, RunRecord
+
+NOW = datetime(2025, 10, 25, 12, 0, tzinfo=timezone.utc)
+
+
+def chain(**fields) -> ChainRecord:
+    base = dict(
+        name="demo",
+        owner="alice",
+        run_config={},
+        config_hash="h",
+        total_timesteps=3000,
+        segments=[1000, 1000, 1000],
+        max_retries=2,
+    )
+    return ChainRecord(**{**base, **fields})
+
+
+def run(
+    segment: int, attempt: int = 0, state: str = "pulled", step: int | None = None, **fields
+) -> RunRecord:
+    slug = machine.segment_slug("demo", segment, attempt)
+    return RunRecord(
+        run=slug,
+        owner="alice",
+        chain="demo",
+        segment=segment,
+        attempt=attempt,
+        state=state,
+        checkpoint_step=step,
+        checkpoint_hash=f"hash-{slug}" if step is not None else None,
+        **fields,
+    )
+
+
+def test_first_action_pushes_segment_one_from_scratch() -> None:
+    action = next_action(chain(), [], NOW)
+    assert action == Push(segment=1, attempt=0, slug="demo-s1", segment_timesteps=1000, resume=None)
+    assert action.kernel_sources == []
+
+
+@pytest.mark.parametrize(
+    ("state", "kind"),
+    [("intent", ResolveIntent), ("pushed", Poll), ("running", Poll), ("terminal", Pull)],
+)
+def test_an_unsettled_run_is_dealt_with_before_anything_else(state: str, kind: type) -> None:
+    runs = [run(1, step=1000), run(2, state=state)]
+    action = next_action(chain(wait_until="2030-01-01T00:00:00Z"), runs, NOW)
+    assert isinstance(action, kind)
+    assert action.run.run == "demo-s2"
+
+
+def test_next_segment_resumes_from_the_previous_checkpoint() -> None:
+    action = next_action(chain(), [run(1, step=1000, kernel_status="COMPLETE")], NOW)
+    assert isinstance(action, Push)
+    assert (action.segment, action.attempt, action.slug) == (2, 0, "demo-s2")
+    assert action.kernel_sources == ["alice/demo-s1"]
+    assert action.resume.checkpoint_hash == "hash-demo-s1"
+    assert action.resume.step == 1000
+
+
+def test_a_segment_killed_by_the_session_limit_still_counts() -> None:
+    runs = [run(1, step=600, kernel_status="CANCEL_ACKNOWLEDGED")]
+    action = next_action(chain(), runs, NOW)
+    assert isinstance(action, Push)
+    assert action.segment == 2 and action.resume.step == 600
+
+
+def test_error_without_progress_retries_with_a_new_slug_then_fails() -> None:
+    runs = [run(1, step=1000), run(2, kernel_status="ERROR", step=1000)]
+    action = next_action(chain(), runs, NOW)
+    assert isinstance(action, Push)
+    assert (action.segment, action.attempt, action.slug) == (2, 1, "demo-s2-r1")
+    assert action.kernel_sources == ["alice/demo-s1"]  # not the failed attempt
+
+    runs += [run(2, 1, kernel_status="ERROR"), run(2, 2, kernel_status="ERROR")]
+    action = next_action(chain(), runs, NOW)
+    assert isinstance(action, Finish) and action.state == "failed"
+    assert "segment 2 failed 3 times" in action.reason
+
+
+def test_error_with_progress_moves_on() -> None:
+    runs = [run(1, kernel_status="ERROR", step=400)]
+    action = next_action(chain(), runs, NOW)
+    assert isinstance(action, Push) and action.segment == 2
+
+
+def test_a_failed_push_is_not_a_retry_but_burns_its_slug() -> None:
+    runs = [run(1, state="failed_push"), run(1, 1, state="failed_push")]
+    action = next_action(chain(max_retries=0), runs, NOW)
+    assert isinstance(action, Push)
+    assert (action.segment, action.slug) == (1, "demo-s1-r2")
+
+
+def test_done_when_the_summary_reaches_the_total() -> None:
+    runs = [
+        run(1, step=1000),
+        run(2, step=2000),
+        run(3, step=3000, summary={"timesteps_end": 3000}),
+    ]
+    action = next_action(chain(), runs, NOW)
+    assert isinstance(action, Finish) and action.state == "done"
+
+
+def test_segments_cut_short_get_extra_segments_within_a_bound() -> None:
+    runs = [run(1, step=500), run(2, step=1000), run(3, step=1500)]
+    action = next_action(chain(), runs, NOW)
+    assert isinstance(action, Push) and action.segment == 4
+    assert action.segment_timesteps == 1000
+    runs += [run(k, step=1500 + 10 * k) for k in range(4, 17)]
+    action = next_action(chain(), runs, NOW)
+    assert isinstance(action, Finish) and action.state == "failed"
+    assert "plan shorter segments" in action.reason
+
+
+def test_wait_until_holds_back_a_push_but_not_a_poll() -> None:
+    later = NOW + timedelta(hours=3)
+    waiting = chain(wait_until=machine.iso(later), waiting_reason="GPU quota spent")
+    action = next_action(waiting, [run(1, step=1000)], NOW)
+    assert action == Wait("GPU quota spent", later)
+    assert isinstance(next_action(waiting, [run(1, step=1000)], later), Push)
+
+
+@pytest.mark.parametrize("state", ["done", "failed", "cancelled"])
+def test_inactive_chains_do_nothing(state: str) -> None:
+    assert isinstance(next_action(chain(state=state), [run(1, state="running")], NOW), Idle)
+
+
+def test_quota_gate_says_until_when() -> None:
+    refresh = NOW + timedelta(days=2)
+    wait = machine.quota_gate(
+        remaining_s=3600, refresh_time=refresh, need_s=3600, reserve_s=1800, now=NOW
+    )
+    assert wait is not None and wait.until == refresh
+    assert "1.0 h left" in wait.reason and machine.iso(refresh) in wait.reason
+    assert (
+        machine.quota_gate(
+            remaining_s=9000, refresh_time=refresh, need_s=3600, reserve_s=1800, now=NOW
+        )
+        is None
+    )
+
+
+def test_capacity_gate() -> None:
+    assert machine.capacity_gate(1, 2) is None
+    assert "2 of 2" in machine.capacity_gate(2, 2).reason
+
+
+def test_resume_mismatch() -> None:
+    point = machine.ResumePoint("demo-s1", "alice", "a" * 64, 1000)
+    good = {"resumed_from": {"manifest_sha256": "a" * 64, "step": 1000}}
+    assert machine.resume_mismatch(point, good) is None
+    assert "from scratch" in machine.resume_mismatch(point, {"resumed_from": None})
+    other = {"resumed_from": {"manifest_sha256": "b" * 64, "step": 900}}
+    assert "not the recorded" in machine.resume_mismatch(point, other)
