@@ -19,11 +19,15 @@ after they are written, so their hashes are carried forward instead of recompute
 
 Everything is written into a temp directory, fsynced, and renamed into place; the
 manifest is the last file written, so a directory without a valid manifest is not a
-checkpoint.
+checkpoint. The state is serialised in memory at the rollout boundary (hashes come from
+those bytes, never from re-reading files); the disk work runs in a background thread while
+training continues, one checkpoint in flight at a time, with each round of fsyncs issued
+at once so the filesystem commits its journal once per round rather than once per file.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import hashlib
 import io
@@ -51,7 +55,7 @@ BUFFER_INDEX = "buffer/index.json"
 TMP_PREFIX = ".tmp-"
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -59,13 +63,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, data: bytes) -> layout.FileEntry:
-    """Write, fsync, and describe one file (hash taken from the bytes in memory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+def _entry(data: bytes) -> layout.FileEntry:
     return layout.FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
 
@@ -109,8 +107,13 @@ class ReplayBufferChunks:
         self.chunks: list[BufferChunk] = []
         self.source_dir: Path | None = None  # checkpoint dir the chunks currently live in
 
-    def write(self, buffer: Any, rows_total: int, dest: Path) -> dict[str, layout.FileEntry]:
-        """Write the new rows to `dest/buffer/`, link the live old chunks; return file entries."""
+    def plan(
+        self, buffer: Any, rows_total: int, dest: Path
+    ) -> tuple[dict[str, bytes], dict[str, tuple[Path, layout.FileEntry]]]:
+        """Serialise the rows added since the last checkpoint and the index (new files, as
+        bytes), and name the older chunks that still hold live rows (to link from their
+        checkpoint). From here on the chunks count as living in `dest`, where the caller
+        must put them."""
         size = buffer.buffer_size
         consistent = (
             rows_total >= self.rows_saved
@@ -126,25 +129,20 @@ class ReplayBufferChunks:
         if rows_total - self.rows_saved >= size:  # everything older has been overwritten
             self.chunks = []
         kept = [c for c in self.chunks if c.end > live_from]
-        entries: dict[str, layout.FileEntry] = {}
-        (dest / BUFFER_DIR).mkdir(parents=True, exist_ok=True)
-        for chunk in kept:
-            target = dest / chunk.file
-            source = self.source_dir / chunk.file if self.source_dir else None
-            if source is None:
-                raise RuntimeError("replay buffer chunk source is unknown")
-            try:
-                os.link(source, target)
-            except OSError:  # another filesystem (a read-only input mount): copy instead
-                shutil.copyfile(source, target)
-                _fsync_file(target)
-            entries[chunk.file] = layout.FileEntry(sha256=chunk.sha256, size=chunk.size)
+        if kept and self.source_dir is None:
+            raise RuntimeError("replay buffer chunk source is unknown")
+        links = {
+            c.file: (self.source_dir / c.file, layout.FileEntry(sha256=c.sha256, size=c.size))
+            for c in kept
+        }
+        blobs: dict[str, bytes] = {}
         first = max(self.rows_saved, live_from)
         new_chunks = list(kept)
         if rows_total > first or not new_chunks:
-            new = self._write_chunk(buffer, first, rows_total, dest)
-            entries[new.file] = layout.FileEntry(sha256=new.sha256, size=new.size)
-            new_chunks.append(new)
+            name, data = self._serialize_chunk(buffer, first, rows_total)
+            entry = _entry(data)  # small: hashing it here keeps the index self-describing
+            blobs[name] = data
+            new_chunks.append(BufferChunk(name, first, rows_total, entry.sha256, entry.size))
         index = {
             "buffer_size": size,
             "n_envs": buffer.n_envs,
@@ -157,16 +155,14 @@ class ReplayBufferChunks:
             },
             "chunks": [vars(c) for c in new_chunks],
         }
-        entries[BUFFER_INDEX] = _write_file(
-            dest / BUFFER_INDEX, json.dumps(index, indent=1).encode()
-        )
+        blobs[BUFFER_INDEX] = json.dumps(index, indent=1).encode()
         self.chunks = new_chunks
         self.rows_saved = rows_total
         self.source_dir = dest
-        return entries
+        return blobs, links
 
     @staticmethod
-    def _write_chunk(buffer: Any, first: int, end: int, dest: Path) -> BufferChunk:
+    def _serialize_chunk(buffer: Any, first: int, end: int) -> tuple[str, bytes]:
         size = buffer.buffer_size
         positions = np.arange(first, end) % size
         payload = {name: array[positions] for name, array in buffer_arrays(buffer).items()}
@@ -175,9 +171,7 @@ class ReplayBufferChunks:
             payload["__head__.observations"] = buffer.observations[end % size][None]
         raw = io.BytesIO()
         np.savez(raw, **payload)
-        name = f"{BUFFER_DIR}/chunk-{first:012d}-{end:012d}.npz"
-        entry = _write_file(dest / name, raw.getvalue())
-        return BufferChunk(file=name, first=first, end=end, sha256=entry.sha256, size=entry.size)
+        return f"{BUFFER_DIR}/chunk-{first:012d}-{end:012d}.npz", raw.getvalue()
 
     def adopt(self, checkpoint_dir: Path) -> None:
         """Continue from the chunks of an existing (verified) checkpoint."""
@@ -270,12 +264,32 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 @dataclass
 class WrittenCheckpoint:
     ref: layout.CheckpointRef
-    seconds: float
+    seconds: float  # the whole cost: serialising plus writing (what a final checkpoint costs)
     bytes_written: int
+    blocked_s: float = 0.0  # of which training waited (serialising at the rollout boundary)
+
+
+@dataclass
+class _Snapshot:
+    """A checkpoint serialised in memory at a rollout boundary, ready to be written anywhere."""
+
+    step: int
+    name: str
+    blobs: dict[str, bytes]
+    links: dict[str, tuple[Path, layout.FileEntry]]
+    manifest: dict[str, Any]
+    serialize_s: float
 
 
 class CheckpointWriter:
-    """Writes checkpoints under `<working>/checkpoints/`, keeping the newest `keep`."""
+    """Writes checkpoints under `<working>/checkpoints/`, keeping the newest `keep`.
+
+    `submit()` serialises the model, env, RNGs and new buffer rows in memory (the state must
+    be taken at the rollout boundary) and leaves the disk work — writing, fsyncing, the
+    manifest, the rename and pruning — to a background thread while training goes on.
+    Only one checkpoint is ever in flight: the next `submit()` (or `wait()`) waits for it.
+    `write()` is both in one call.
+    """
 
     def __init__(self, working_dir: Path, *, config_hash: str, algo: str, keep: int) -> None:
         self.root = Path(working_dir) / layout.CHECKPOINTS_DIR
@@ -287,6 +301,9 @@ class CheckpointWriter:
         self.written = 0
         self.last: layout.CheckpointRef | None = None
         self.last_bytes = 0  # total size of the newest checkpoint (what a zip of it costs)
+        self._pending: concurrent.futures.Future[WrittenCheckpoint] | None = None
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._syncer: concurrent.futures.ThreadPoolExecutor | None = None
         self.root.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temp_dirs()
 
@@ -300,6 +317,7 @@ class CheckpointWriter:
         if (checkpoint_dir / BUFFER_INDEX).is_file():
             self.chunks.adopt(checkpoint_dir)
 
+    # -- the trainer's side ---------------------------------------------------------------
     def write(
         self,
         model: Any,
@@ -308,68 +326,169 @@ class CheckpointWriter:
         state: dict[str, Any],
         extra_manifest: dict[str, Any] | None = None,
     ) -> WrittenCheckpoint:
-        started = time.perf_counter()
-        step = int(model.num_timesteps)
-        name = layout.checkpoint_dir_name(step)
-        tmp = self.root / f"{TMP_PREFIX}{name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        files: dict[str, layout.FileEntry] = {}
+        """Checkpoint now and return once it is on disk."""
+        self.submit(model, episode_count=episode_count, state=state, extra_manifest=extra_manifest)
+        written = self.wait()
+        assert written is not None
+        return written
 
-        model_bytes = io.BytesIO()
-        model.save(model_bytes)
-        files[MODEL_ZIP] = _write_file(tmp / MODEL_ZIP, model_bytes.getvalue())
+    def submit(
+        self,
+        model: Any,
+        *,
+        episode_count: int,
+        state: dict[str, Any],
+        extra_manifest: dict[str, Any] | None = None,
+    ) -> WrittenCheckpoint | None:
+        """Serialise a checkpoint now and write it in the background.
 
+        Returns the previous checkpoint if this call had to finish it first (see `poll()`);
+        raises that checkpoint's error if it failed."""
+        previous = self.wait()
+        snapshot = self._snapshot(model, episode_count, state, extra_manifest)
+        if self._writer is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoint-writer")
+        self._pending = self._writer.submit(self._commit, snapshot)
+        return previous
+
+    def poll(self) -> WrittenCheckpoint | None:
+        """The checkpoint in flight if it has finished since the last look, else None."""
+        if self._pending is not None and self._pending.done():
+            return self.wait()
+        return None
+
+    def wait(self) -> WrittenCheckpoint | None:
+        """Finish the checkpoint in flight (None when there is none); raises its error."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        written = pending.result()
+        self.parent_hash = written.ref.manifest_sha256
+        self.last = written.ref
+        self.written += 1
+        return written
+
+    @property
+    def in_flight(self) -> bool:
+        return self._pending is not None
+
+    def close(self) -> None:
+        """Wait for the checkpoint in flight and stop the background threads."""
+        try:
+            self.wait()
+        finally:
+            for pool in (self._writer, self._syncer):
+                if pool is not None:
+                    pool.shutdown(wait=True)
+            self._writer = self._syncer = None
+
+    def _snapshot(
+        self,
+        model: Any,
+        episode_count: int,
+        state: dict[str, Any],
+        extra_manifest: dict[str, Any] | None,
+    ) -> _Snapshot:
         import cloudpickle
 
-        files[ENV_PKL] = _write_file(tmp / ENV_PKL, cloudpickle.dumps(model.get_env()))
-        files[RNG_PKL] = _write_file(tmp / RNG_PKL, pickle.dumps(capture_rng_states()))
-        files[STATE_JSON] = _write_file(
-            tmp / STATE_JSON, json.dumps(state, indent=1, default=_json_default).encode()
-        )
+        began = time.perf_counter()
+        step = int(model.num_timesteps)
+        name = layout.checkpoint_dir_name(step)
+        model_bytes = io.BytesIO()
+        model.save(model_bytes)
+        blobs = {
+            MODEL_ZIP: model_bytes.getvalue(),
+            ENV_PKL: cloudpickle.dumps(model.get_env()),
+            RNG_PKL: pickle.dumps(capture_rng_states()),
+            STATE_JSON: json.dumps(state, indent=1, default=_json_default).encode(),
+        }
+        links: dict[str, tuple[Path, layout.FileEntry]] = {}
         buffer = getattr(model, "replay_buffer", None)
         if buffer is not None:
             rows_total = model.num_timesteps // buffer.n_envs
-            files.update(self.chunks.write(buffer, rows_total, tmp))
-            layout.fsync_dir(tmp / BUFFER_DIR)
-
-        manifest = layout.CheckpointManifest(
-            config_hash=self.config_hash,
-            num_timesteps=step,
-            episode_count=episode_count,
-            created_at=layout.utc_now_iso(),
-            algo=self.algo,
-            files=files,
-            parent=self.parent_hash,
+            buffer_blobs, links = self.chunks.plan(buffer, rows_total, self.root / name)
+            blobs.update(buffer_blobs)
+        manifest = {
+            "config_hash": self.config_hash,
+            "num_timesteps": step,
+            "episode_count": episode_count,
+            "created_at": layout.utc_now_iso(),
+            "algo": self.algo,
+            "parent": self.parent_hash,
             **(extra_manifest or {}),
-        )
-        manifest_bytes = manifest.model_dump_json(indent=1).encode()
-        _write_file(tmp / layout.MANIFEST_NAME, manifest_bytes)
-        layout.fsync_dir(tmp)
+        }
+        return _Snapshot(step, name, blobs, links, manifest, time.perf_counter() - began)
 
-        final = self.root / name
+    # -- the background side --------------------------------------------------------------
+    def _fsync_all(self, paths: list[Path]) -> None:
+        """fsync each path once, all at the same time: the filesystem commits its journal
+        once for the lot instead of once per file."""
+        if self._syncer is None:
+            self._syncer = concurrent.futures.ThreadPoolExecutor(8, "checkpoint-fsync")
+        for done in self._syncer.map(_fsync_path, paths):
+            del done  # map re-raises the first error
+
+    def _commit(self, snapshot: _Snapshot) -> WrittenCheckpoint:
+        """Files, fsync, manifest (last), fsync, rename, fsync: a crash at any point leaves
+        either no checkpoint or a complete one."""
+        began = time.perf_counter()
+        tmp = self.root / f"{TMP_PREFIX}{snapshot.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        files: dict[str, layout.FileEntry] = {}
+        to_sync: list[Path] = []
+        for relative, data in snapshot.blobs.items():
+            path = tmp / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(data)
+            files[relative] = _entry(data)  # hashed from the bytes in hand, never re-read
+            to_sync.append(path)
+        for relative, (source, entry) in snapshot.links.items():
+            target = tmp / relative
+            try:
+                os.link(source, target)  # chunks never change: share them
+            except OSError:  # another filesystem (a read-only input mount): copy instead
+                shutil.copyfile(source, target)
+                to_sync.append(target)
+            files[relative] = entry
+        self._fsync_all(to_sync + [p for p in (tmp / BUFFER_DIR,) if p.is_dir()])
+
+        manifest = layout.CheckpointManifest(files=files, **snapshot.manifest)
+        manifest_bytes = manifest.model_dump_json(indent=1).encode()
+        with open(tmp / layout.MANIFEST_NAME, "wb") as handle:
+            handle.write(manifest_bytes)
+        self._fsync_all([tmp / layout.MANIFEST_NAME, tmp])
+
+        final = self.root / snapshot.name
         if final.exists():  # a checkpoint at this step from an earlier attempt: replace it
             shutil.rmtree(final)
         os.rename(tmp, final)
         layout.fsync_dir(self.root)
-        self.chunks.source_dir = final
-        manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
-        self.parent_hash = manifest_sha
-        self.written += 1
-        self.last = layout.CheckpointRef(step=step, manifest_sha256=manifest_sha, path=str(final))
-        self.prune()
         self.last_bytes = sum(e.size for e in files.values())
-        written_bytes = sum(
-            e.size for n, e in files.items() if not n.startswith(BUFFER_DIR + "/chunk-")
-        ) + (self.chunks.chunks[-1].size if buffer is not None and self.chunks.chunks else 0)
-        return WrittenCheckpoint(self.last, time.perf_counter() - started, written_bytes)
+        self._prune(keep_dir=final)
+        ref = layout.CheckpointRef(
+            step=snapshot.step,
+            manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
+            path=str(final),
+        )
+        written_bytes = sum(len(b) for b in snapshot.blobs.values()) + len(manifest_bytes)
+        seconds = snapshot.serialize_s + time.perf_counter() - began
+        return WrittenCheckpoint(ref, seconds, written_bytes, snapshot.serialize_s)
 
-    def prune(self) -> None:
+    def _prune(self, keep_dir: Path) -> None:
+        """Drop all but the newest `keep` checkpoints. Each is renamed out of sight first, so
+        a kill half-way through deleting never leaves a checkpoint with missing files."""
         complete = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.isdigit())
         for old in complete[: -self.keep]:
-            if self.chunks.source_dir and old.resolve() == self.chunks.source_dir.resolve():
+            if old == keep_dir:
                 continue
-            shutil.rmtree(old, ignore_errors=True)
+            trash = self.root / f"{TMP_PREFIX}pruned-{old.name}-{os.getpid()}"
+            try:
+                os.rename(old, trash)
+            except OSError:
+                continue
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 def _json_default(value: Any) -> Any:

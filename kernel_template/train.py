@@ -9,6 +9,7 @@ docs in /work/shared/notes/exact-resume.md for why each step matters).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -47,6 +48,8 @@ FINAL_EVAL_CONTROLLERS = 4
 # Conservative zip throughput, for the finalisation estimate.
 ZIP_BYTES_PER_S = 50e6
 STATE_VERSION = 1
+# How often, inside a chunk, the emergency stop is checked (far below SIGNAL_GRACE_S).
+EMERGENCY_CHECK_S = 0.05
 
 
 class PinnedHorizonMixin:
@@ -169,6 +172,7 @@ class TrainingStats(BaseCallback):
         self.samples = 0
         self.stopped_mid_rollout = False
         self._has_traffic_info: bool | None = None
+        self._next_check = 0.0
 
     def _on_step(self) -> bool:
         infos = self.locals.get("infos")
@@ -180,6 +184,10 @@ class TrainingStats(BaseCallback):
                     self.queue_sum += float(info.get("queue", 0.0))
                     self.delay_sum += float(info.get("delay", 0.0))
                     self.samples += 1
+        now = time.monotonic()
+        if now < self._next_check:  # the budget maths costs more than a step's bookkeeping
+            return True
+        self._next_check = now + EMERGENCY_CHECK_S
         if self._emergency():
             self.stopped_mid_rollout = True
             return False
@@ -334,23 +342,43 @@ class TrainingSession:
             self.budget.load_priors(helpers["budget"])
 
     def _sb3_logger(self) -> Logger:
-        """Set once for the whole session: TensorBoard events in one run dir across segments."""
-        tb_dir = self.working / layout.TENSORBOARD_DIR
+        """Set once for the whole session, so every learn() chunk writes to one events file.
+
+        TensorBoard: one run dir (`logs/tensorboard/<algo>/`, never SB3's `DQN_1`, `DQN_2`)
+        across segments: the parent's event files are copied forward and this session's file
+        joins them. Steps are `num_timesteps`, so they continue where the parent stopped; a
+        purge marker at the resume step hides whatever the parent logged past its checkpoint
+        (work that is redone after a kill), so the steps stay strictly increasing."""
         formats: list[str] = []
+        run_dir = self.working / layout.TENSORBOARD_DIR / self.config.algo
         if self.config.logging.tensorboard:
             try:
                 import tensorboard  # noqa: F401
 
+                self._copy_parent_tensorboard()
                 formats.append("tensorboard")
-                self._copy_parent_tensorboard(tb_dir)
             except ImportError:
                 self._warn("tensorboard is not installed; TensorBoard logs are skipped")
-        return configure(str(tb_dir), formats)
+        logger = configure(str(run_dir), formats)
+        if formats and self.resumed is not None:
+            self._mark_tensorboard_resume(logger, int(self.model.num_timesteps))
+        return logger
 
-    def _copy_parent_tensorboard(self, tb_dir: Path) -> None:
+    @staticmethod
+    def _mark_tensorboard_resume(logger: Logger, step: int) -> None:
+        from stable_baselines3.common.logger import TensorBoardOutputFormat
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        for output in logger.output_formats:
+            if isinstance(output, TensorBoardOutputFormat):
+                start = Event(step=step, session_log=SessionLog(status=SessionLog.START))
+                output.writer.file_writer.add_event(start)
+
+    def _copy_parent_tensorboard(self) -> None:
         if self.resumed is None:
             return
         parent_tb = self.resumed.source_output_dir / layout.TENSORBOARD_DIR
+        tb_dir = self.working / layout.TENSORBOARD_DIR
         if parent_tb.is_dir() and parent_tb.resolve() != tb_dir.resolve():
             import shutil
 
@@ -433,6 +461,7 @@ class TrainingSession:
         self.budget.record_steps(self.model.num_timesteps - before, seconds)
 
     def _after_chunk(self) -> None:
+        self._collect_checkpoint(block=False)
         step = self.model.num_timesteps
         now = time.monotonic()
         if (
@@ -484,7 +513,10 @@ class TrainingSession:
         }
 
     def checkpoint(self) -> None:
-        written = self.writer.write(
+        """Snapshot now (training waits for that part only); the disk work runs in the
+        background and is reported by `_collect_checkpoint` once it is durable."""
+        began = time.monotonic()
+        finished = self.writer.submit(
             self.model,
             episode_count=int(self.model._episode_num),
             state=self._state(),
@@ -493,15 +525,30 @@ class TrainingSession:
                 "segment_index": self.config.segment_index,
             },
         )
-        self.clock.add("checkpointing", written.seconds)
-        self.budget.record_cost("checkpoint", written.seconds)
+        self.clock.add("checkpointing", time.monotonic() - began)
         self.last_checkpoint_step = self.model.num_timesteps
         self.last_checkpoint_time = time.monotonic()
+        if finished is not None:
+            self._report_checkpoint(finished)
+
+    def _collect_checkpoint(self, *, block: bool) -> None:
+        """Report the checkpoint in flight once it is on disk (raises if writing it failed)."""
+        began = time.monotonic()
+        finished = self.writer.wait() if block else self.writer.poll()
+        if block:
+            self.clock.add("checkpointing", time.monotonic() - began)
+        if finished is not None:
+            self._report_checkpoint(finished)
+
+    def _report_checkpoint(self, written) -> None:
+        # The budget plans for the whole cost: the session's last checkpoint is waited for.
+        self.budget.record_cost("checkpoint", written.seconds)
         self.logger.event(
             "checkpoint",
             step=written.ref.step,
             manifest_sha256=written.ref.manifest_sha256,
             seconds=round(written.seconds, 4),
+            blocked_s=round(written.blocked_s, 4),
             bytes=written.bytes_written,
         )
 
@@ -573,11 +620,20 @@ class TrainingSession:
         model = self.model
         progressed = model is not None and model.num_timesteps > self.last_checkpoint_step
         sound = model is not None and not (self.stats and self.stats.stopped_mid_rollout)
-        if progressed and sound and self.writer is not None:
+        if self.writer is not None:
             try:
-                self.checkpoint()
+                self._collect_checkpoint(block=True)  # the one still being written
+            except Exception as checkpoint_error:
+                self._warn(f"checkpoint failed: {checkpoint_error}")
+            try:
+                if progressed and sound:
+                    self.checkpoint()
+                    self._collect_checkpoint(block=True)
             except Exception as checkpoint_error:  # the outputs still matter
                 self._warn(f"final checkpoint failed: {checkpoint_error}")
+            finally:
+                with contextlib.suppress(Exception):  # its error was reported just above
+                    self.writer.close()
         summary = self.summary()
         if model is not None and self.metrics and self.metrics.last_step != model.num_timesteps:
             try:
@@ -591,6 +647,9 @@ class TrainingSession:
             step=summary.timesteps_end,
             total=summary.total_timesteps,
         )
+        if model is not None:
+            with contextlib.suppress(Exception):  # flush TensorBoard's events before the zip
+                model.logger.close()
         began = time.monotonic()
         summary.wall.total = time.time() - self.clock.started
         finalize_session(

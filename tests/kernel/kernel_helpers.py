@@ -19,22 +19,24 @@ from kernel_template.checkpoint import read_policy_tensors, read_replay_buffer
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTS_KERNEL_DIR = Path(__file__).resolve().parent
 
-# Tiny, fast configs: small nets, small buffers, evaluation of one or two episodes.
+# Tiny, fast configs: small nets, small buffers, evaluation of one episode, few exports.
+# Each kernel process costs ~4 s of imports and setup (torch, and torch._dynamo pulled in by
+# the first optimizer), so tests keep both processes and steps few.
 DQN_CONFIG: dict[str, Any] = {
     "algo": "DQN",
     "env": "CartPole-v1",
     "policy_kwargs": {"net_arch": [32, 32]},
     "hyperparams": {
-        "buffer_size": 1000,  # smaller than the run: the buffer wraps around
-        "learning_starts": 200,
+        "buffer_size": 500,  # smaller than the run: the buffer wraps around
+        "learning_starts": 100,
         "train_freq": 4,
-        "target_update_interval": 250,
+        "target_update_interval": 100,
         "batch_size": 32,
     },
-    "total_timesteps": 3000,
-    "checkpoint_every": 300,
+    "total_timesteps": 1600,
+    "checkpoint_every": 200,
     "checkpoint_min_seconds": 0,
-    "export_every": 1000,
+    "export_every": 800,
     "export_min_seconds": 0,
     "session_limit_s": 600,
     "min_margin_s": 1,
@@ -47,15 +49,16 @@ PPO_CONFIG: dict[str, Any] = {
     "algo": "PPO",
     "n_envs": 2,
     "hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 2},
-    "total_timesteps": 2048,
+    "total_timesteps": 1024,
+    "export_every": 512,
 }
 
 SAC_CONFIG: dict[str, Any] = {
     **DQN_CONFIG,
     "algo": "SAC",
     "env": "Pendulum-v1",
-    "hyperparams": {"buffer_size": 500, "learning_starts": 100, "batch_size": 32},
-    "total_timesteps": 900,
+    "hyperparams": {"buffer_size": 250, "learning_starts": 100, "batch_size": 32},
+    "total_timesteps": 400,
     "checkpoint_every": 100,
     "export_every": 400,
 }

@@ -23,7 +23,7 @@ from kernel_helpers import (
 
 from kernel_template import layout
 
-CONFIG = config_with(DQN_CONFIG, total_timesteps=3000, checkpoint_every=300, export_every=900)
+CONFIG = config_with(DQN_CONFIG, total_timesteps=1600, checkpoint_every=200, export_every=800)
 ROLLOUT = (
     4  # train_freq: checkpoints land on rollout boundaries, at most this far past the interval
 )

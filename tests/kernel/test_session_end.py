@@ -89,7 +89,7 @@ def test_metrics_steps_are_monotonic_across_segments(tmp_path):
         config = config_with(
             DQN_CONFIG,
             total_timesteps=1600,
-            export_every=200,
+            export_every=400,
             segment_index=index,
             segment_timesteps=length,
         )
