@@ -48,17 +48,29 @@ class TagThrottle(_Strict):
 
 
 class LoggingConfig(_Strict):
-    progress_every_s: float = Field(default=5.0, gt=0, description="least seconds between progress events")
-    progress_every_steps: int = Field(default=1000, ge=1, description="least steps between progress events")
-    max_lines_per_step: float = Field(default=0.5, gt=0, description="budget of log lines per training step")
+    progress_every_s: float = Field(
+        default=5.0, gt=0, description="least seconds between progress events"
+    )
+    progress_every_steps: int = Field(
+        default=1000, ge=1, description="least steps between progress events"
+    )
+    max_lines_per_step: float = Field(
+        default=0.5, gt=0, description="budget of log lines per training step"
+    )
     tags: dict[str, TagThrottle] = Field(default_factory=dict, description="per-tag throttles")
     tensorboard: bool = True
 
 
 class EvaluationConfig(_Strict):
-    best_model_episodes: int = Field(default=2, ge=1, description="episodes of the periodic best-model check")
-    final_episodes: int = Field(default=5, ge=1, description="episodes of the final agent-vs-baselines evaluation")
-    seeds_base: int = Field(default=10_000, description="evaluation seeds are seeds_base + i, apart from training")
+    best_model_episodes: int = Field(
+        default=2, ge=1, description="episodes of the periodic best-model check"
+    )
+    final_episodes: int = Field(
+        default=5, ge=1, description="episodes of the final agent-vs-baselines evaluation"
+    )
+    seeds_base: int = Field(
+        default=10_000, description="evaluation seeds are seeds_base + i, apart from training"
+    )
 
 
 class RunConfig(_Strict):
@@ -70,27 +82,40 @@ class RunConfig(_Strict):
     n_envs: int = Field(default=1, ge=1, le=64)
     policy: str = "MlpPolicy"
     policy_kwargs: dict[str, Any] = Field(default_factory=dict)
-    hyperparams: dict[str, Any] = Field(default_factory=dict, description="passed to the SB3 constructor")
+    hyperparams: dict[str, Any] = Field(
+        default_factory=dict, description="passed to the SB3 constructor"
+    )
     seed: int = 0
     total_timesteps: int = Field(default=100_000, ge=1)
-    segment_timesteps: int | None = Field(default=None, ge=1, description="most steps this session trains")
+    segment_timesteps: int | None = Field(
+        default=None, ge=1, description="most steps this session trains"
+    )
 
     checkpoint_every: int = Field(default=50, ge=1, description="steps between checkpoints")
-    checkpoint_min_seconds: float = Field(default=10.0, ge=0, description="least seconds between checkpoints")
+    checkpoint_min_seconds: float = Field(
+        default=10.0, ge=0, description="least seconds between checkpoints"
+    )
     keep_checkpoints: int = Field(default=2, ge=1)
     export_every: int = Field(default=500, ge=1, description="steps between intermediate exports")
-    export_min_seconds: float = Field(default=30.0, ge=0, description="least seconds between exports")
+    export_min_seconds: float = Field(
+        default=30.0, ge=0, description="least seconds between exports"
+    )
 
-    session_limit_s: float = Field(default=43_200.0, gt=0, description="the platform's session limit")
+    session_limit_s: float = Field(
+        default=43_200.0, gt=0, description="the platform's session limit"
+    )
     min_margin_s: float = Field(
-        default=30.0, ge=0, description="floor of the stop margin; the measured cost is added on top"
+        default=30.0,
+        ge=0,
+        description="floor of the stop margin; the measured cost is added on top",
     )
 
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     allow_config_change: list[str] = Field(
-        default_factory=list, description="result fields a resume may change, e.g. hyperparams.learning_rate"
+        default_factory=list,
+        description="result fields a resume may change, e.g. hyperparams.learning_rate",
     )
     segment_index: int = Field(default=0, ge=0)
 
@@ -108,13 +133,17 @@ class RunConfig(_Strict):
     def _hyperparams_json(cls, value: dict[str, Any]) -> dict[str, Any]:
         for reserved in ("env", "policy", "seed", "device", "verbose", "tensorboard_log"):
             if reserved in value:
-                raise ValueError(f"hyperparams must not set {reserved!r}: use the top-level field instead")
+                raise ValueError(
+                    f"hyperparams must not set {reserved!r}: use the top-level field instead"
+                )
         return value
 
     @model_validator(mode="after")
     def _segment_within_total(self) -> RunConfig:
         if self.segment_timesteps is not None and self.segment_timesteps > self.total_timesteps:
-            raise ValueError("segment_timesteps is larger than total_timesteps; lower it or drop it")
+            raise ValueError(
+                "segment_timesteps is larger than total_timesteps; lower it or drop it"
+            )
         return self
 
     def result_fields(self) -> dict[str, Any]:
@@ -142,7 +171,9 @@ def diff_result_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     flat_b: dict[str, Any] = {}
     _flatten("", a, flat_a)
     _flatten("", b, flat_b)
-    return sorted(k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k, ...) != flat_b.get(k, ...))
+    return sorted(
+        k for k in flat_a.keys() | flat_b.keys() if flat_a.get(k, ...) != flat_b.get(k, ...)
+    )
 
 
 def changes_allowed(differing: list[str], allowed: list[str]) -> list[str]:
@@ -175,9 +206,13 @@ def load_run_config(path: str | Path) -> RunConfig:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"run config {path} does not exist; pass --config with a JSON file") from None
+        raise ConfigError(
+            f"run config {path} does not exist; pass --config with a JSON file"
+        ) from None
     except json.JSONDecodeError as error:
-        raise ConfigError(f"run config {path} is not valid JSON (line {error.lineno}): {error.msg}") from None
+        raise ConfigError(
+            f"run config {path} is not valid JSON (line {error.lineno}): {error.msg}"
+        ) from None
     return parse_run_config(data, source=f"run config {path}")
 
 

@@ -100,7 +100,9 @@ class CheckpointManifest(BaseModel):
     created_at: str
     algo: str
     files: dict[str, FileEntry]
-    parent: str | None = Field(default=None, description="manifest hash of the checkpoint this one continues")
+    parent: str | None = Field(
+        default=None, description="manifest hash of the checkpoint this one continues"
+    )
 
     def problems(self, directory: Path) -> list[str]:
         """Files that are missing or do not match their recorded size and hash (empty if sound)."""

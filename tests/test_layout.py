@@ -16,10 +16,14 @@ from kernel_template.layout import (
     write_sha256sum,
 )
 
-json_scalars = st.one_of(st.integers(), st.floats(allow_nan=False), st.text(), st.booleans(), st.none())
+json_scalars = st.one_of(
+    st.integers(), st.floats(allow_nan=False), st.text(), st.booleans(), st.none()
+)
 
 
-@given(st.dictionaries(st.text(min_size=1).filter(lambda k: k != "event"), json_scalars, max_size=5))
+@given(
+    st.dictionaries(st.text(min_size=1).filter(lambda k: k != "event"), json_scalars, max_size=5)
+)
 def test_events_round_trip_inside_any_log_line(fields):
     line = "2026-01-01T00:00:00Z stdout " + format_event("progress", **fields)
     assert parse_event(line) == {"event": "progress", **fields}
