@@ -41,17 +41,21 @@ def finalize_session(
     """Evaluate, write `session_summary.json`, then `artifacts.zip` + `.sha256`; returns the zip's sha256."""
     working_dir = Path(working_dir)
     started = time.monotonic()
+    evaluation_s = 0.0
     if evaluate:
-        began = time.monotonic()
         summary.evaluation = _final_evaluation(working_dir, model, run_config, logger, summary)
-        summary.wall.evaluation += time.monotonic() - began
+        evaluation_s = time.monotonic() - started
+        summary.wall.evaluation += evaluation_s
     _render_learning_curve(working_dir, logger, summary)
     if logger is not None:
         logger.report_suppressed()
         steps = summary.timesteps_end - summary.timesteps_start
         for key, value in logger.session_stats(steps if steps > 0 else None).items():
             setattr(summary, key, value)
-    summary.wall.finalization += time.monotonic() - started
+    # The parts stay disjoint, and the total runs up to the summary's own writing.
+    elapsed = time.monotonic() - started
+    summary.wall.finalization += elapsed - evaluation_s
+    summary.wall.total += elapsed
     layout.atomic_write_text(
         working_dir / layout.SESSION_SUMMARY_JSON, summary.model_dump_json(indent=2) + "\n"
     )

@@ -234,7 +234,8 @@ class TrainingSession:
         self.runtime = runtime
         self.working = runtime.working_dir
         self.working.mkdir(parents=True, exist_ok=True)
-        self.clock = SessionClock(started=time.time())
+        # The split starts at process start: imports and installs are part of setup.
+        self.clock = SessionClock(started=runtime.session_start)
         self.logger = ThrottledLogger(config.logging, self.working / layout.EVENTS_JSONL, stream)
         self._metrics_writer_cls = MetricsWriter
         self.metrics: MetricsWriter | None = None  # opened after the parent's rows are carried over
@@ -261,7 +262,6 @@ class TrainingSession:
 
     # -- setup --------------------------------------------------------------------------
     def setup(self) -> None:
-        began = time.monotonic()
         config = self.config
         self.signals.install()  # from here on SIGTERM/SIGINT mean "stop gracefully"
         layout.atomic_write_text(
@@ -299,7 +299,7 @@ class TrainingSession:
         )
         self.last_progress_step = self.start_step
         self.stats = TrainingStats(self._emergency)
-        self.clock.add("setup", time.monotonic() - began)
+        self.clock.add("setup", time.time() - self.clock.started)
         # Measure the end-of-session work now (evaluation, figures), so the stop margin is
         # learnt rather than guessed; the evaluation runs off the training RNG streams.
         # Imports first: their one-off cost must not inflate the measured costs.

@@ -35,6 +35,13 @@ def assert_outputs_complete(working):
     summary = summary_of(working)
     assert summary.left_checkpoint is not None
     assert summary.left_checkpoint.step == summary.timesteps_end  # nothing trained is lost
+    wall = summary.wall
+    parts = (
+        sum((wall.setup, wall.training, wall.checkpointing, wall.evaluation, wall.exporting))
+        + wall.finalization
+    )
+    # The split is disjoint (nothing counted twice) and accounts for most of the session.
+    assert 0.5 * wall.total <= parts <= wall.total + 0.01, wall
     return summary
 
 
