@@ -57,7 +57,15 @@ def choose_device(requested: str, policy: str) -> str:
     return "cuda" if has_cuda and policy != "MlpPolicy" else "cpu"
 
 
+# Kaggle names the image a session runs on here (name@sha256:digest); a chain pins it.
+DOCKER_IMAGE_ENV = "KAGGLE_DOCKER_IMAGE"
+
+
 def library_versions() -> dict[str, str]:
+    """Python and library versions, plus `docker_image` when the platform names its image.
+
+    Pickled checkpoints depend on these, so the orchestrator compares them across a chain.
+    """
     versions = {"python": platform.python_version()}
     for name in ("numpy", "torch", "stable_baselines3", "gymnasium", "pandas"):
         try:
@@ -65,6 +73,9 @@ def library_versions() -> dict[str, str]:
             versions[name] = str(getattr(module, "__version__", "unknown"))
         except ImportError:
             continue
+    image = os.environ.get(DOCKER_IMAGE_ENV, "").strip()
+    if image:
+        versions["docker_image"] = image
     return versions
 
 

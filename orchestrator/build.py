@@ -138,6 +138,8 @@ def kernel_metadata(
         metadata["machine_shape"] = shape
     if kernel.docker_image_pinning_type:
         metadata["docker_image_pinning_type"] = kernel.docker_image_pinning_type
+    if kernel.docker_image:  # `kaggle kernels push` reads this key into SaveKernel's dockerImage
+        metadata["docker_image"] = kernel.docker_image
     return metadata
 
 

@@ -120,11 +120,17 @@ def launch(
     preflight: bool = True,
     console: Console | None = None,
     out_dir: Path | None = None,
+    docker_image: str | None = None,
 ) -> RunRecord:
-    """Push one session of `run_config` as kernel `slug` and return its ledger record."""
+    """Push one session of `run_config` as kernel `slug` and return its ledger record.
+
+    `docker_image` (default: `[kernel] docker_image`) pins the Kaggle image it runs on.
+    """
     from .kaggle import PushSpec
     from .ledger import RunRecord
 
+    if docker_image:
+        settings = with_docker_image(settings, docker_image)
     slug = settings.require_slug(slug)
     _refuse_spent_slug(ledger.get(slug))  # before rendering over the folder it was pushed from
     owner = resolve_owner(settings, settings.kaggle.owner or client.username)
@@ -168,10 +174,23 @@ def launch(
                     attempt=attempt,
                     config_hash=folder.config_hash,
                     machine_shape=shape,
+                    docker_image=settings.kernel.docker_image,
                 )
             )
         spec = PushSpec.from_kernel_folder(folder.path, timeout=int(run_config.session_limit_s))
         return _push(spec, client, ledger, owner, slug, console)
+
+
+def with_docker_image(settings: Settings, docker_image: str) -> Settings:
+    """A copy of `settings` whose kernels run on `docker_image`."""
+    from pydantic import ValidationError
+
+    try:
+        kernel = settings.kernel.model_copy()
+        kernel.docker_image = docker_image  # validated on assignment
+    except ValidationError as error:
+        raise UserError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    return settings.model_copy(update={"kernel": kernel})
 
 
 def _settle_earlier_attempt(

@@ -70,6 +70,9 @@ class RunRecord(BaseModel):
     pull_failures: int = 0
     terminal_at: str | None = Field(default=None, description="when we first saw it terminal")
     pulled_at: str | None = None
+    docker_image: str | None = Field(
+        default=None, description="the image the push asked for; None: Kaggle's choice"
+    )
 
     @property
     def ref(self) -> str:
@@ -114,6 +117,16 @@ class ChainRecord(BaseModel):
         default=None, description="ISO time before which no push is tried"
     )
     waiting_reason: str | None = None
+    docker_image: str | None = Field(
+        default=None,
+        description="the image every later segment is pushed with: [kernel] docker_image, "
+        "else the one the first segment reported",
+    )
+    reference_versions: dict[str, str] | None = Field(
+        default=None,
+        description="the first pulled segment's versions, which later segments must match",
+    )
+    reference_run: str | None = Field(default=None, description="the run they came from")
     notes: list[Note] = Field(default_factory=list)
 
     def note(self, message: str, level: Literal["info", "warning", "alert"] = "info") -> None:

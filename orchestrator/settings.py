@@ -80,6 +80,11 @@ class KernelSettings(_Section):
         default="original",
         description="'original' keeps one image across a chain (pickles depend on it)",
     )
+    docker_image: str | None = Field(
+        default=None,
+        description="run on this Kaggle image, e.g. 'gcr.io/kaggle-images/python@sha256:...';"
+        " default: Kaggle's current one (a chain then pins its first segment's image)",
+    )
     dataset_sources: list[str] = Field(default_factory=list)
     kernel_sources: list[str] = Field(default_factory=list)
     model_sources: list[str] = Field(default_factory=list)
@@ -95,6 +100,15 @@ class KernelSettings(_Section):
         if value is not None:
             check_slug(value)
         return value
+
+    @field_validator("docker_image")
+    @classmethod
+    def _image_shape(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c.isspace() for c in value)):
+            raise ValueError(
+                f"{value!r} is not an image name; use e.g. 'gcr.io/kaggle-images/python@sha256:<digest>'"
+            )
+        return value or None
 
     @field_validator("title")
     @classmethod
@@ -294,6 +308,7 @@ accelerator = "NvidiaTeslaT4"        # NvidiaTeslaT4, TpuV5E8, or "none" for CPU
 enable_internet = true               # lets the kernel pip-install what its image lacks
 is_private = true
 docker_image_pinning_type = "original"   # keep one image across a chain: pickles depend on it
+# docker_image = "gcr.io/kaggle-images/python@sha256:..."   # default: a chain pins its first segment's
 dataset_sources = []
 kernel_sources = []
 model_sources = []

@@ -218,6 +218,29 @@ def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Act
     )
 
 
+# -- the environment a chain must keep ------------------------------------------------------
+
+# What pickled checkpoints depend on; a session summary's `versions` names them.
+PINNED_VERSION_KEYS = ("python", "numpy", "torch", "stable_baselines3", "docker_image")
+
+
+def pinned_versions(versions: dict | None) -> dict[str, str]:
+    return {key: str(versions[key]) for key in PINNED_VERSION_KEYS if (versions or {}).get(key)}
+
+
+def version_drift(reference: dict | None, versions: dict | None) -> list[str]:
+    """`name: before -> now` for each pinned version a segment changed; [] when either side
+    reported nothing (a session killed before its summary) or nothing changed."""
+    before, now = pinned_versions(reference), pinned_versions(versions)
+    if not before or not now:
+        return []
+    return [
+        f"{key}: {before.get(key, '(none)')} -> {now.get(key, '(none)')}"
+        for key in PINNED_VERSION_KEYS
+        if before.get(key) != now.get(key)
+    ]
+
+
 # -- gates before a push ---------------------------------------------------------------------
 
 

@@ -136,6 +136,7 @@ def start_chain(
         max_unknowns=int(extra.get("max_unknowns", DEFAULT_MAX_UNKNOWNS)),
         quota_reserve_s=float(extra.get("quota_reserve_h", DEFAULT_QUOTA_RESERVE_H)) * 3600,
         intent_grace_s=float(extra.get("intent_grace_s", DEFAULT_INTENT_GRACE_S)),
+        docker_image=settings.kernel.docker_image,  # else the first segment's image, once known
     )
     record.note(
         f"chain of {len(sizes)} segment(s) {sizes} for {total} timesteps, config {record.config_hash[:12]}"

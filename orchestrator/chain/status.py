@@ -28,6 +28,7 @@ def segment_row(run: RunRecord) -> dict[str, Any]:
         "pushed_at": run.pushed_at,
         "pulled_dir": run.pulled_dir,
         "failure_message": run.failure_message,
+        "docker_image": (summary.get("versions") or {}).get("docker_image"),
     }
 
 
@@ -49,6 +50,9 @@ def chain_status(ledger: Ledger, name: str) -> dict[str, Any]:
         "wait_until": chain.wait_until,
         "waiting_reason": chain.waiting_reason,
         "consecutive_unknowns": chain.consecutive_unknowns,
+        "docker_image": chain.docker_image,
+        "reference_versions": chain.reference_versions,
+        "reference_run": chain.reference_run,
         "alerts": [n.model_dump() for n in chain.notes if n.level == "alert"],
         "notes": [n.model_dump() for n in chain.notes[-10:]],
         "segments": [segment_row(r) for r in runs],
@@ -68,6 +72,8 @@ def print_status(status: dict[str, Any], file=None) -> None:
         f"({100 * done / total:.0f}%), {status['gpu_hours']:.3f} GPU h, config {status['config_hash'][:12]}",
         markup=False,
     )
+    if status.get("docker_image"):
+        console.print(f"image: {status['docker_image']} (every later segment)", markup=False)
     if status["waiting_reason"] and status["state"] in ("active", "waiting"):
         console.print(f"waiting: {status['waiting_reason']}", markup=False)
     table = Table(show_edge=False)

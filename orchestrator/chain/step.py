@@ -296,7 +296,38 @@ class ChainStepper:
         mismatch = machine.resume_mismatch(expected, summary)
         if mismatch:  # worth a human look, but the checkpoint itself verified: carry on
             self._alert(chain, f"{run.ref} {mismatch}")
+        self._check_versions(chain.name, run, (summary or {}).get("versions"))
         return None
+
+    def _check_versions(self, name: str, run: RunRecord, versions: dict | None) -> None:
+        """The first segment that reports its versions fixes them (and the image later segments
+        are pushed with); any later difference is an alert, since pickles depend on them."""
+        reported = machine.pinned_versions(versions)
+        if not reported:
+            return  # no summary: nothing to pin or compare
+        chain = self.ledger.get_chain(name)
+        image = reported.get("docker_image")
+        if chain.reference_versions is None:
+            chain.reference_versions = reported
+            chain.reference_run = run.run
+            if chain.docker_image is None and image:
+                chain.docker_image = image
+                chain.note(f"{run.ref} ran on {image}: later segments are pushed with it")
+            self.ledger.save_chain(chain)
+            if image and image != chain.docker_image:
+                self._alert(
+                    chain,
+                    f"{run.ref} ran on {image}, not the configured {chain.docker_image}: "
+                    "Kaggle did not honour the pinned image",
+                )
+            return
+        drift = machine.version_drift(chain.reference_versions, reported)
+        if drift:
+            self._alert(
+                chain,
+                f"{run.ref} ran on other versions than {chain.reference_run} ({'; '.join(drift)}): "
+                "checkpoints pickled on one may not load, or resume exactly, on the other",
+            )
 
     def _push(self, chain: ChainRecord, push: Push, runs: list[RunRecord]) -> StepResult | None:
         run_config = segment_run_config(chain, push.segment, push.segment_timesteps)
@@ -315,6 +346,7 @@ class ChainStepper:
                 segment=push.segment,
                 attempt=push.attempt,
                 preflight=False,
+                docker_image=chain.docker_image,
             )
         except CapacityRefused as error:
             return self._wait(chain, f"GPU slots busy: Kaggle refused the push ({error})", None)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import platform
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,6 +44,7 @@ from orchestrator.emulator.state import ACTIVE_STATUSES, Kernel, Store, Version
 from orchestrator.emulator.wire import ok, utc_naive
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,98}[a-z0-9]$")
+DOCKER_IMAGE_REPO = "gcr.io/kaggle-images/python"
 TPU_SESSION_LIMIT_S = 9 * 3600
 DEFAULT_PAGE_SIZE = 20
 
@@ -60,6 +63,12 @@ class Limits:
     weekly_gpu_quota_s: float = 30 * 3600
 
 
+def default_docker_image() -> str:
+    """The emulator's "latest" image: shaped like Kaggle's, stable for one Python version."""
+    digest = hashlib.sha256(f"python-{platform.python_version()}".encode()).hexdigest()
+    return f"{DOCKER_IMAGE_REPO}@sha256:{digest}"
+
+
 def is_gpu_shape(enable_gpu: bool | None, machine_shape: str | None) -> bool:
     shape = (machine_shape or "").lower()
     if shape:
@@ -73,6 +82,9 @@ class KernelsService:
         self.executor = executor
         self.limits = limits
         self.faults = faults
+        # Set through the test API: every later push runs on this image whatever it asked
+        # for, as when Kaggle retires a pinned image or updates "latest".
+        self.forced_docker_image: str | None = None
 
     # -- helpers -----------------------------------------------------------------------
     def _visible(self, user: str, owner: str, slug: str) -> Kernel:
@@ -96,7 +108,18 @@ class KernelsService:
     def gpu_seconds_used(self, user: str) -> float:
         return self.store.gpu_seconds_banked(user) + self.executor.running_gpu_seconds(user)
 
-    def _metadata(self, kernel: Kernel) -> ApiKernelMetadata:
+    def _image_for(self, req: ApiSaveKernelRequest, existing: Kernel | None) -> str:
+        """The image a new version runs on: the one asked for, else (pinning "original") the
+        slug's previous image, else the current default."""
+        if self.forced_docker_image:
+            return self.forced_docker_image
+        if req.docker_image:
+            return req.docker_image
+        if req.docker_image_pinning_type == "original" and existing and existing.docker_image:
+            return existing.docker_image
+        return default_docker_image()
+
+    def _metadata(self, kernel: Kernel, version: Version | None = None) -> ApiKernelMetadata:
         meta = ApiKernelMetadata()
         meta.id = kernel.id
         meta.ref = kernel.ref
@@ -119,7 +142,7 @@ class KernelsService:
         meta.competition_data_sources = kernel.competition_sources
         meta.model_data_sources = kernel.model_sources
         meta.machine_shape = kernel.machine_shape
-        meta.docker_image = kernel.docker_image
+        meta.docker_image = version.docker_image if version else kernel.docker_image
         return meta
 
     # -- methods -----------------------------------------------------------------------
@@ -173,7 +196,8 @@ class KernelsService:
             if "enable_internet" in req:
                 kernel.enable_internet = req.enable_internet
             kernel.machine_shape = req.machine_shape or None
-            kernel.docker_image = req.docker_image or None
+            image = self._image_for(req, existing)
+            kernel.docker_image = image
             kernel.dataset_sources = list(req.dataset_data_sources)
             kernel.kernel_sources = visible_sources
             kernel.competition_sources = list(req.competition_data_sources)
@@ -191,6 +215,8 @@ class KernelsService:
                 run=run,
                 kernel_sources=visible_sources,
                 status="NEW_SCRIPT" if run else "COMPLETE",
+                pushed_docker_image=req.docker_image or None,
+                docker_image=image,
             )
             kernel.versions.append(version)
             source_path = self.store.version_dir(owner, slug, number) / "source.txt"
@@ -288,7 +314,7 @@ class KernelsService:
         kernel = self._visible(user, req.user_name, req.kernel_slug)
         version = self._version(kernel, req.version_label)
         response = ApiGetKernelResponse()
-        response.metadata = self._metadata(kernel)
+        response.metadata = self._metadata(kernel, version)
         blob = ApiKernelBlob()
         source = self.store.version_dir(kernel.owner, kernel.slug, version.number) / "source.txt"
         blob.source = source.read_text(encoding="utf-8") if source.exists() else ""

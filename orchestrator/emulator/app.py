@@ -195,6 +195,11 @@ def create_app(options: EmulatorOptions) -> Starlette:
         store.set_gpu_seconds(body["user"], float(body["seconds"]))
         return JSONResponse({"user": body["user"], "seconds": float(body["seconds"])})
 
+    async def docker_image(request: Request) -> Response:
+        body = await request.json()
+        service.forced_docker_image = body.get("image") or None
+        return JSONResponse({"image": service.forced_docker_image})
+
     @asynccontextmanager
     async def lifespan(app):
         executor.recover()
@@ -212,6 +217,7 @@ def create_app(options: EmulatorOptions) -> Starlette:
         Route("/_emulator/faults", control(clear_faults), methods=["DELETE"]),
         Route("/_emulator/kill", control(kill), methods=["POST"]),
         Route("/_emulator/gpu-used", control(gpu_used), methods=["POST"]),
+        Route("/_emulator/docker-image", control(docker_image), methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

@@ -262,6 +262,9 @@ class Executor:
             PYTHONUNBUFFERED="1",
             ORCHESTRATE_EMULATOR_GPU="1" if session.gpu else "0",
         )
+        env.pop("KAGGLE_DOCKER_IMAGE", None)  # the version's own image, never the host's
+        if version.docker_image:
+            env["KAGGLE_DOCKER_IMAGE"] = version.docker_image
         log_path = self.store.log_path(session.owner, session.slug, session.number)
         started = time.time()
         script = self.store.script_path(session.owner, session.slug, session.number)

@@ -65,6 +65,10 @@ class Version(BaseModel):
     run: bool = True
     output_token: str = Field(default_factory=lambda: secrets.token_urlsafe(16))
     kernel_sources: list[str] = []
+    # What SaveKernel's dockerImage asked for (None: nothing), and the image the session runs
+    # on, given to the kernel as KAGGLE_DOCKER_IMAGE.
+    pushed_docker_image: str | None = None
+    docker_image: str | None = None
 
     @property
     def label(self) -> str:
@@ -83,7 +87,7 @@ class Kernel(BaseModel):
     enable_tpu: bool = False
     enable_internet: bool = True
     machine_shape: str | None = None
-    docker_image: str | None = None
+    docker_image: str | None = None  # the image of the latest version
     dataset_sources: list[str] = []
     kernel_sources: list[str] = []
     competition_sources: list[str] = []

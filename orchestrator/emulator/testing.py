@@ -255,6 +255,19 @@ class EmulatorHandle:
     def set_gpu_used(self, user: str, seconds: float) -> None:
         self._control("POST", "gpu-used", json={"user": user, "seconds": seconds})
 
+    def force_docker_image(self, image: str | None) -> None:
+        """Run every later push on `image` whatever its dockerImage asked for (a retired pin,
+        an updated "latest"); None goes back to honouring the push."""
+        self._control("POST", "docker-image", json={"image": image})
+
+    def kernel_versions(self, owner: str, slug: str) -> list[dict]:
+        """The emulator's stored record of each version of a kernel (pushed_docker_image,
+        docker_image, status, ...), read from its state files; [] for an unknown kernel."""
+        from orchestrator.emulator.state import Store
+
+        kernel = Store(self.root).get(owner, slug)
+        return [version.model_dump() for version in kernel.versions] if kernel else []
+
     def __enter__(self) -> EmulatorHandle:
         return self
 

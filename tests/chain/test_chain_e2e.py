@@ -77,6 +77,20 @@ def test_chain_completes_with_one_push_per_segment(finished_chain) -> None:
         )
 
 
+def test_later_segments_are_pushed_with_the_first_segments_image(finished_chain) -> None:
+    ledger: Ledger = finished_chain["ledger"]
+    runs = ledger.runs(CHAIN)
+    first_image = runs[0].summary["versions"]["docker_image"]
+    assert first_image.startswith("gcr.io/kaggle-images/python@sha256:")
+    # What each SaveKernel asked for, as the emulator stored it: segment 1 nothing, then its image.
+    emulator = finished_chain["emulator"]
+    pushed = [emulator.kernel_versions("alice", r.run)[0]["pushed_docker_image"] for r in runs]
+    assert pushed == [None, first_image, first_image]
+    assert [r.summary["versions"]["docker_image"] for r in runs] == [first_image] * 3
+    chain = ledger.get_chain(CHAIN)
+    assert chain.docker_image == first_image and chain.reference_run == runs[0].run
+
+
 def test_final_model_is_bit_identical_to_one_session(finished_chain, tmp_path) -> None:
     ledger: Ledger = finished_chain["ledger"]
     chain = ledger.get_chain(CHAIN)

@@ -172,3 +172,23 @@ def test_resume_mismatch() -> None:
     assert "from scratch" in machine.resume_mismatch(point, {"resumed_from": None})
     other = {"resumed_from": {"manifest_sha256": "b" * 64, "step": 900}}
     assert "not the recorded" in machine.resume_mismatch(point, other)
+
+
+def test_version_drift_names_each_changed_pinned_version() -> None:
+    first = {
+        "python": "3.11.9",
+        "numpy": "2.4.0",
+        "torch": "2.13.0",
+        "docker_image": "img@sha256:a",
+    }
+    assert machine.version_drift(first, dict(first, gymnasium="9.9")) == []  # not pinned
+    assert machine.version_drift(
+        first, dict(first, numpy="2.5.0", docker_image="img@sha256:b")
+    ) == [
+        "numpy: 2.4.0 -> 2.5.0",
+        "docker_image: img@sha256:a -> img@sha256:b",
+    ]
+    without_image = {k: v for k, v in first.items() if k != "docker_image"}
+    assert machine.version_drift(first, without_image) == ["docker_image: img@sha256:a -> (none)"]
+    # A segment that left no summary reports nothing: nothing to compare.
+    assert machine.version_drift(first, None) == [] and machine.version_drift(None, first) == []

@@ -84,6 +84,27 @@ def test_metadata_matches_what_kaggle_kernels_push_reads(tmp_path):
     ]
 
 
+def test_docker_image_reaches_metadata_and_the_savekernel_request(tmp_path):
+    from orchestrator.kaggle import PushSpec
+    from orchestrator.launch import with_docker_image
+
+    image = "gcr.io/kaggle-images/python@sha256:" + "c" * 64
+    unpinned = make_settings(tmp_path)
+    meta = render_kernel(unpinned, unpinned.run, slug="tiny-run", out_dir=tmp_path / "a").metadata
+    assert "docker_image" not in meta  # Kaggle's choice
+    for settings in (
+        make_settings(tmp_path, docker_image=image),
+        with_docker_image(unpinned, image),
+    ):
+        folder = render_kernel(settings, settings.run, slug="tiny-run", out_dir=tmp_path / "b")
+        assert folder.metadata["docker_image"] == image  # the key `kaggle kernels push` reads
+        assert PushSpec.from_kernel_folder(folder.path).to_request().docker_image == image
+    with pytest.raises(UserError, match="docker_image"):
+        make_settings(tmp_path, docker_image="not an image")
+    with pytest.raises(UserError, match="not an image name"):
+        with_docker_image(unpinned, "not an image")
+
+
 def test_cpu_and_tpu_shapes_set_the_flags(tmp_path):
     cpu = make_settings(tmp_path, accelerator="none")
     meta = render_kernel(cpu, cpu.run, slug="tiny-run", out_dir=tmp_path / "cpu").metadata
