@@ -13,34 +13,6 @@ from kernel_template.exports import BestModelTracker, MetricsWriter, render_lear
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny nets on a shared 2-core box: a second thread only adds contention.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    from stable_baselines3 import DQN
-
-    from kernel_template.envs import make_env
-
-    model = DQN(
-        "MlpPolicy",
-        make_env("CartPole-v1", {}, 0),
-        learning_starts=100,
-        buffer_size=1000,
-        policy_kwargs={"net_arch": [16]},
-        seed=0,
-    )
-    return model.learn(300)
-
-
 def metrics_rows(first_step, last_step, every, segment):
     return [
         {

@@ -21,34 +21,6 @@ from kernel_template.throttle import ThrottledLogger
 CARTPOLE = RunConfig(env="CartPole-v1", evaluation=EvaluationConfig(final_episodes=2))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # Tiny nets on a shared 2-core box: a second thread only adds contention.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    from stable_baselines3 import DQN
-
-    from kernel_template.envs import make_env
-
-    model = DQN(
-        "MlpPolicy",
-        make_env("CartPole-v1", {}, 0),
-        learning_starts=200,
-        buffer_size=1000,
-        policy_kwargs={"net_arch": [16]},
-        seed=0,
-    )
-    return model.learn(300)
-
-
 def make_summary(status="complete", start=0, end=300) -> layout.SessionSummary:
     now = layout.utc_now_iso()
     return layout.SessionSummary(
