@@ -556,7 +556,9 @@ def plan_command(
         cpu_timing=cpu_timing,
     )
     if quota and timing.uses_gpu and quota_info is None:
-        plan.notes.append("GPU quota unknown (no working Kaggle credentials); --no-quota skips it")
+        plan.notes.append(
+            "GPU quota unknown (Kaggle unreachable or the credentials refused); --no-quota skips it"
+        )
     if json_output:
         sys.stdout.write(plan.model_dump_json() + "\n")
     else:

@@ -26,6 +26,8 @@ RUN_COLUMNS = (
     "version",
     "created_at",
 )
+HEADERS = {"segment": "seg", "attempt": "try", "kernel_status": "kernel", "version": "ver"}
+SHRINKABLE = frozenset({"chain", "kernel_status", "created_at"})
 
 
 def resolve(
@@ -117,9 +119,21 @@ def print_runs(records: list[RunRecord], console: Console) -> None:
         for row in rows:
             console.print("\t".join(row), markup=False, highlight=False)
         return
-    from rich.table import Table
+    from rich import box
+    from rich.table import Column, Table
 
-    table = Table(*RUN_COLUMNS)
+    # Short headers, no outer border, and the slug and small numbers never cut (the slug is
+    # what the other commands take); chain, kernel status and date give way on 80 columns.
+    rows = [[*row[:-1], row[-1].replace("T", " ")[:16]] for row in rows]  # created, to the minute
+    headers = [HEADERS.get(name, name) for name in RUN_COLUMNS]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    columns = [
+        Column(h, no_wrap=True, min_width=None if name in SHRINKABLE else widths[i])
+        for i, (name, h) in enumerate(zip(RUN_COLUMNS, headers, strict=True))
+    ]
+    table = Table(
+        *columns, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
+    )
     for row in rows:
         table.add_row(*row)
     console.print(table)

@@ -30,6 +30,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Column
 
 from kernel_template.layout import parse_event
 from orchestrator.errors import RunFailed, UserError
@@ -154,9 +155,16 @@ def describe_event(event: dict[str, Any]) -> str:
     if name == "progress":
         return describe_progress(event)
     details = ", ".join(
-        f"{k}={v}" for k, v in event.items() if k != "event" and not isinstance(v, dict | list)
+        f"{k}={_short(v)}"
+        for k, v in event.items()
+        if k != "event" and not isinstance(v, dict | list)
     )
     return f"{name}: {details}" if details else str(name)
+
+
+def _short(value: Any) -> Any:
+    """Floats to 6 significant digits: a score of -5137.62793173172 reads as -5137.63."""
+    return f"{value:.6g}" if isinstance(value, float) else value
 
 
 class LogView:
@@ -186,13 +194,17 @@ class LogView:
             self.say(describe_progress(event))
             return
         if self.progress is None:
+            # The bar gives way on a narrow terminal; the numbers are never cut ("1612/2000…").
+            def whole() -> Column:
+                return Column(no_wrap=True)
+
             self.progress = Progress(
-                TextColumn("[bold]training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[sps]} steps/s"),
-                TextColumn("ETA {task.fields[eta]}"),
-                TextColumn("session left {task.fields[left]}"),
+                TextColumn("[bold]training", table_column=whole()),
+                BarColumn(bar_width=None, table_column=Column(ratio=1, max_width=40)),
+                MofNCompleteColumn(table_column=whole()),
+                TextColumn("{task.fields[sps]} steps/s", table_column=whole()),
+                TextColumn("ETA {task.fields[eta]}", table_column=whole()),
+                TextColumn("session left {task.fields[left]}", table_column=whole()),
                 console=self.console,
             )
             self.task = self.progress.add_task("training", total=None, sps="?", eta="?", left="?")
@@ -301,11 +313,12 @@ class _Follower:
                 self.view.say(describe_event(event), style="cyan")
 
     # status ---------------------------------------------------------------------------------
-    def poll_status(self) -> str:
+    def poll_status(self, *, first: bool = False) -> str:
         try:
             status = self.client.status(self.owner, self.slug)
         except Exception as error:  # the client already retried; keep watching, try again later
-            if _is_not_found(error):
+            # Unreachable from the start: say so (exit 3) rather than wait on nothing.
+            if first or _is_not_found(error) or _is_refused(error):
                 raise
             self.view.say(f"status check failed ({error}); still watching", style="yellow")
             return self.result.status
@@ -321,7 +334,7 @@ class _Follower:
     # the loop -------------------------------------------------------------------------------
     def run(self) -> WatchResult:
         try:
-            status = self.poll_status()
+            status = self.poll_status(first=True)
         except Exception as error:
             if _is_not_found(error):
                 raise UserError(
@@ -403,6 +416,13 @@ def _is_not_found(error: Exception) -> bool:
     from orchestrator.kaggle.errors import NotFoundError
 
     return isinstance(error, NotFoundError)
+
+
+def _is_refused(error: Exception) -> bool:
+    """Errors that retrying cannot cure (wrong or missing credentials, a rejected request)."""
+    from orchestrator.kaggle.errors import AuthenticationError, BadRequest, CredentialsNotFound
+
+    return isinstance(error, AuthenticationError | BadRequest | CredentialsNotFound)
 
 
 def follow(

@@ -236,6 +236,53 @@ def test_an_unknown_kernel_is_a_clear_error(client):
         follow(client, "alice", "no-such-kernel", console=plain_console()[0])
 
 
+def test_refused_credentials_end_the_watch_instead_of_polling_forever(emulator, client):
+    from orchestrator.kaggle.errors import AuthenticationError
+
+    push(client, "watch-wrong-key", kernel(lines=2, pause=0.05))
+    wrong = Credentials(username="alice", key="not-the-key")
+    with (
+        KaggleClient(emulator.api_url, wrong, retry=RetryPolicy.fast(2)) as refused,
+        pytest.raises(AuthenticationError),
+    ):
+        follow(refused, "alice", "watch-wrong-key", console=plain_console()[0], poll_s=0.5)
+
+
+def test_kaggle_unreachable_at_the_start_is_an_infrastructure_error():
+    import socket
+
+    from orchestrator.kaggle.errors import ServiceUnavailable
+
+    with socket.socket() as probe:  # a loopback port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    credentials = Credentials(username="alice", key=USERS["alice"])
+    api = f"http://127.0.0.1:{port}/api/v1"
+    with (
+        KaggleClient(api, credentials, retry=RetryPolicy.fast(2)) as down,
+        pytest.raises(ServiceUnavailable),
+    ):
+        follow(down, "alice", "anything-here", console=plain_console()[0], poll_s=0.5)
+
+
+def test_an_80_column_terminal_shows_the_whole_step_count():
+    from orchestrator.watch import LogView
+
+    out = io.StringIO()
+    view = LogView(Console(file=out, force_terminal=True, width=80))
+    event = {"event": "progress", "step": 14788, "total": 200000, "sps": 628.8}
+    view.progress_event({**event, "eta_s": 294, "session_left_s": 36574})
+    view.close()
+    assert "14788/200000" in out.getvalue()
+
+
+def test_event_floats_are_shortened():
+    from orchestrator.watch import describe_event
+
+    text = describe_event({"event": "export", "step": 0, "score": -5137.62793173172})
+    assert text == "export: step=0, score=-5137.63"
+
+
 # -- the command ----------------------------------------------------------------------------
 
 
