@@ -64,6 +64,7 @@ class RunRecord(BaseModel):
     checkpoint_hash: str | None = Field(
         default=None, description="verified manifest hash the run left"
     )
+    checkpoint_step: int | None = Field(default=None, description="the step of that checkpoint")
     summary: dict[str, Any] | None = None
     gpu_seconds: float | None = None
     failure_message: str | None = None

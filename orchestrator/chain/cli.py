@@ -339,7 +339,7 @@ def report_command(
 
 
 @app.command("cancel")
-def cancel_command(name: NameArg, config: ConfigOpt = None) -> None:
+def cancel_command(name: NameArg, config: ConfigOpt = None, json_output: JsonOpt = False) -> None:
     """Stop advancing the chain. The running segment is not stopped: Kaggle has no usable cancel.
 
     Example: orchestrate chain cancel ppo-long
@@ -348,7 +348,10 @@ def cancel_command(name: NameArg, config: ConfigOpt = None) -> None:
 
     settings = _settings(config)
     message = cancel_chain(_ledger(settings), name)
-    typer.echo(message)
+    if json_output:
+        typer.echo(json.dumps({"chain": name, "message": message}))
+    else:
+        typer.echo(message)
 
 
 def sweep_command(

@@ -17,9 +17,17 @@ def test_start_step_cancel(emulator, chain_project) -> None:
     [result] = json.loads(step.stdout)
     assert result["outcome"] == "advanced" and result["pushed"] == ["cli-chain-s1"]
 
-    cancel = project.cli("chain", "cancel", "cli-chain")
+    # Status while the first segment is pushed but not yet pulled: the moment users look.
+    for args in (("chain", "status", "cli-chain", "--json"), ("chain", "status")):
+        status = project.cli(*args)
+        assert status.returncode == 0, status.stderr
+    [segment] = json.loads(project.cli("chain", "status", "cli-chain", "--json").stdout)["segments"]
+    assert segment["slug"] == "cli-chain-s1" and segment["checkpoint_step"] is None
+
+    cancel = project.cli("chain", "cancel", "cli-chain", "--json")
     assert cancel.returncode == 0
-    assert "Kaggle has no usable cancel" in cancel.stdout and "alice/cli-chain-s1" in cancel.stdout
+    message = json.loads(cancel.stdout)["message"]
+    assert "Kaggle has no usable cancel" in message and "alice/cli-chain-s1" in message
     again = project.cli("chain", "step", "cli-chain")
     assert again.returncode == 0 and "cancelled" in again.stdout
     assert emulator.call_counts()["SaveKernel.accepted"] == 1
