@@ -157,9 +157,25 @@ def render_evaluation_chart(working_dir: Path, result: dict[str, Any]) -> Path:
     return target
 
 
+def newest_checkpoint_name(working_dir: Path) -> str | None:
+    """The newest checkpoint directory with a manifest (temp and pruned dirs start with a dot)."""
+    root = working_dir / layout.CHECKPOINTS_DIR
+    if not root.is_dir():
+        return None
+    complete = [
+        d.name
+        for d in root.iterdir()
+        if not d.name.startswith(".") and (d / layout.MANIFEST_NAME).is_file()
+    ]
+    return max(complete, default=None)
+
+
 def artifact_files(working_dir: Path) -> list[Path]:
-    """Every regular file to archive, relative, in sorted order (no zip, no sidecar, no temp files)."""
+    """Every regular file to archive, relative, in sorted order (no zip, no sidecar, no temp
+    files). Of the checkpoints only the newest goes in: older ones share its replay-buffer
+    chunks, and a zip cannot store them once."""
     excluded = {layout.ARTIFACTS_ZIP, layout.ARTIFACTS_SHA256}
+    newest = newest_checkpoint_name(working_dir)
     found = []
     for root, dirs, files in os.walk(working_dir):
         dirs.sort()
@@ -167,6 +183,9 @@ def artifact_files(working_dir: Path) -> list[Path]:
             path = Path(root, name)
             relative = path.relative_to(working_dir)
             if relative.as_posix() in excluded or any(marker in name for marker in TEMP_MARKERS):
+                continue
+            parts = relative.parts
+            if len(parts) > 2 and parts[0] == layout.CHECKPOINTS_DIR and parts[1] != newest:
                 continue
             if path.is_symlink() or not path.is_file():
                 continue

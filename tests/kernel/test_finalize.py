@@ -44,6 +44,13 @@ def populate(working_dir, logger):
     (checkpoint / "model.zip").write_bytes(b"PK not really")
     (checkpoint / "buffer-000000.npy").write_bytes(bytes(range(256)) * 10)
     (checkpoint / layout.MANIFEST_NAME).write_text("{}")
+    older = working_dir / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(200)
+    older.mkdir()
+    (older / "buffer-000000.npy").write_bytes(bytes(range(256)) * 10)  # shared chunk
+    (older / layout.MANIFEST_NAME).write_text("{}")
+    unfinished = working_dir / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(400)
+    unfinished.mkdir()  # no manifest: not a checkpoint
+    (unfinished / "model.zip").write_bytes(b"half written")
     writer = MetricsWriter(working_dir)
     for step in range(10, 301, 10):
         writer.append({"step": step, "segment": 0, "episode_reward": step / 10})
@@ -104,6 +111,8 @@ def test_finalize_writes_a_verified_zip_of_the_session(tmp_path, tiny_model):
     ):
         assert expected in names
     assert layout.ARTIFACTS_ZIP not in names and layout.ARTIFACTS_SHA256 not in names
+    # Only the newest complete checkpoint travels: the zip cannot share its buffer chunks.
+    assert {n.split("/")[1] for n in names if n.startswith("checkpoints/")} == {"000000000300"}
     assert not [n for n in names if ".tmp-" in n]
 
     on_disk = layout.SessionSummary.model_validate_json(
