@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
                 "",
                 f"report (open in a browser):  {report.html}",
                 f"figures:                     {', '.join(str(p) for p in report.images)}",
-                f"verified segment outputs:    {project / 'runs'}/<slug>/",
+                "verified segment outputs:    "
+                + ", ".join(r.pulled_dir for r in ledger.runs(CHAIN) if r.pulled_dir),
                 f"ledger:                      {ledger.path}",
                 f"config used:                 {project / 'orchestrate.toml'}",
                 "",

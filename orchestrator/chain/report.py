@@ -235,11 +235,12 @@ def plot_evaluation(table: pd.DataFrame, out: Path) -> Path:
     metric = next(
         (c for c in ("return", "total_delay", "mean_queue") if c in table), table.columns[-1]
     )
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
     colors = ["#146" if c == "agent" else "#9ab" for c in table["controller"]]
     ax.bar(table["controller"], table[metric], color=colors)
     ax.set_ylabel(f"mean {metric}")
     ax.set_title("Final evaluation: RL agent vs baselines")
+    ax.tick_params(axis="x", labelrotation=20)  # controller names are long
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=100)

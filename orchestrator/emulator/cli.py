@@ -16,7 +16,10 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 @app.callback()
 def main() -> None:
-    """Kaggle emulator commands."""
+    """A local Kaggle-compatible API that really runs kernels (loopback only).
+
+    Example: orchestrate emulator serve --root /tmp/emu --users alice:secret
+    """
 
 
 @app.command()
@@ -43,7 +46,12 @@ def serve(
         False, "--test-api", help="Enable the /_emulator/ control API (loopback clients only)."
     ),
 ) -> None:
-    """Serve Kaggle's kernels API on HOST:PORT under /api/v1."""
+    """Serve Kaggle's kernels API on HOST:PORT under /api/v1; kernels run as the local user.
+
+    Example: orchestrate emulator serve --root /tmp/emu --users alice:secret --port 7777,
+    then export ORCHESTRATE_KAGGLE_API=http://127.0.0.1:7777/api/v1 KAGGLE_USERNAME=alice
+    KAGGLE_KEY=secret
+    """
     import uvicorn
 
     from orchestrator.emulator.app import EmulatorOptions, create_app
