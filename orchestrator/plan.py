@@ -206,8 +206,15 @@ def make_plan(
     safety_factor: float | None = None,
     margin_floor_s: float = DEFAULT_MARGIN_FLOOR_S,
     cpu_timing: TimingMeasure | None = None,
+    gpu_session: bool | None = None,
 ) -> Plan:
-    """The sessions a run of `target_timesteps` needs. `quota` is an AcceleratorQuota (or None)."""
+    """The sessions a run of `target_timesteps` needs. `quota` is an AcceleratorQuota (or None).
+
+    `gpu_session`: whether the sessions run on a GPU machine, which is what spends GPU quota,
+    whatever device torch trains on (default: the quick test's device).
+    """
+    if gpu_session is None:
+        gpu_session = timing.uses_gpu
     if target_timesteps < 1:
         raise UserError("target timesteps must be at least 1; pass --timesteps N")
     if session_limit_s <= 0:
@@ -249,7 +256,12 @@ def make_plan(
     quota_view = None
     recommendation: Recommendation = "one_run" if sessions == 1 else "chain"
     suggested = None
-    if quota is not None and timing.uses_gpu:
+    if gpu_session and not timing.uses_gpu:
+        notes.append(
+            'the quick test trained on CPU inside a GPU session: with accelerator = "none" '
+            "the same run uses no GPU quota"
+        )
+    if quota is not None and gpu_session:
         needed = total * factor
         left = quota.remaining_s
         quota_view = QuotaView(
@@ -299,7 +311,7 @@ def make_plan(
         suggested_timesteps=suggested,
         log_lines=log_lines,
         log_mb=log_mb,
-        gpu=timing.uses_gpu,
+        gpu=gpu_session,
         quota=quota_view,
         device_advice=advice,
         notes=notes,
@@ -543,8 +555,10 @@ def plan_command(
         timing = timing.model_copy(update={**given, **({"device": device} if device else {})})
     target = timesteps or settings.run.total_timesteps
     limit = session_limit_s or settings.run.session_limit_s
+    # GPU quota follows the machine the sessions run on, not the device torch picked.
+    gpu_session = timing.uses_gpu or is_gpu_shape(settings.kernel.machine_shape)
     quota_info = None
-    if quota and timing.uses_gpu:
+    if quota and gpu_session:
         quota_info = _fetch_quota(settings)
     plan = make_plan(
         timing,
@@ -554,8 +568,9 @@ def plan_command(
         safety_factor=safety_factor,
         margin_floor_s=margin_floor_s,
         cpu_timing=cpu_timing,
+        gpu_session=gpu_session,
     )
-    if quota and timing.uses_gpu and quota_info is None:
+    if quota and gpu_session and quota_info is None:
         plan.notes.append(
             "GPU quota unknown (Kaggle unreachable or the credentials refused); --no-quota skips it"
         )

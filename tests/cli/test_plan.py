@@ -169,6 +169,15 @@ def test_cpu_timing_ignores_the_gpu_quota():
     assert plan.quota is None and plan.recommendation == "one_run"
 
 
+def test_a_gpu_session_training_on_cpu_still_spends_gpu_quota():
+    # The default MLP policy trains on CPU even on a T4 machine: the session is billed anyway.
+    quota = AcceleratorQuota(time_used_s=27 * 3600, total_allowed_s=30 * 3600, refresh_time=None)
+    plan = make_plan(seed_timing(device="cpu"), 24_000, TWELVE_HOURS, quota, gpu_session=True)
+    assert plan.gpu and plan.quota is not None and not plan.quota.enough
+    assert plan.recommendation == "shorter_run"
+    assert any('accelerator = "none"' in note for note in plan.notes)
+
+
 def test_cpu_suffices_when_it_needs_no_more_sessions():
     gpu = seed_timing(s_per_step=0.1)
     cpu_close = seed_timing(s_per_step=0.3, device="cpu")
