@@ -31,7 +31,13 @@ with open("big.bin", "wb") as out:
 """
 
 CLIENT_DOWNLOAD = """
-import json, resource, sys, time
+import json, sys, time
+def peak_rss_mb():
+    # VmHWM is this process's own peak; ru_maxrss survives exec on Linux and would report
+    # the peak of the (large) pytest process that forked us.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 from pathlib import Path
 from orchestrator.kaggle import KaggleClient
 url, dest = sys.argv[1], Path(sys.argv[2])
@@ -40,11 +46,17 @@ with KaggleClient.from_env(timeout=120) as client:
     result = client.download(url, dest)
     seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "size": result.size, "sha256": result.sha256,
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "maxrss_mb": peak_rss_mb()}))
 """
 
 PLAIN_COPY = """
-import json, resource, sys, time
+import json, sys, time
+def peak_rss_mb():
+    # VmHWM is this process's own peak; ru_maxrss survives exec on Linux and would report
+    # the peak of the (large) pytest process that forked us.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
 import httpx
 url, dest = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
@@ -55,7 +67,7 @@ with httpx.stream("GET", url, timeout=120) as response, open(dest, "wb") as out:
         size += len(chunk)
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "size": size,
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "maxrss_mb": peak_rss_mb()}))
 """
 
 # Our counterpart of `kaggle kernels output`: list the outputs, download every file into a dir.

@@ -34,8 +34,12 @@ def _runtime_steps_per_s(config: RunConfig, working) -> tuple[float, dict]:
     the one-off setup and end-of-session work are not per-step costs)."""
     from kernel_template.train import TrainingSession
 
+    # In-process: the session starts now, not when pytest did.
     runtime = RuntimeEnvironment(
-        working_dir=working, input_dir=working / "no-input", session_limit_s=3600
+        working_dir=working,
+        input_dir=working / "no-input",
+        session_limit_s=3600,
+        session_start=time.time(),
     )
     with open(working.parent / f"{working.name}.log", "w") as stream:  # as Kaggle: stdout to a file
         session = TrainingSession(config, runtime, stream=stream)
