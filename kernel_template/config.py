@@ -189,7 +189,9 @@ def describe_validation_error(error: ValidationError, source: str = "run config"
         if item["type"] == "extra_forbidden":
             parts.append(f"unknown key {where!r} (remove it or check its spelling)")
         else:
-            parts.append(f"{where}: {item['msg']}")
+            # pydantic prefixes messages raised by validators; ours are already sentences.
+            message = item["msg"].removeprefix("Value error, ")
+            parts.append(f"{where}: {message}")
     return f"invalid {source}: " + "; ".join(parts)
 
 

@@ -151,6 +151,11 @@ class Settings(BaseModel):
 
     def require_slug(self, slug: str | None = None) -> str:
         chosen = slug or self.kernel.slug
+        if not chosen and self.config_path is None:
+            raise UserError(
+                "no orchestrate.toml here or in any parent folder: run `orchestrate init` "
+                "(or pass --config PATH)"
+            )
         if not chosen:
             raise UserError("no kernel slug: set [kernel] slug in orchestrate.toml or pass --slug")
         check_slug(chosen, error=UserError)

@@ -48,7 +48,16 @@ def test_bad_input_is_one_line_and_writes_nothing(
     code, _, err = run_main(monkeypatch, capsys, *args, cwd=project, env=env)
     assert code == 2, err
     assert_one_line(err, needle)
+    assert "Value error" not in err  # pydantic's prefix is noise before our own sentence
     assert files_under(project) == before
+
+
+def test_build_outside_a_project_says_to_run_init(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    result = orchestrate("build", cwd=outside, env=clean_env(home=tmp_path / "home"))
+    assert_one_line_bad_input(result, "run `orchestrate init`")
+    assert files_under(outside) == set()
 
 
 def test_bad_config_file_is_one_line(tmp_path):
