@@ -34,6 +34,10 @@ def newest_sound_step(input_dir) -> int | None:
     best = None
     for manifest_path in input_dir.glob(f"*/{layout.CHECKPOINTS_DIR}/*/{layout.MANIFEST_NAME}"):
         directory = manifest_path.parent
+        if not directory.name.isdigit():
+            # A temp dir killed between its manifest and its rename: never committed. (pathlib's
+            # glob matches dot-directories, so it must be skipped explicitly.)
+            continue
         try:
             manifest = layout.CheckpointManifest.model_validate_json(manifest_path.read_text())
         except ValueError:
