@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 import stat
-import tempfile
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -19,22 +18,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from kernel_template import layout
+
 TERMINAL_STATUSES = frozenset({"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"})
 ACTIVE_STATUSES = frozenset({"NEW_SCRIPT", "QUEUED", "RUNNING", "CANCEL_REQUESTED"})
 
 
 def write_json_atomic(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    layout.atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def remove_tree(path: Path) -> None:
