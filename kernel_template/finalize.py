@@ -158,14 +158,11 @@ def render_evaluation_chart(working_dir: Path, result: dict[str, Any]) -> Path:
 
 
 def newest_checkpoint_name(working_dir: Path) -> str | None:
-    """The newest checkpoint directory with a manifest (temp and pruned dirs start with a dot)."""
-    root = working_dir / layout.CHECKPOINTS_DIR
-    if not root.is_dir():
-        return None
+    """The newest committed checkpoint directory that has its manifest."""
     complete = [
         d.name
-        for d in root.iterdir()
-        if not d.name.startswith(".") and (d / layout.MANIFEST_NAME).is_file()
+        for d in layout.checkpoint_dirs(working_dir / layout.CHECKPOINTS_DIR)
+        if (d / layout.MANIFEST_NAME).is_file()
     ]
     return max(complete, default=None)
 

@@ -84,6 +84,15 @@ def checkpoint_dir_name(num_timesteps: int) -> str:
     return f"{num_timesteps:012d}"
 
 
+def checkpoint_dirs(root: str | Path) -> list[Path]:
+    """The committed checkpoint dirs under `root` (digit names; temp and pruned ones start
+    with a dot), oldest first. Whether each verifies is the caller's question."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+
+
 class FileEntry(BaseModel):
     sha256: str
     size: int

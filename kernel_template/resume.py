@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -61,13 +61,6 @@ class ResumePoint:
     steps_redone: int = 0
 
 
-def _checkpoint_dirs(root: Path) -> Iterator[Path]:
-    if root.is_dir():
-        for path in root.iterdir():
-            if path.is_dir() and path.name.isdigit():
-                yield path
-
-
 def output_dirs(working_dir: Path, input_dir: Path) -> list[tuple[str, Path]]:
     """Directories that may hold a session's outputs, working dir first."""
     found = [("working", working_dir)]
@@ -89,7 +82,7 @@ def find_candidates(working_dir: Path, input_dir: Path) -> list[Candidate]:
     """Every checkpoint on disk or in an artifacts.zip, newest step first."""
     candidates: list[Candidate] = []
     for origin, directory in output_dirs(working_dir, input_dir):
-        on_disk = list(_checkpoint_dirs(directory / layout.CHECKPOINTS_DIR))
+        on_disk = layout.checkpoint_dirs(directory / layout.CHECKPOINTS_DIR)
         candidates += [Candidate(int(p.name), p, origin=origin) for p in on_disk]
         archive = directory / layout.ARTIFACTS_ZIP
         if not on_disk and archive.is_file():
