@@ -41,6 +41,7 @@ def exit_code_for(error: BaseException) -> int | None:
             kaggle.AuthenticationError,
             kaggle.BadRequest,
             kaggle.NotFoundError,
+            kaggle.KernelNotVisible,
         )
         return int(ExitCode.BAD_INPUT if isinstance(error, bad_input) else ExitCode.INFRASTRUCTURE)
     return None
@@ -335,9 +336,15 @@ def launch_command(
             out.print(f"pushed {record.ref} (version {record.version}): {record.url}")
         exit_code = 0
         if watch:
-            from .watch import follow
+            from .watch import denial_grace_for, follow
 
-            result = follow(client, record.owner, record.run, console=out)
+            result = follow(
+                client,
+                record.owner,
+                record.run,
+                console=out,
+                denial_grace_s=denial_grace_for(record),
+            )
             exit_code = result.exit_code
             record = make_ledger(settings).update(
                 record.run,

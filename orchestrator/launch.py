@@ -1,8 +1,10 @@
 """Launch one kernel session: build, check, write the ledger intent, push, record the outcome.
 
 The order is what makes a killed orchestrator harmless: the ledger learns of a run before
-Kaggle does, and a run left as `intent` (a crash, an ambiguous push) is settled by asking
-Kaggle (`get_kernel`) before anything is pushed again.
+Kaggle does, and a slug is pushed only after the account's own kernel listing shows it absent
+(`find_own_kernel`; GetKernel's 403 cannot tell absent from just pushed). A slug that is
+listed is adopted instead of pushed again, whatever the ledger says: a lost ledger update
+never starts a second session.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from kernel_template.config import RunConfig
 from kernel_template.layout import utc_now_iso
+from orchestrator.kaggle.models import VISIBILITY_GRACE_S
 
 from .build import default_build_dir, render_kernel, resolve_owner
 from .errors import InfrastructureError, UserError
@@ -26,6 +29,11 @@ if TYPE_CHECKING:
 QUICK_SUFFIX = "-quick"
 QUICK_SESSION_LIMIT_S = 3600.0  # a quick test that hangs must not burn a 12-hour session
 TERMINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
+# Kaggle's own maximum session: SaveKernel's sessionTimeoutSeconds "must be lower than the
+# global maximum", so a push for the whole session sends none.
+PLATFORM_SESSION_LIMIT_S = 43_200
+# Refusals that mean "not now": the slug was not spent and is pushed again later.
+WAIT_REFUSALS = ("capacity", "quota", "throttled")
 
 
 def quick_test_variant(
@@ -60,7 +68,7 @@ def next_free_slug(ledger: Ledger, slug: str) -> str:
 
 def running_gpu_sessions(ledger: Ledger, client: KaggleClient, owner: str) -> list[str]:
     """This account's GPU runs (known to the ledger) that Kaggle still reports as not finished."""
-    from .kaggle import NotFoundError
+    from .kaggle import KernelNotVisible, NotFoundError
 
     running = []
     for record in ledger.runs():
@@ -71,6 +79,9 @@ def running_gpu_sessions(ledger: Ledger, client: KaggleClient, owner: str) -> li
         try:
             status = client.status(record.owner, record.run)
         except NotFoundError:
+            continue
+        except KernelNotVisible:  # pushed moments ago (read-after-write lag): it holds a slot
+            running.append(record.run)
             continue
         if status.status not in TERMINAL:
             running.append(record.run)
@@ -121,10 +132,13 @@ def launch(
     console: Console | None = None,
     out_dir: Path | None = None,
     docker_image: str | None = None,
+    intent_grace_s: float = VISIBILITY_GRACE_S,
 ) -> RunRecord:
     """Push one session of `run_config` as kernel `slug` and return its ledger record.
 
     `docker_image` (default: `[kernel] docker_image`) pins the Kaggle image it runs on.
+    `intent_grace_s`: how long an unconfirmed earlier push of the slug may stay unlisted
+    before it is taken as lost and the slug pushed again.
     """
     from .kaggle import PushSpec
     from .ledger import RunRecord
@@ -160,11 +174,7 @@ def launch(
 
     with ledger.locked():
         existing = ledger.get(slug)
-        if existing is not None:
-            settled = _settle_earlier_attempt(existing, client, ledger, console)
-            if settled is not None:
-                return settled
-        else:
+        if existing is None:
             ledger.record_intent(
                 RunRecord(
                     run=slug,
@@ -177,8 +187,21 @@ def launch(
                     docker_image=settings.kernel.docker_image,
                 )
             )
-        spec = PushSpec.from_kernel_folder(folder.path, timeout=int(run_config.session_limit_s))
+        settled = _settle_before_push(
+            ledger.get(slug), client, ledger, console, intent_grace_s, earlier=existing
+        )
+        if settled is not None:
+            return settled
+        spec = PushSpec.from_kernel_folder(
+            folder.path, timeout=session_timeout_s(run_config.session_limit_s)
+        )
         return _push(spec, client, ledger, owner, slug, console)
+
+
+def session_timeout_s(session_limit_s: float) -> int | None:
+    """SaveKernel's sessionTimeoutSeconds: none at (or past) Kaggle's own maximum."""
+    limit = int(session_limit_s)
+    return None if limit >= PLATFORM_SESSION_LIMIT_S else limit
 
 
 def with_docker_image(settings: Settings, docker_image: str) -> Settings:
@@ -193,27 +216,66 @@ def with_docker_image(settings: Settings, docker_image: str) -> Settings:
     return settings.model_copy(update={"kernel": kernel})
 
 
-def _settle_earlier_attempt(
-    existing: RunRecord, client: KaggleClient, ledger: Ledger, console: Console | None
+def _settle_before_push(
+    record: RunRecord,
+    client: KaggleClient,
+    ledger: Ledger,
+    console: Console | None,
+    intent_grace_s: float,
+    *,
+    earlier: RunRecord | None,
 ) -> RunRecord | None:
-    """A slug already in the ledger: adopt the session Kaggle has, or allow the push; else refuse."""
-    _refuse_spent_slug(existing)
-    info = client.get_kernel(existing.owner, existing.run)
+    """Adopt the session Kaggle already has for this slug, or allow the push (None).
+
+    The account's own listing decides, never GetKernel (its 403 means absent and just
+    pushed alike). An earlier unconfirmed push that is not listed yet may still appear:
+    within `intent_grace_s` of it nothing is pushed (InfrastructureError, retry later).
+    """
+    from .kaggle import KaggleError
+
+    _refuse_spent_slug(earlier)
+    try:
+        info = client.find_own_kernel(record.owner, record.run)
+    except KaggleError as error:
+        raise InfrastructureError(
+            f"could not list {record.owner}'s kernels to check that {record.run} is not on "
+            f"Kaggle already ({error}); nothing was pushed, run the same command again later"
+        ) from None
     if info is not None:
+        why = "an earlier push went through" if earlier else "the ledger had lost its push"
         _say(
             console,
-            f"{existing.ref} already exists on Kaggle (an earlier push went through): not pushing again",
+            f"{record.ref} already exists on Kaggle ({why}): adopting it, not pushing again",
         )
         return ledger.update(
-            existing.run,
+            record.run,
             state="pushed",
-            pushed_at=existing.pushed_at or utc_now_iso(),
+            pushed_at=record.pushed_at or utc_now_iso(),
             version=info.current_version_number,
-            url=client.web_url(existing.owner, existing.run),
+            url=client.web_url(record.owner, record.run),
             failure_message=None,
         )
-    ledger.update(existing.run, state="intent", failure_message=None)
+    if earlier is not None and earlier.state == "intent":  # a push that may have gone through
+        age = _age_s(earlier.created_at)
+        if age < intent_grace_s:
+            raise InfrastructureError(
+                f"the earlier push of {record.ref} is unconfirmed and Kaggle may not list a new "
+                f"kernel for a while; nothing was pushed, run the same command again in "
+                f"{intent_grace_s - age:.0f} s"
+            )
+    ledger.update(record.run, state="intent", failure_message=None, refusal=None)
     return None
+
+
+def _age_s(iso_time: str | None) -> float:
+    from datetime import datetime, timezone
+
+    if not iso_time:
+        return float("inf")
+    moment = datetime.fromisoformat(iso_time.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - moment).total_seconds()
 
 
 def _refuse_spent_slug(existing: RunRecord | None) -> None:
@@ -232,9 +294,9 @@ def _push(
     try:
         result = client.push(spec)
     except AmbiguousPush as error:
-        # Never push again blindly: ask Kaggle whether this push made the kernel.
+        # Never push again blindly: the listing may show it (now, or within the grace).
         try:
-            info = client.get_kernel(owner, slug)
+            info = client.find_own_kernel(owner, slug)
         except KaggleError:
             info = None
         if info is None:
@@ -253,7 +315,9 @@ def _push(
         )
     except KaggleError as error:
         # The client raises these only when Kaggle surely did not take the push.
-        ledger.update(slug, state="failed_push", failure_message=str(error))
+        ledger.update(
+            slug, state="failed_push", failure_message=str(error), refusal=refusal_kind(error)
+        )
         raise
     fields: dict[str, Any] = {}
     if result.invalid_sources:
@@ -268,6 +332,22 @@ def _push(
         failure_message=None,
         **fields,
     )
+
+
+def refusal_kind(error: Exception) -> str:
+    """Why Kaggle refused a push, as the ledger records it: `capacity`, `quota` and
+    `throttled` mean "not now" (WAIT_REFUSALS); `image` and `rejected` count as failures."""
+    from .kaggle import CapacityRefused, DockerImageRefused, QuotaExhausted, Throttled
+
+    if isinstance(error, CapacityRefused):
+        return "capacity"
+    if isinstance(error, QuotaExhausted):
+        return "quota"
+    if isinstance(error, Throttled):
+        return "throttled"
+    if isinstance(error, DockerImageRefused):
+        return "image"
+    return "rejected"
 
 
 def _say(console: Console | None, text: str) -> None:

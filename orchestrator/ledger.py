@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kernel_template.layout import atomic_write_text, utc_now_iso
 from orchestrator.errors import InfrastructureError, UserError
+from orchestrator.kaggle.models import VISIBILITY_GRACE_S
 
 LEDGER_DIR = ".orchestrate"
 LEDGER_FILE = "ledger.json"
@@ -68,6 +69,11 @@ class RunRecord(BaseModel):
     summary: dict[str, Any] | None = None
     gpu_seconds: float | None = None
     failure_message: str | None = None
+    refusal: str | None = Field(
+        default=None,
+        description="why Kaggle refused the push (failed_push): capacity, quota, throttled, "
+        "image or rejected",
+    )
     pull_failures: int = 0
     terminal_at: str | None = Field(default=None, description="when we first saw it terminal")
     pulled_at: str | None = None
@@ -110,9 +116,9 @@ class ChainRecord(BaseModel):
     max_unknowns: int = 5
     consecutive_unknowns: int = 0
     intent_grace_s: float = Field(
-        default=30.0,
+        default=VISIBILITY_GRACE_S,
         ge=0,
-        description="how long an unconfirmed push may stay invisible to GetKernel",
+        description="how long an unconfirmed push may stay unlisted before it is declared lost",
     )
     wait_until: str | None = Field(
         default=None, description="ISO time before which no push is tried"
@@ -122,6 +128,10 @@ class ChainRecord(BaseModel):
         default=None,
         description="the image every later segment is pushed with: [kernel] docker_image, "
         "else the one the first segment reported",
+    )
+    image_unpinned: bool = Field(
+        default=False,
+        description="Kaggle refused the pinned image once: pushes go without a pin since",
     )
     reference_versions: dict[str, str] | None = Field(
         default=None,

@@ -60,8 +60,14 @@ def resolve(
 def run_status(
     settings: Settings, ledger: Ledger, client: KaggleClient, run: str | None = None
 ) -> dict[str, Any]:
-    """Kaggle's status of a run with its ledger record; the record's kernel_status is refreshed."""
-    from .kaggle import NotFoundError
+    """Kaggle's status of a run with its ledger record; the record's kernel_status is refreshed.
+
+    A run pushed moments ago may be denied (403) for a while: reported as NOT_VISIBLE_YET
+    within the grace after its push; past it, or for a run this ledger never pushed, the
+    denial is said plainly (UserError, exit 2) once the credentials are proven good.
+    """
+    from .kaggle import VISIBILITY_GRACE_S, KernelNotVisible, NotFoundError
+    from .launch import _age_s
 
     owner, slug, record = resolve(settings, ledger, client, run)
     try:
@@ -69,7 +75,15 @@ def run_status(
         kernel_status, failure = status.status, status.failure_message
     except NotFoundError:
         kernel_status, failure = "NOT_FOUND", None
-    if record is not None and kernel_status != "NOT_FOUND":
+    except KernelNotVisible:
+        pushed = record.pushed_at or record.created_at if record is not None else None
+        age = _age_s(pushed)
+        if age >= VISIBILITY_GRACE_S:
+            client.verify_credentials()  # refused credentials: exit 2 with the fix
+            raise UserError(denied_message(owner, slug, age)) from None
+        kernel_status = "NOT_VISIBLE_YET"
+        failure = f"pushed {age:.0f} s ago; Kaggle denies reads of a new kernel for a while"
+    if record is not None and kernel_status not in ("NOT_FOUND", "NOT_VISIBLE_YET"):
         fields: dict[str, Any] = {"kernel_status": kernel_status}
         if failure:
             fields["failure_message"] = failure
@@ -81,6 +95,16 @@ def run_status(
         "url": record.url if record and record.url else client.web_url(owner, slug),
         "ledger": record.model_dump(mode="json") if record is not None else None,
     }
+
+
+def denied_message(owner: str, slug: str, age_s: float) -> str:
+    """What a lasting 403 on one's own kernel may mean, in one line."""
+    since = f"{age_s:.0f} s after its push" if age_s != float("inf") else "and no push is recorded"
+    return (
+        f"Kaggle denies access to {owner}/{slug} ({since}; the credentials are fine): the slug "
+        "may be misspelt, the kernel deleted, or private to another account; check "
+        "`orchestrate runs` or kaggle.com/code"
+    )
 
 
 def print_status(report: dict[str, Any], console: Console) -> None:

@@ -6,8 +6,12 @@ handed out) in a reader thread; the main thread prints, draws the progress bar f
 up, watching goes on by polling the status, and the lines the stream missed are printed
 from the stored log once the session is over (skipped by position, so none twice).
 
-Exit status of the command (see `exit_code_for`):
-  COMPLETE -> 0; ERROR -> 1;
+Exit status of the command (see `exit_code_for`). A status alone never proves success:
+kaggle.com calls a crashed script COMPLETE, so the kernel's own `artifacts` event (printed once
+session_summary.json, artifacts.zip and its sha256 are written, carrying the summary's status)
+decides:
+  COMPLETE -> 0 when that event says complete, budget_stop or signal_stop; else 1 (no
+  session summary, or one with status error), and the last log lines are shown; ERROR -> 1;
   CANCEL_ACKNOWLEDGED (Kaggle stopped the session, e.g. at the 12 h limit) -> 0 when the
   kernel had already finished its outputs (its `artifacts` event, printed once
   artifacts.zip and its sha256 are written, with status budget_stop, signal_stop or
@@ -40,6 +44,10 @@ SAVED_SUMMARY_STATUSES = frozenset({"budget_stop", "signal_stop", "complete"})
 # --tail: lines that arrive in one burst when the stream opens are the backlog; the burst ends
 # after a quiet gap, or (an empty log) when nothing came this long after connecting.
 FIRST_ENTRY_WAIT_S = 5.0
+# A run this ledger did not push is polled through 403s this long before the denial is said.
+UNKNOWN_RUN_DENIAL_GRACE_S = 30.0
+# Log lines shown when a run failed, so the cause is on screen.
+FAILURE_TAIL_LINES = 15
 
 
 # -- run names -------------------------------------------------------------------------------
@@ -95,6 +103,7 @@ class WatchResult:
     artifacts: dict[str, Any] | None = None  # its `artifacts` event: artifacts.zip was written
     budget_stop: dict[str, Any] | None = None
     stream_failed: str | None = None  # why the live log was given up, if it was
+    last_lines: list[str] = field(default_factory=list)  # the log's last lines, for failures
 
     @property
     def exit_code(self) -> int:
@@ -115,16 +124,27 @@ class WatchResult:
         }
 
 
+def outputs_saved(result: WatchResult) -> bool:
+    """The kernel wrote its summary and artifacts, with a status other than `error`."""
+    return result.artifacts is not None and result.artifacts.get("status") in SAVED_SUMMARY_STATUSES
+
+
 def exit_code_for(result: WatchResult) -> int:
-    if result.status == "COMPLETE":
-        return 0
-    if result.status == "CANCEL_ACKNOWLEDGED":
-        saved = (
-            result.artifacts is not None
-            and result.artifacts.get("status") in SAVED_SUMMARY_STATUSES
-        )
-        return 0 if saved else 1
+    if result.status in ("COMPLETE", "CANCEL_ACKNOWLEDGED"):
+        return 0 if outputs_saved(result) else 1
     return 1
+
+
+def failure_reason(result: WatchResult) -> str:
+    """Why a run that ended counts as failed, in one line."""
+    if result.failure_message:
+        return result.failure_message
+    summary = result.summary or result.artifacts or {}
+    if summary.get("status") == "error":
+        return f"the kernel's session summary says error: {summary.get('reason') or 'no reason'}"
+    if result.status == "COMPLETE":
+        return "no session summary was written (the script crashed; Kaggle still says COMPLETE)"
+    return "no artifacts were written"
 
 
 def _duration(seconds: Any) -> str:
@@ -260,6 +280,7 @@ class _Follower:
     poll_s: float
     quiet_s: float
     end_grace_s: float
+    denial_grace_s: float
     result: WatchResult = field(init=False)
     seen: int = 0  # log entries handled so far, in stream order
     backlog: list | None = None
@@ -305,6 +326,7 @@ class _Follower:
     def show(self, entry) -> None:
         for line, event in self.note_events(entry):
             self.result.lines += 1
+            self.result.last_lines = [*self.result.last_lines[-(FAILURE_TAIL_LINES - 1) :], line]
             if event is None:
                 self.view.log_line(entry.stream_name, line)
             elif event.get("event") == "progress":
@@ -318,7 +340,7 @@ class _Follower:
             status = self.client.status(self.owner, self.slug)
         except Exception as error:  # the client already retried; keep watching, try again later
             # Unreachable from the start: say so (exit 3) rather than wait on nothing.
-            if first or _is_not_found(error) or _is_refused(error):
+            if first or (_is_not_found(error) and not _is_denied(error)) or _is_refused(error):
                 raise
             self.view.say(f"status check failed ({error}); still watching", style="yellow")
             return self.result.status
@@ -332,16 +354,40 @@ class _Follower:
         return status.status
 
     # the loop -------------------------------------------------------------------------------
+    def first_status(self) -> str:
+        """The first status, polled through Kaggle's 403s until `denial_grace_s` has passed:
+        a kernel pushed moments ago is denied for a while (the read-after-write lag)."""
+        from orchestrator.runs import denied_message
+
+        began = time.monotonic()
+        said = False
+        while True:
+            try:
+                return self.poll_status(first=True)
+            except Exception as error:
+                waited = time.monotonic() - began
+                if _is_denied(error) and waited < self.denial_grace_s:
+                    if not said:
+                        self.view.say(
+                            f"{self.owner}/{self.slug} is not visible on Kaggle yet (403: new "
+                            "kernels are hidden for a while after their push); waiting",
+                            style="yellow",
+                        )
+                        said = True
+                    time.sleep(min(self.poll_s, max(self.denial_grace_s - waited, 0.05)))
+                    continue
+                if _is_denied(error):
+                    self.client.verify_credentials()  # a refused key says so, with its fix
+                    raise UserError(denied_message(self.owner, self.slug, waited)) from None
+                if _is_not_found(error):
+                    raise UserError(
+                        f"kernel {self.owner}/{self.slug} not found or not visible to these "
+                        "credentials; check the name with `orchestrate runs`"
+                    ) from None
+                raise
+
     def run(self) -> WatchResult:
-        try:
-            status = self.poll_status(first=True)
-        except Exception as error:
-            if _is_not_found(error):
-                raise UserError(
-                    f"kernel {self.owner}/{self.slug} not found or not visible to these credentials; "
-                    "check the name with `orchestrate runs`"
-                ) from None
-            raise
+        status = self.first_status()
         inbox: queue.Queue = queue.Queue()
         reader = _StreamReader(self.client, self.owner, self.slug, 0, inbox)
         stream_done = False
@@ -413,9 +459,15 @@ class _Follower:
 
 
 def _is_not_found(error: Exception) -> bool:
-    from orchestrator.kaggle.errors import NotFoundError
+    from orchestrator.kaggle.errors import KernelNotVisible, NotFoundError
 
-    return isinstance(error, NotFoundError)
+    return isinstance(error, NotFoundError | KernelNotVisible)
+
+
+def _is_denied(error: Exception) -> bool:
+    from orchestrator.kaggle.errors import KernelNotVisible
+
+    return isinstance(error, KernelNotVisible)
 
 
 def _is_refused(error: Exception) -> bool:
@@ -435,13 +487,40 @@ def follow(
     poll_s: float = 5.0,
     quiet_s: float = 0.5,
     end_grace_s: float = 10.0,
+    denial_grace_s: float = UNKNOWN_RUN_DENIAL_GRACE_S,
 ) -> WatchResult:
-    """Follow a session until it ends; `tail` shows only the last N lines written before now."""
+    """Follow a session until it ends; `tail` shows only the last N lines written before now.
+
+    `denial_grace_s`: how long Kaggle's 403 on the kernel is waited through (for a run just
+    pushed, what is left of VISIBILITY_GRACE_S since its push: see `denial_grace_for`).
+    When the run failed, its last log lines are shown.
+    """
     if tail is not None and tail < 0:
         raise UserError(f"--tail {tail} is negative; give the number of earlier lines to show")
     view = LogView(console or Console())
-    follower = _Follower(client, owner, slug, view, tail, poll_s, quiet_s, end_grace_s)
-    return follower.run()
+    follower = _Follower(
+        client, owner, slug, view, tail, poll_s, quiet_s, end_grace_s, denial_grace_s
+    )
+    result = follower.run()
+    if result.status in TERMINAL and result.exit_code:
+        view.say(f"{owner}/{slug} failed: {failure_reason(result)}", style="red")
+        if result.last_lines:
+            view.say(f"last {len(result.last_lines)} log lines:", style="red")
+            for line in result.last_lines:
+                view.say(f"  {line}")
+    return result
+
+
+def denial_grace_for(record) -> float:
+    """How long to wait through 403s for a ledger run: the rest of the visibility grace since
+    its push (at least a short grace), or the short grace for a run pushed elsewhere."""
+    from orchestrator.kaggle import VISIBILITY_GRACE_S
+    from orchestrator.launch import _age_s
+
+    if record is None:
+        return UNKNOWN_RUN_DENIAL_GRACE_S
+    age = _age_s(record.pushed_at or record.created_at)
+    return max(VISIBILITY_GRACE_S - age, UNKNOWN_RUN_DENIAL_GRACE_S)
 
 
 def watch(
@@ -477,8 +556,9 @@ def watch_command(
 ) -> None:
     """Follow a run's live log and progress until it ends; exit status follows the run.
 
-    Exit 0 for COMPLETE, and for CANCEL_ACKNOWLEDGED (the session limit) when the kernel had
-    already written its artifacts; 1 for ERROR or a cancel before the artifacts were saved.
+    Exit 0 when the kernel wrote its session summary and artifacts (COMPLETE, or
+    CANCEL_ACKNOWLEDGED at the session limit after they were saved); 1 for ERROR, and for a
+    COMPLETE without a summary or with status error (Kaggle calls a crashed script COMPLETE).
 
     Example: orchestrate watch alice/ppo-traffic-s1 --tail 20
     """
@@ -490,8 +570,17 @@ def watch_command(
     ledger = Ledger(settings.project_dir)
     ref = resolve_run(run, ledger)
     console = Console(stderr=True) if json_output else Console()
+    record = ledger.get(ref.slug) if ref.in_ledger else None
     with KaggleClient(settings.kaggle.api_url) as client:
-        result = follow(client, ref.owner, ref.slug, console=console, tail=tail, poll_s=poll)
+        result = follow(
+            client,
+            ref.owner,
+            ref.slug,
+            console=console,
+            tail=tail,
+            poll_s=poll,
+            denial_grace_s=denial_grace_for(record),
+        )
     if ref.in_ledger and result.status in TERMINAL:
         ledger.update(ref.slug, kernel_status=result.status, failure_message=result.failure_message)
     if json_output:
@@ -504,6 +593,4 @@ def watch_command(
     if result.exit_code:
         if json_output:
             raise typer.Exit(result.exit_code)
-        raise RunFailed(
-            f"{ref.ref} ended {result.status}: {result.failure_message or 'no artifacts were written'}"
-        )
+        raise RunFailed(f"{ref.ref} ended {result.status}: {failure_reason(result)}")

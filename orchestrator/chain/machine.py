@@ -16,6 +16,9 @@ from datetime import datetime, timedelta, timezone
 from orchestrator.ledger import ChainRecord, RunRecord
 
 ACTIVE_STATES = ("pushed", "running")
+# Push refusals that mean "not now" (a full slot, a spent quota, rate limiting): the slug was
+# not spent, so the next push reuses it, and they never count as failed attempts.
+WAIT_REFUSALS = ("capacity", "quota", "throttled")
 # A run that never trained past its parent's checkpoint; these count against max_retries.
 NO_PROGRESS = "no_progress"
 
@@ -139,11 +142,19 @@ def training_done(chain: ChainRecord, run: RunRecord) -> bool:
     return reached is not None and reached >= chain.total_timesteps
 
 
+def is_failed_push(run: RunRecord) -> bool:
+    """A push Kaggle refused (or that never reached it), other than a "not now"."""
+    return run.state == "failed_push" and run.refusal not in WAIT_REFUSALS
+
+
 def failed_attempts(runs: list[RunRecord], segment: int) -> int:
+    """Attempts at a segment that came to nothing: sessions that left no new checkpoint, and
+    refused pushes (so a chain whose pushes are refused every time ends after max_retries)."""
     return sum(
         1
         for r in runs
-        if r.segment == segment and r.state == "pulled" and not made_progress(runs, r)
+        if r.segment == segment
+        and ((r.state == "pulled" and not made_progress(runs, r)) or is_failed_push(r))
     )
 
 
@@ -187,16 +198,21 @@ def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Act
     done_steps = resume.step if resume else 0
     if latest is None:
         segment, attempt = 1, 0
-    elif latest.state == "failed_push":
-        # Never reached Kaggle (or refused there): not a retry, but its slug stays burnt.
-        segment, attempt = latest.segment or 1, latest.attempt + 1
+    elif latest.state == "failed_push" and latest.refusal in WAIT_REFUSALS:
+        # Refused for now (and the wait is over): the slug was not spent, push it again.
+        segment, attempt = latest.segment or 1, latest.attempt
     elif made_progress(runs, latest):
         segment, attempt = (latest.segment or 0) + 1, 0
     else:
         segment = latest.segment or 1
         failures = failed_attempts(runs, segment)
         if failures > chain.max_retries:
-            why = latest.failure_message or f"ended {latest.kernel_status} without a new checkpoint"
+            if latest.state == "failed_push":
+                why = f"Kaggle refused the push: {latest.failure_message or 'no reason given'}"
+            else:
+                why = latest.failure_message or (
+                    f"ended {latest.kernel_status} without a new checkpoint"
+                )
             return Finish(
                 "failed",
                 f"segment {segment} failed {failures} times without progress; last: {latest.run} {why}",

@@ -80,8 +80,17 @@ def _follow(stepper: ChainStepper, ref: str, console: Console, poll_interval: fl
         from orchestrator.watch import follow
     except ImportError:  # results side not installed: plain polling it is
         return
+    from orchestrator.watch import denial_grace_for
+
     try:
-        follow(stepper.client, owner, slug, console=console, poll_s=max(poll_interval, 0.5))
+        follow(
+            stepper.client,
+            owner,
+            slug,
+            console=console,
+            poll_s=max(poll_interval, 0.5),
+            denial_grace_s=denial_grace_for(stepper.ledger.get(slug)),
+        )
     except (KaggleError, OrchestrateError, OSError) as error:
         console.print(f"(live log unavailable: {error}; polling instead)", markup=False)
 

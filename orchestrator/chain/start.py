@@ -13,6 +13,7 @@ from pathlib import Path
 
 from orchestrator.chain.machine import segment_slug
 from orchestrator.errors import UserError
+from orchestrator.kaggle.models import VISIBILITY_GRACE_S
 from orchestrator.ledger import ChainRecord, Ledger
 from orchestrator.settings import Settings, check_slug
 
@@ -21,7 +22,6 @@ MAX_CHAIN_NAME = 40
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_MAX_UNKNOWNS = 5
 DEFAULT_QUOTA_RESERVE_H = 0.5
-DEFAULT_INTENT_GRACE_S = 30.0
 
 
 def parse_segments(text: str) -> list[int]:
@@ -135,7 +135,7 @@ def start_chain(
         else int(extra.get("max_retries", DEFAULT_MAX_RETRIES)),
         max_unknowns=int(extra.get("max_unknowns", DEFAULT_MAX_UNKNOWNS)),
         quota_reserve_s=float(extra.get("quota_reserve_h", DEFAULT_QUOTA_RESERVE_H)) * 3600,
-        intent_grace_s=float(extra.get("intent_grace_s", DEFAULT_INTENT_GRACE_S)),
+        intent_grace_s=float(extra.get("intent_grace_s", VISIBILITY_GRACE_S)),
         docker_image=settings.kernel.docker_image,  # else the first segment's image, once known
     )
     record.note(

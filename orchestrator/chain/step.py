@@ -6,7 +6,9 @@ happens before the next irreversible act, so a SIGKILL anywhere leaves a ledger 
 the next step continues without pushing anything twice:
 
 * push: `launch()` writes the intent before the push; an intent found later is settled with
-  GetKernel (found: it was pushed; absent: that slug is burnt and the next attempt gets a new one);
+  the account's own kernel listing, never GetKernel (whose 403 means absent and just pushed
+  alike): listed, it was pushed; unlisted past `intent_grace_s`, that slug is burnt and the
+  next attempt gets a new one;
 * status: re-read on every step; terminal is recorded before the pull;
 * pull: into `runs/<slug>/` through a staging dir (rename at the end), recorded afterwards.
 """
@@ -34,8 +36,11 @@ from orchestrator.chain.machine import (
 )
 from orchestrator.errors import ExitCode, InfrastructureError, UserError
 from orchestrator.kaggle.errors import (
+    AuthenticationError,
     CapacityRefused,
+    DockerImageRefused,
     KaggleError,
+    KernelNotVisible,
     QuotaExhausted,
     Throttled,
 )
@@ -198,24 +203,29 @@ class ChainStepper:
         return StepResult(chain.name, action.state, action.reason)
 
     def _resolve_intent(self, chain: ChainRecord, run: RunRecord) -> StepResult | None:
-        """A push was written down but never confirmed: GetKernel says whether Kaggle has it."""
+        """A push was written down but never confirmed: the account's listing says whether
+        Kaggle has it (GetKernel's 403 cannot tell absent from just pushed)."""
         try:
-            info = self.client.get_kernel(run.owner, run.run)
+            info = self.client.find_own_kernel(run.owner, run.run)
+        except AuthenticationError:
+            raise
         except KaggleError as error:
             return self._unknown(chain, f"could not check whether {run.ref} was pushed", error)
         self._known(chain)
         age = self.clock() - (machine.parse_time(run.created_at) or self.clock())
         if info is None and age.total_seconds() < chain.intent_grace_s:
-            # A push only just sent may not show in GetKernel yet: ask again before giving up
-            # on it, or a second session could start under the next slug.
+            # A push only just sent may not be listed yet: ask again before giving up on it,
+            # or a second session could start under the next slug.
             return StepResult(
-                chain.name, "waiting", f"{run.ref}: push not visible on Kaggle yet; checking again"
+                chain.name, "waiting", f"{run.ref}: push not listed on Kaggle yet; checking again"
             )
         if info is None:
             self.ledger.update(
                 run.run,
                 state="failed_push",
-                failure_message="the push never reached Kaggle (GetKernel found no such kernel)",
+                failure_message=(
+                    f"the push never reached Kaggle (not listed {chain.intent_grace_s:.0f} s on)"
+                ),
             )
             self.ledger.note(
                 chain.name,
@@ -228,12 +238,16 @@ class ChainStepper:
                 version=info.current_version_number,
                 pushed_at=run.pushed_at or layout.utc_now_iso(),
             )
-            self.ledger.note(chain.name, f"{run.ref}: unconfirmed push found on Kaggle (GetKernel)")
+            self.ledger.note(chain.name, f"{run.ref}: unconfirmed push found on Kaggle (listed)")
         return None
 
     def _poll(self, chain: ChainRecord, run: RunRecord) -> StepResult | None:
         try:
             status = self.client.status(run.owner, run.run)
+        except KernelNotVisible as error:
+            return self._denied(chain, run, error)
+        except AuthenticationError:
+            raise
         except KaggleError as error:
             return self._unknown(chain, f"status of {run.ref} unreadable", error)
         self._known(chain)
@@ -251,6 +265,27 @@ class ChainStepper:
             terminal_at=run.terminal_at or layout.utc_now_iso(),
         )
         return None
+
+    def _denied(self, chain: ChainRecord, run: RunRecord, error: KaggleError) -> StepResult:
+        """Kaggle denies reads of a kernel we pushed: normal for a while after the push (the
+        read-after-write lag), then worth saying plainly what it may mean."""
+        since = machine.parse_time(run.pushed_at) or machine.parse_time(run.created_at)
+        age = (self.clock() - since).total_seconds() if since else float("inf")
+        if age < chain.intent_grace_s:
+            return StepResult(
+                chain.name,
+                "running",
+                f"{run.ref} pushed {age:.0f} s ago, not visible on Kaggle yet (403 during "
+                "the read-after-write lag); polling on",
+                running=run.ref,
+            )
+        self.client.verify_credentials()  # a refused key is exit 2 with its fix, not a stall
+        return self._unknown(
+            chain,
+            f"Kaggle has denied reads of {run.ref} for {age:.0f} s since its push (403): it may "
+            "have been deleted on kaggle.com, or be hidden from this account",
+            error,
+        )
 
     def _pull(self, chain: ChainRecord, run: RunRecord, runs: list[RunRecord]) -> StepResult | None:
         dest = pull_dir(self.settings, run.run)
@@ -334,9 +369,13 @@ class ChainStepper:
         gate = self._gates(chain, push, run_config)
         if gate is not None:
             return gate
+        settings = self.settings
+        if chain.image_unpinned and settings.kernel.docker_image:
+            kernel = settings.kernel.model_copy(update={"docker_image": None})
+            settings = settings.model_copy(update={"kernel": kernel})
         try:
             record = self.launch(
-                self.settings,
+                settings,
                 run_config,
                 client=self.client,
                 ledger=self.ledger,
@@ -347,9 +386,13 @@ class ChainStepper:
                 attempt=push.attempt,
                 preflight=False,
                 docker_image=chain.docker_image,
+                intent_grace_s=chain.intent_grace_s,
             )
         except CapacityRefused as error:
-            return self._wait(chain, f"GPU slots busy: Kaggle refused the push ({error})", None)
+            kind = error.accelerator or "session"
+            return self._wait(chain, f"{kind} slots busy: Kaggle refused the push ({error})", None)
+        except DockerImageRefused as error:
+            return self._unpin_image(chain, error)
         except QuotaExhausted as error:
             until = self._quota_refresh()
             return self._wait(
@@ -382,6 +425,23 @@ class ChainStepper:
             )
         self.ledger.save_chain(chain)
         return StepResult(chain.name, "advanced", message, running=record.ref)
+
+    def _unpin_image(self, chain: ChainRecord, error: KaggleError) -> StepResult:
+        """Kaggle refused the pinned image (retired?): retry once without the pin, with an
+        ALERT; a second refusal counts as a failed attempt like any other refused push."""
+        chain = self.ledger.get_chain(chain.name)
+        if chain.image_unpinned:
+            return self._alert(chain, f"Kaggle refused the push again: {error}")
+        pinned = chain.docker_image or self.settings.kernel.docker_image
+        chain.image_unpinned = True
+        chain.docker_image = None
+        self.ledger.save_chain(chain)
+        return self._alert(
+            chain,
+            f"Kaggle refused the pinned image {pinned} ({error}); the next push goes without "
+            "the pin, on Kaggle's current image: checkpoints pickled on the old one may not "
+            "load or resume exactly",
+        )
 
     def _gates(self, chain: ChainRecord, push: Push, run_config: RunConfig) -> StepResult | None:
         if not is_gpu_shape(self.settings.kernel.machine_shape):

@@ -26,10 +26,14 @@ from kagglesdk.kernels.types.kernels_api_service import (
     ApiGetKernelResponse,
     ApiGetKernelSessionStatusRequest,
     ApiGetKernelSessionStatusResponse,
+    ApiKernelMetadata,
     ApiListKernelSessionOutputRequest,
     ApiListKernelSessionOutputResponse,
+    ApiListKernelsRequest,
+    ApiListKernelsResponse,
     ApiSaveKernelResponse,
 )
+from kagglesdk.kernels.types.kernels_enums import KernelsListSortType, KernelsListViewType
 from kagglesdk.security.types.oauth_service import IntrospectTokenRequest, IntrospectTokenResponse
 
 from .credentials import Credentials, discover_credentials
@@ -40,6 +44,7 @@ from .errors import (
     BadRequest,
     CapacityRefused,
     CredentialsNotFound,
+    DockerImageRefused,
     KaggleError,
     NotFoundError,
     QuotaExhausted,
@@ -67,9 +72,18 @@ KERNELS = "kernels.KernelsApiService"
 OAUTH = "security.OAuthService"
 USER_AGENT = "kaggle-orchestrate/0.1"
 OUTPUT_PAGE_SIZE = 100
+LIST_PAGE_SIZE = 100
+# Listing one's own kernels newest first: a slug we look for was pushed recently, so it is
+# on the first pages; past this many the account has more kernels than we look through.
+LIST_MAX_PAGES = 20
 
-_CAPACITY = re.compile(r"maximum batch gpu session count of (\d+)", re.IGNORECASE)
+# `Maximum batch GPU session count of 2 reached.`, `Maximum interactive CPU session count of
+# 5 reached.`, TPU alike: every one means "wait for a session to end".
+_CAPACITY = re.compile(
+    r"maximum (?:batch |interactive )?(gpu|cpu|tpu) session count of (\d+)", re.IGNORECASE
+)
 _QUOTA = re.compile(r"\bquota\b", re.IGNORECASE)
+_IMAGE = re.compile(r"docker[ _-]?image", re.IGNORECASE)
 
 
 def resolve_api_url(api_url: str | None = None) -> str:
@@ -103,10 +117,40 @@ def push_refusal(error: str) -> KaggleError:
     """The typed error for a SaveKernel `error` string returned with HTTP 200."""
     capacity = _CAPACITY.search(error)
     if capacity:
-        return CapacityRefused(error, limit=int(capacity.group(1)))
+        return CapacityRefused(
+            error, limit=int(capacity.group(2)), accelerator=capacity.group(1).upper()
+        )
     if _QUOTA.search(error):
         return QuotaExhausted(error)
+    if _IMAGE.search(error):
+        return DockerImageRefused(f"Kaggle refused the push's pinned image: {error}")
     return BadRequest(f"Kaggle refused the push: {error}")
+
+
+def _kernel_info(meta: ApiKernelMetadata, owner: str, slug: str, source: str | None) -> KernelInfo:
+    last_run = meta.last_run_time
+    if last_run is not None and last_run.tzinfo is None:
+        last_run = last_run.replace(tzinfo=timezone.utc)
+    return KernelInfo(
+        ref=kernel_ref(meta.ref) or f"{owner}/{slug}",
+        slug=meta.slug or slug,
+        author=meta.author or owner,
+        title=meta.title,
+        # kagglesdk reads an absent optional int as 0: ask whether it was sent.
+        current_version_number=(
+            meta.current_version_number if "current_version_number" in meta else None
+        ),
+        last_run_time=last_run,
+        language=meta.language,
+        kernel_type=meta.kernel_type,
+        is_private=meta.is_private,
+        enable_gpu=meta.enable_gpu,
+        enable_internet=meta.enable_internet,
+        machine_shape=meta.machine_shape,
+        kernel_sources=list(meta.kernel_data_sources or []),
+        dataset_sources=list(meta.dataset_data_sources or []),
+        source=source,
+    )
 
 
 def _redacting(method):
@@ -248,7 +292,12 @@ class KaggleClient:
     def get_kernel(
         self, owner: str, slug: str, *, version: int | str | None = None
     ) -> KernelInfo | None:
-        """The kernel's metadata (and code), or None when it does not exist."""
+        """The kernel's metadata (and code); None when Kaggle answers 404.
+
+        kaggle.com answers 403 (`KernelNotVisible`) for a kernel that does not exist or was
+        pushed seconds ago: that is raised, never read as "absent". To learn whether a slug
+        exists, use `find_own_kernel`.
+        """
         request = ApiGetKernelRequest()
         request.user_name = owner
         request.kernel_slug = slug
@@ -261,29 +310,48 @@ class KaggleClient:
         if meta is None:
             return None
         blob = response.blob
-        last_run = meta.last_run_time
-        if last_run is not None and last_run.tzinfo is None:
-            last_run = last_run.replace(tzinfo=timezone.utc)
-        return KernelInfo(
-            ref=kernel_ref(meta.ref) or f"{owner}/{slug}",
-            slug=meta.slug or slug,
-            author=meta.author or owner,
-            title=meta.title,
-            # kagglesdk reads an absent optional int as 0: ask whether it was sent.
-            current_version_number=(
-                meta.current_version_number if "current_version_number" in meta else None
-            ),
-            last_run_time=last_run,
-            language=meta.language,
-            kernel_type=meta.kernel_type,
-            is_private=meta.is_private,
-            enable_gpu=meta.enable_gpu,
-            enable_internet=meta.enable_internet,
-            machine_shape=meta.machine_shape,
-            kernel_sources=list(meta.kernel_data_sources or []),
-            dataset_sources=list(meta.dataset_data_sources or []),
-            source=blob.source if blob is not None else None,
-        )
+        return _kernel_info(meta, owner, slug, blob.source if blob is not None else None)
+
+    def list_own_kernels(self, *, max_pages: int = LIST_MAX_PAGES) -> Iterator[KernelInfo]:
+        """This account's kernels, newest first (ListKernels, page by page).
+
+        A call that cannot be confused: 401/403 here is a credentials problem.
+        """
+        owner = self.username
+        for page in range(1, max_pages + 1):
+            request = ApiListKernelsRequest()
+            request.user = owner
+            request.group = KernelsListViewType.PROFILE
+            request.sort_by = KernelsListSortType.DATE_CREATED
+            request.page = page
+            request.page_size = LIST_PAGE_SIZE
+            response = self._call("ListKernels", request, ApiListKernelsResponse)
+            kernels = list(response.kernels or [])
+            for meta in kernels:
+                yield _kernel_info(meta, owner, meta.slug or "", None)
+            if len(kernels) < LIST_PAGE_SIZE:
+                return
+
+    @_redacting
+    def find_own_kernel(self, owner: str, slug: str) -> KernelInfo | None:
+        """The account's kernel `slug` as its own listing shows it, or None when not listed.
+
+        This is how a slug's existence is learned, never from GetKernel's 403. A kernel pushed
+        moments ago may not be listed yet either: callers allow a grace period (`intent_grace_s`)
+        before they conclude a push never happened.
+        """
+        if owner != self.username:
+            raise BadRequest(
+                f"can only look up this account's own kernels ({self.username}), not {owner}/{slug}"
+            )
+        return next((k for k in self.list_own_kernels() if k.slug == slug), None)
+
+    @_redacting
+    def verify_credentials(self) -> str:
+        """Prove the credentials with a call that cannot be confused (quota statistics);
+        raises AuthenticationError when Kaggle refuses them. Returns the username."""
+        self.quota()
+        return self.username
 
     @_redacting
     def delete_kernel(self, owner: str, slug: str) -> None:
@@ -465,11 +533,23 @@ class KaggleClient:
         )
 
     def _version_before_push(self, spec: PushSpec) -> tuple[bool, int | None] | None:
-        """(kernel exists, its version) before the push; None when the spec has no owner/slug."""
-        if not spec.id:
+        """(kernel exists, its version) before the push, from the account's own listing
+        (GetKernel's 403 cannot tell absent from just pushed); None without an owner/slug."""
+        if not spec.id or spec.owner != self.username:
             return None
-        info = self.get_kernel(spec.owner, spec.slug)
+        info = self.find_own_kernel(spec.owner, spec.slug)
         return (info is not None, info.current_version_number if info else None)
+
+    def _find_after_ambiguous_push(self, spec: PushSpec, existed: bool) -> KernelInfo | None:
+        """The kernel in the account's listing; a new one is looked for during
+        `retry.listing_check_s`, since Kaggle lists it only a while after its push."""
+        waited = 0.0
+        while True:
+            info = self.find_own_kernel(spec.owner, spec.slug)
+            if info is not None or existed or waited >= self.retry.listing_check_s:
+                return info
+            self.retry.sleep(self.retry.listing_poll_s)
+            waited += self.retry.listing_poll_s
 
     def _check_ambiguous_push(
         self, spec: PushSpec, known_before: tuple[bool, int | None] | None, failure: Transient
@@ -480,14 +560,22 @@ class KaggleClient:
                 f"push of kernel #{spec.id_no} failed ambiguously ({failure}); check it on Kaggle"
             )
         try:
-            info = self.get_kernel(spec.owner, spec.slug)
+            info = self._find_after_ambiguous_push(spec, known_before[0])
         except KaggleError as exc:
             raise AmbiguousPush(
                 f"push of {spec.id} failed ambiguously ({failure}) and the check failed too ({exc}); "
-                "do not push again before get_kernel answers",
+                "do not push again before Kaggle's listing answers",
                 ref=spec.id,
             ) from None
         existed, version = known_before
+        if info is None and not existed:
+            # A new kernel can stay unlisted for minutes after its push: absence proves
+            # nothing. The caller decides, after a grace period, whether to push again.
+            raise AmbiguousPush(
+                f"push of {spec.id} failed ambiguously ({failure}) and the new kernel is not "
+                "listed yet; do not push again before the grace period has passed",
+                ref=spec.id,
+            )
         if info is None:
             return None
         if existed and (version is None or info.current_version_number is None):

@@ -16,11 +16,28 @@ class CredentialsNotFound(KaggleError):
 
 
 class AuthenticationError(KaggleError):
-    """Kaggle refused the credentials (HTTP 401/403)."""
+    """Kaggle refused the credentials (HTTP 401, or 403 on a call that cannot be confused).
+
+    A 403 on a read of one kernel is `KernelNotVisible` instead: kaggle.com answers that
+    for kernels that do not exist (yet), so it proves nothing about the credentials.
+    """
 
 
 class NotFoundError(KaggleError):
     """The kernel (or other resource) does not exist or is not visible to this user (HTTP 404)."""
+
+
+class KernelNotVisible(KaggleError):
+    """Kaggle denied a read of one kernel (HTTP 403 `Permission 'kernels.get' was denied`).
+
+    kaggle.com answers this for a kernel that does not exist, for one pushed seconds ago
+    (read-after-write lag) and for another account's private kernel alike: it means
+    "absent or not visible yet", never "bad credentials". Whether a slug exists is learned
+    by listing one's own kernels (`KaggleClient.find_own_kernel`).
+    """
+
+    def __init__(self, message: str, *, status_code: int | None = 403) -> None:
+        super().__init__(message, status_code=status_code)
 
 
 class BadRequest(KaggleError):
@@ -28,11 +45,19 @@ class BadRequest(KaggleError):
 
 
 class CapacityRefused(KaggleError):
-    """A push was refused because the account already runs its maximum of batch GPU sessions."""
+    """A push was refused because the account already runs its maximum of sessions of that
+    kind (`Maximum batch GPU session count of 2 reached.`, CPU and TPU alike): wait."""
 
-    def __init__(self, message: str, *, limit: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, limit: int | None = None, accelerator: str | None = None
+    ) -> None:
         super().__init__(message)
         self.limit = limit
+        self.accelerator = accelerator  # "GPU", "CPU" or "TPU" when Kaggle named it
+
+
+class DockerImageRefused(BadRequest):
+    """A push was refused because Kaggle does not (or no longer) offer the pinned image."""
 
 
 class QuotaExhausted(KaggleError):

@@ -85,7 +85,7 @@ def stream_log(
             with http.stream("GET", url, headers=headers, params=params) as response:
                 if response.status_code >= 400:
                     response.read()
-                    check_response(response, expect_json=False)
+                    check_response(response, expect_json=False, method="logs")
                 connected = True
                 content_type = response.headers.get("content-type", "").lower()
                 if content_type.startswith("text/event-stream"):

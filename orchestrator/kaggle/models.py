@@ -9,6 +9,11 @@ from pathlib import Path
 TERMINAL_STATUSES = frozenset({"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"})
 
 
+# How long a just-pushed kernel may stay denied (403) and unlisted on kaggle.com before its
+# absence means anything: the read-after-write lag is seconds to minutes.
+VISIBILITY_GRACE_S = 300.0
+
+
 @dataclass(frozen=True)
 class PushResult:
     ref: str  # owner/slug (Kaggle's `/code/` prefix removed)

@@ -25,6 +25,10 @@ class RetryPolicy:
     initial_wait_s: float = 1.0
     max_wait_s: float = 30.0
     max_retry_after_s: float = 120.0
+    # After an ambiguous push of a new kernel: how long to look for it in the account's
+    # listing (Kaggle lists a new kernel seconds to minutes after its push).
+    listing_check_s: float = 30.0
+    listing_poll_s: float = 2.0
     sleep: Callable[[float], None] = time.sleep
 
     @classmethod
@@ -36,6 +40,8 @@ class RetryPolicy:
             initial_wait_s=0.001,
             max_wait_s=0.01,
             max_retry_after_s=0.05,
+            listing_check_s=0.2,
+            listing_poll_s=0.05,
         )
 
     def reconnect_wait(self, failures: int, retry_after: float | None = None) -> float:

@@ -17,6 +17,7 @@ from .errors import (
     AuthenticationError,
     BadRequest,
     KaggleError,
+    KernelNotVisible,
     NotFoundError,
     ServiceUnavailable,
     Throttled,
@@ -30,6 +31,12 @@ T = TypeVar("T", bound=KaggleObject)
 # Connection-level failures worth another try: timeouts, refused/reset connections, a server
 # that hung up mid-response.
 TRANSPORT_FAILURES = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+# Reads of one kernel: kaggle.com answers 403 for a kernel that does not exist (yet) or is
+# another account's private one, so a 403 here says nothing about the credentials.
+KERNEL_READS = frozenset(
+    {"GetKernel", "GetKernelSessionStatus", "ListKernelSessionOutput", "DeleteKernel", "logs"}
+)
 
 
 class Transient(Exception):
@@ -75,10 +82,19 @@ def _message_of(body: object, fallback: str) -> str:
     return fallback
 
 
-def error_for_status(status: int, message: str) -> Exception:
-    """The typed error (or Transient) for an HTTP status or a JSON body's `code`."""
+def error_for_status(status: int, message: str, method: str | None = None) -> Exception:
+    """The typed error (or Transient) for an HTTP status or a JSON body's `code`.
+
+    `method` names the call, so that a 403 on a read of one kernel becomes KernelNotVisible.
+    """
     if status == 429 or status >= 500:
         return Transient(f"HTTP {status}: {message}", status_code=status)
+    if status == 403 and method in KERNEL_READS:
+        return KernelNotVisible(
+            f"Kaggle denied access to the kernel (HTTP 403: {message}): it does not exist, "
+            "is not visible yet after its push, or belongs to another account",
+            status_code=status,
+        )
     if status in (401, 403):
         return AuthenticationError(
             f"Kaggle refused the credentials (HTTP {status}): {message}", status_code=status
@@ -88,7 +104,9 @@ def error_for_status(status: int, message: str) -> Exception:
     return BadRequest(f"Kaggle rejected the request (HTTP {status}): {message}", status_code=status)
 
 
-def check_response(response: httpx.Response, *, expect_json: bool = True) -> object:
+def check_response(
+    response: httpx.Response, *, expect_json: bool = True, method: str | None = None
+) -> object:
     """Raise for any error the response carries; return its parsed JSON body (or None)."""
     content_type = response.headers.get("content-type", "").lower()
     body: object = None
@@ -100,12 +118,14 @@ def check_response(response: httpx.Response, *, expect_json: bool = True) -> obj
         except ValueError:
             body = None
     if response.status_code >= 400:
-        failure = error_for_status(response.status_code, _message_of(body, response.reason_phrase))
+        failure = error_for_status(
+            response.status_code, _message_of(body, response.reason_phrase), method
+        )
         if isinstance(failure, Transient):
             failure.retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise failure
     if isinstance(body, dict) and isinstance(body.get("code"), int) and body["code"] >= 400:
-        failure = error_for_status(body["code"], _message_of(body, "error"))
+        failure = error_for_status(body["code"], _message_of(body, "error"), method)
         if isinstance(failure, Transient):
             failure.retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise failure
@@ -140,7 +160,7 @@ class RpcChannel:
         except TRANSPORT_FAILURES as exc:
             raise transport_failure(exc) from None
         try:
-            parsed = check_response(response)
+            parsed = check_response(response, method=method)
         except KaggleError as exc:
             raise type(exc)(f"{method}: {exc}", status_code=exc.status_code) from None
         return response_type.from_dict(parsed if isinstance(parsed, dict) else {})

@@ -8,9 +8,11 @@ import time
 import pytest
 
 from orchestrator.kaggle import (
+    AmbiguousPush,
     CapacityRefused,
     Credentials,
     KaggleClient,
+    KernelNotVisible,
     PushSpec,
     QuotaExhausted,
     RetryPolicy,
@@ -32,7 +34,13 @@ SLEEPER = "import time\nprint('started', flush=True)\ntime.sleep(60)\n"
 
 def quick_retry() -> RetryPolicy:
     return RetryPolicy(
-        max_attempts=5, max_total_s=30, initial_wait_s=0.01, max_wait_s=0.05, max_retry_after_s=0.05
+        max_attempts=5,
+        max_total_s=30,
+        initial_wait_s=0.01,
+        max_wait_s=0.05,
+        max_retry_after_s=0.05,
+        listing_check_s=3.0,  # longer than the test emulator's read lag
+        listing_poll_s=0.1,
     )
 
 
@@ -45,13 +53,40 @@ def client(emulator, monkeypatch):
 
 
 def wait_terminal(client: KaggleClient, owner: str, slug: str, timeout: float = 60) -> str:
+    """Poll until terminal, through the 403s of Kaggle's read-after-write lag."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = client.status(owner, slug)
+        try:
+            status = client.status(owner, slug)
+        except KernelNotVisible:
+            time.sleep(0.1)
+            continue
         if status.is_terminal:
             return status.status
         time.sleep(0.1)
     raise AssertionError(f"{owner}/{slug} not terminal after {timeout}s")
+
+
+def wait_visible(client: KaggleClient, slug: str, timeout: float = 30) -> None:
+    """Until reads of a just-pushed kernel stop being denied (403)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            client.status("alice", slug)
+            return
+        except KernelNotVisible:
+            time.sleep(0.1)
+    raise AssertionError(f"{slug} still denied after {timeout}s")
+
+
+def wait_listed(client: KaggleClient, slug: str, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = client.find_own_kernel(client.username, slug)
+        if info is not None:
+            return info
+        time.sleep(0.1)
+    raise AssertionError(f"{slug} not listed after {timeout}s")
 
 
 def spec(slug: str, text: str = SCRIPT, **fields) -> PushSpec:
@@ -62,6 +97,7 @@ def test_push_follow_log_list_and_download(client, emulator, tmp_path):
     assert client.username == "alice"
     result = client.push(spec("client-e2e"))
     assert result.ref == "alice/client-e2e" and result.version_number == 1 and result.url
+    wait_visible(client, "client-e2e")
     live = [entry.data for entry in client.stream_log("alice", "client-e2e")]
     assert wait_terminal(client, "alice", "client-e2e") == "COMPLETE"
     assert [line for line in live if line.startswith("line")] == [f"line {i}\n" for i in range(4)]
@@ -82,8 +118,12 @@ def test_push_follow_log_list_and_download(client, emulator, tmp_path):
 
     info = client.get_kernel("alice", "client-e2e")
     assert info.current_version_number == 1 and info.source == SCRIPT
+    assert client.find_own_kernel("alice", "client-e2e").current_version_number == 1
     client.delete_kernel("alice", "client-e2e")
-    assert client.get_kernel("alice", "client-e2e") is None
+    # Kaggle answers 403 for a kernel that does not exist: absence shows in the listing.
+    with pytest.raises(KernelNotVisible):
+        client.get_kernel("alice", "client-e2e")
+    assert client.find_own_kernel("alice", "client-e2e") is None
 
 
 def test_accepted_push_answered_with_503_is_not_repeated(client, emulator):
@@ -102,12 +142,27 @@ def test_dropped_accepted_push_is_not_repeated(client, emulator):
     assert emulator.call_counts().get("SaveKernel.accepted") == 1
 
 
-def test_refused_push_with_503_is_sent_again(client, emulator):
+def test_refused_push_of_a_new_kernel_is_not_sent_again(client, emulator):
+    """A new kernel is unlisted for a while after a push that did go through: a 503 on its
+    push is never answered with a second push (a second billed session) by the client."""
     emulator.set_faults("SaveKernel=503*1")
-    result = client.push(spec("refused-once"))
-    assert not result.confirmed_by_check and result.version_number == 1
+    with pytest.raises(AmbiguousPush, match="not listed yet"):
+        client.push(spec("refused-once"))
     counts = emulator.call_counts()
-    assert counts.get("SaveKernel") == 2 and counts.get("SaveKernel.accepted") == 1
+    assert counts.get("SaveKernel") == 1 and counts.get("SaveKernel.accepted") is None
+
+
+def test_refused_push_of_a_new_version_is_sent_again(client, emulator):
+    """An existing kernel's listing shows its version at once: an unchanged version proves
+    the 503'd push was not taken, so it is sent again."""
+    client.push(spec("refused-version"))
+    wait_listed(client, "refused-version")
+    assert wait_terminal(client, "alice", "refused-version") == "COMPLETE"
+    emulator.set_faults("SaveKernel=503*1")
+    result = client.push(spec("refused-version"))
+    assert not result.confirmed_by_check and result.version_number == 2
+    counts = emulator.call_counts()
+    assert counts.get("SaveKernel") == 3 and counts.get("SaveKernel.accepted") == 2
 
 
 def test_throttling_and_html_pages_are_retried(client, emulator):
@@ -132,6 +187,7 @@ def test_download_resumes_after_drop_and_truncation(client, emulator, tmp_path):
 
 def test_log_stream_reconnects_without_duplicates(client, emulator):
     client.push(spec("stream-drop"))
+    wait_visible(client, "stream-drop")
     emulator.set_faults("logs_stream=drop*2")
     live = [entry.data for entry in client.stream_log("alice", "stream-drop")]
     wait_terminal(client, "alice", "stream-drop")
@@ -167,4 +223,4 @@ def test_bearer_token_is_introspected(emulator, monkeypatch):
         emulator.api_url, Credentials(username=None, token=token), retry=quick_retry()
     ) as client:
         assert client.username == "bob"
-        assert client.get_kernel("bob", "nothing-here") is None
+        assert client.find_own_kernel("bob", "nothing-here") is None

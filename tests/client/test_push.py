@@ -12,6 +12,7 @@ from orchestrator.kaggle import (
     AmbiguousPush,
     BadRequest,
     CapacityRefused,
+    DockerImageRefused,
     PushSpec,
     QuotaExhausted,
     Throttled,
@@ -27,46 +28,68 @@ SPEC = PushSpec(
 
 
 class FakeKaggle:
-    """Just enough of the kernels service: versions per slug, and scripted SaveKernel failures."""
+    """Just enough of the kernels service, as harsh as kaggle.com: GetKernel answers 403 for
+    an unknown kernel, ListKernels lists the account's kernels (a new one only `list_lag`
+    listings after its push), SaveKernel fails as scripted."""
 
     def __init__(
-        self, versions: dict[str, int] | None = None, save_failures=(), get_failures=()
+        self,
+        versions: dict[str, int] | None = None,
+        save_failures=(),
+        list_failures=(),
+        list_lag: int = 0,
     ) -> None:
         self.versions = dict(versions or {})
         self.save_failures = list(save_failures)  # each: (exception or response, applied: bool)
-        self.get_failures = list(get_failures)
+        self.list_failures = list(list_failures)
+        self.list_lag = list_lag
+        self.unlisted: dict[str, int] = {}  # new kernel -> listings before it shows
         self.calls: list[str] = []
         self.saved: list[dict] = []
+
+    def metadata(self, ref: str) -> dict:
+        owner, _, slug = ref.partition("/")
+        return {
+            "ref": ref,
+            "slug": slug,
+            "author": owner,
+            "title": "t",
+            "currentVersionNumber": self.versions[ref],
+        }
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         method = rpc_method(request)
         self.calls.append(method)
         body = body_of(request)
         if method == "GetKernel":
-            if self.get_failures:
-                failure = self.get_failures.pop(0)
+            ref = f"{body['userName']}/{body['kernelSlug']}"
+            if ref not in self.versions or ref in self.unlisted:
+                denied = {"code": 403, "message": "Permission 'kernels.get' was denied"}
+                return json_response(denied, 403)
+            return json_response(
+                {"metadata": self.metadata(ref), "blob": {"source": "print('hi')"}}
+            )
+        if method == "ListKernels":
+            if self.list_failures:
+                failure = self.list_failures.pop(0)
                 if isinstance(failure, Exception):
                     raise failure
                 return failure
-            ref = f"{body['userName']}/{body['kernelSlug']}"
-            if ref not in self.versions:
-                return json_response({"code": 404, "message": "Kernel not found"}, 404)
-            return json_response(
-                {
-                    "metadata": {
-                        "ref": ref,
-                        "slug": body["kernelSlug"],
-                        "author": body["userName"],
-                        "title": "t",
-                        "currentVersionNumber": self.versions[ref],
-                    },
-                    "blob": {"source": "print('hi')"},
-                }
-            )
+            listed = []
+            for ref in self.versions:
+                if self.unlisted.get(ref, 0) > 0:
+                    self.unlisted[ref] -= 1
+                    continue
+                self.unlisted.pop(ref, None)
+                if ref.startswith(body.get("user", "") + "/"):
+                    listed.append(self.metadata(ref))
+            return json_response({"kernels": listed})
         if method == "SaveKernel":
             self.saved.append(body)
             failure, applied = self.save_failures.pop(0) if self.save_failures else (None, True)
             if applied:
+                if body["slug"] not in self.versions and self.list_lag:
+                    self.unlisted[body["slug"]] = self.list_lag
                 self.versions[body["slug"]] = self.versions.get(body["slug"], 0) + 1
             if isinstance(failure, Exception):
                 raise failure
@@ -106,7 +129,12 @@ def test_push_sends_the_cli_shaped_body_and_returns_the_version(make_client):
     ("error", "expected"),
     [
         ("Maximum batch GPU session count of 2 reached.", CapacityRefused),
+        ("Maximum batch CPU session count of 5 reached.", CapacityRefused),
+        ("Maximum interactive GPU session count of 1 reached.", CapacityRefused),
+        ("Maximum batch TPU session count of 1 reached.", CapacityRefused),
         ("You have exceeded your weekly GPU quota. It resets Saturday.", QuotaExhausted),
+        ("Maximum weekly GPU quota of 30.00 hours reached.", QuotaExhausted),
+        ("The requested docker image is not available: gcr.io/x@sha256:1", DockerImageRefused),
         ("Notebook title is invalid", BadRequest),
     ],
 )
@@ -116,7 +144,9 @@ def test_error_string_in_a_200_push_becomes_a_typed_error(make_client, error, ex
         make_client(fake).push(SPEC)
     assert fake.calls.count("SaveKernel") == 1
     if expected is CapacityRefused:
-        assert caught.value.limit == 2
+        kind, count = error.split(" session count of ")
+        assert caught.value.limit == int(count.split()[0])
+        assert caught.value.accelerator == kind.split()[-1]
 
 
 def test_invalid_sources_are_reported_not_raised(make_client):
@@ -155,24 +185,34 @@ def test_ambiguous_push_that_was_accepted_is_not_repeated(make_client, failure):
     assert fake.calls.count("SaveKernel") == 1
 
 
-def test_ambiguous_push_of_a_fresh_slug_is_confirmed_by_its_existence(make_client):
-    fake = FakeKaggle(save_failures=[(httpx.ReadTimeout("timed out"), True)])
+def test_ambiguous_push_of_a_fresh_slug_is_confirmed_by_its_listing(make_client):
+    """Listed only on the third look (the read-after-write lag): still confirmed, not re-sent."""
+    fake = FakeKaggle(save_failures=[(httpx.ReadTimeout("timed out"), True)], list_lag=2)
     result = make_client(fake).push(SPEC)
     assert result.confirmed_by_check and result.ref == "alice/seg-1"
-    assert fake.calls == ["GetKernel", "SaveKernel", "GetKernel"]
+    assert fake.calls == ["ListKernels", "SaveKernel", "ListKernels", "ListKernels", "ListKernels"]
+    assert "GetKernel" not in fake.calls  # its 403 cannot tell absent from just pushed
+
+
+def test_ambiguous_push_of_a_fresh_slug_never_listed_is_not_sent_again(make_client):
+    """Not listed within the check: maybe still in the lag, so the client never re-sends."""
+    fake = FakeKaggle(save_failures=[(json_response({}, 503), False)])
+    with pytest.raises(AmbiguousPush, match="not listed yet"):
+        make_client(fake).push(SPEC)
+    assert fake.calls.count("SaveKernel") == 1
 
 
 def test_ambiguous_push_that_was_not_accepted_is_sent_again(make_client):
     fake = FakeKaggle(versions={"alice/seg-1": 3}, save_failures=[(json_response({}, 503), False)])
     result = make_client(fake).push(SPEC)
     assert result.version_number == 4 and not result.confirmed_by_check
-    assert fake.calls == ["GetKernel", "SaveKernel", "GetKernel", "SaveKernel"]
+    assert fake.calls == ["ListKernels", "SaveKernel", "ListKernels", "SaveKernel"]
 
 
 def test_ambiguous_push_whose_check_fails_raises_ambiguous_push(make_client):
     fake = FakeKaggle(
         save_failures=[(httpx.ReadTimeout("timed out"), True)],
-        get_failures=[json_response({"code": 404}, 404)] + [json_response({}, 503)] * 10,
+        list_failures=[json_response({"kernels": []})] + [json_response({}, 503)] * 10,
     )
     with pytest.raises(AmbiguousPush) as caught:
         make_client(fake).push(SPEC)
@@ -186,9 +226,10 @@ def test_ambiguous_push_without_version_numbers_raises(make_client):
 
     def without_versions(request):
         response = original(request)
-        if rpc_method(request) == "GetKernel" and response.status_code == 200:
+        if rpc_method(request) == "ListKernels" and response.status_code == 200:
             body = json.loads(response.content)
-            body["metadata"].pop("currentVersionNumber")
+            for kernel in body["kernels"]:
+                kernel.pop("currentVersionNumber")
             return json_response(body)
         return response
 
@@ -201,7 +242,7 @@ def test_throttled_push_is_resent_without_a_check_since_it_was_refused(make_clie
     fake = FakeKaggle(save_failures=[(json_response({}, 429, **{"Retry-After": "2"}), False)])
     result = make_client(fake).push(SPEC)
     assert result.version_number == 1
-    assert fake.calls == ["GetKernel", "SaveKernel", "SaveKernel"]
+    assert fake.calls == ["ListKernels", "SaveKernel", "SaveKernel"]
     assert sleeps.waits == [2.0]
 
 

@@ -11,6 +11,7 @@ from kaggle_fakes import json_response, rpc_method
 
 from orchestrator.kaggle import (
     AuthenticationError,
+    KernelNotVisible,
     BadRequest,
     NotFoundError,
     RetryPolicy,
@@ -146,7 +147,7 @@ def test_backoff_has_real_jitter_and_respects_its_cap():
     ("status", "error"),
     [
         (401, AuthenticationError),
-        (403, AuthenticationError),
+        (403, KernelNotVisible),  # on a read of one kernel: absent or not visible yet
         (404, NotFoundError),
         (400, BadRequest),
     ],
@@ -160,7 +161,7 @@ def test_http_errors_map_to_types_without_retry(make_client, status, error):
 
 
 @pytest.mark.parametrize(
-    ("code", "error"), [(403, AuthenticationError), (404, NotFoundError), (400, BadRequest)]
+    ("code", "error"), [(403, KernelNotVisible), (404, NotFoundError), (400, BadRequest)]
 )
 def test_code_in_a_200_json_body_is_an_error(make_client, code, error):
     handler = sequence(json_response({"code": code, "message": "Kernel not found"}))
