@@ -11,8 +11,8 @@ from kaggle_fakes import json_response, rpc_method
 
 from orchestrator.kaggle import (
     AuthenticationError,
-    KernelNotVisible,
     BadRequest,
+    KernelNotVisible,
     NotFoundError,
     RetryPolicy,
     ServiceUnavailable,
