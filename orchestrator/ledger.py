@@ -120,6 +120,12 @@ class ChainRecord(BaseModel):
         ge=0,
         description="how long an unconfirmed push may stay unlisted before it is declared lost",
     )
+    parent_retry_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="delay before a segment that found no parent checkpoint is pushed again "
+        "(a just-finished kernel's output may take a while to be attachable)",
+    )
     wait_until: str | None = Field(
         default=None, description="ISO time before which no push is tried"
     )

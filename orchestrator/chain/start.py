@@ -136,6 +136,9 @@ def start_chain(
         max_unknowns=int(extra.get("max_unknowns", DEFAULT_MAX_UNKNOWNS)),
         quota_reserve_s=float(extra.get("quota_reserve_h", DEFAULT_QUOTA_RESERVE_H)) * 3600,
         intent_grace_s=float(extra.get("intent_grace_s", VISIBILITY_GRACE_S)),
+        parent_retry_s=float(
+            extra.get("parent_retry_s", ChainRecord.model_fields["parent_retry_s"].default)
+        ),
         docker_image=settings.kernel.docker_image,  # else the first segment's image, once known
     )
     record.note(

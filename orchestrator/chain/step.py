@@ -50,6 +50,7 @@ from orchestrator.settings import Settings, is_gpu_shape
 MAX_ACTIONS_PER_STEP = 12
 DEFAULT_LOCK_TIMEOUT_S = 10.0
 MAX_PULL_FAILURES = 5
+PARENT_REASONS = (layout.PARENT_MISSING_REASON, layout.PARENT_REQUIRED_REASON)
 
 
 def utc_now() -> datetime:
@@ -328,6 +329,17 @@ class ChainStepper:
         if not result.verified:
             what += " (no artifacts.zip: the session ended before finalizing; checkpoints verified one by one)"
         self.ledger.note(chain.name, what)
+        reason = (summary or {}).get("reason")
+        if (summary or {}).get("status") == "error" and reason in PARENT_REASONS:
+            # Kaggle had not attached the parent's output yet (or a later segment lost its
+            # parent): the segment did not train; try it again after a delay, never from scratch.
+            until = self.clock() + timedelta(seconds=chain.parent_retry_s)
+            return self._wait(
+                chain,
+                f"{run.ref} stopped at once: {reason} ({expected.ref if expected else 'none'}); "
+                f"the segment is pushed again after {machine.iso(until)}",
+                until,
+            )
         mismatch = machine.resume_mismatch(expected, summary)
         if mismatch:  # worth a human look, but the checkpoint itself verified: carry on
             self._alert(chain, f"{run.ref} {mismatch}")
@@ -365,7 +377,9 @@ class ChainStepper:
             )
 
     def _push(self, chain: ChainRecord, push: Push, runs: list[RunRecord]) -> StepResult | None:
-        run_config = segment_run_config(chain, push.segment, push.segment_timesteps)
+        run_config = segment_run_config(
+            chain, push.segment, push.segment_timesteps, parent=push.resume
+        )
         gate = self._gates(chain, push, run_config)
         if gate is not None:
             return gate
@@ -538,9 +552,23 @@ class ChainStepper:
 # -- helpers shared with status and report ---------------------------------------------------
 
 
-def segment_run_config(chain: ChainRecord, segment: int, segment_timesteps: int) -> RunConfig:
-    """The chain's run config for one segment: same result fields, own size and index."""
+def segment_run_config(
+    chain: ChainRecord,
+    segment: int,
+    segment_timesteps: int,
+    *,
+    parent: machine.ResumePoint | None = None,
+) -> RunConfig:
+    """The chain's run config for one segment: same result fields, own size and index, and
+    the parent checkpoint it must prove it continues (the kernel stops if it is missing)."""
     data = {**chain.run_config, "segment_timesteps": segment_timesteps, "segment_index": segment}
+    if parent is not None:
+        data["parent"] = {
+            "owner": parent.owner,
+            "slug": parent.run,
+            "manifest_sha256": parent.checkpoint_hash,
+            "step": parent.step,
+        }
     config = RunConfig.model_validate(data)
     if config.config_hash() != chain.config_hash:  # the stored config was edited by hand
         raise UserError(
