@@ -375,7 +375,7 @@ def _quick_run(client, settings, report, poll_s, say) -> None:
     )
     summary = pulled.summary
     report.observe(
-        "summary-decides",
+        "end-to-end-run",
         "our kernel ends with a verified artifacts.zip",
         True,
         {
@@ -387,7 +387,7 @@ def _quick_run(client, settings, report, poll_s, say) -> None:
     )
     versions = (summary.versions if summary else None) or {}
     report.observe(
-        "embedded-sb3",
+        "no-sb3",
         "stable-baselines3 comes embedded in the kernel",
         "embedded",
         versions.get("stable_baselines3"),
@@ -432,7 +432,11 @@ def _chain(client, settings, run_id, report, poll_s, timeout_s, say) -> None:
         ("/notebooks/" in str(mount)) if mount else None,
     )
     report.observe(
-        "chain", "a 2-segment chain completes, resuming exactly", "done", outcome, outcome == "done"
+        "end-to-end-chain",
+        "a 2-segment chain completes, resuming exactly",
+        "done",
+        outcome,
+        outcome == "done",
     )
 
 

@@ -37,6 +37,7 @@ from orchestrator.chain.machine import (
 from orchestrator.errors import ExitCode, InfrastructureError, UserError
 from orchestrator.kaggle.errors import (
     AuthenticationError,
+    BadRequest,
     CapacityRefused,
     DockerImageRefused,
     KaggleError,
@@ -417,6 +418,12 @@ class ChainStepper:
             return self._wait(
                 chain, f"Kaggle is rate limiting; waiting until {machine.iso(until)}", until
             )
+        except AuthenticationError:
+            raise  # refused credentials: exit 2 with the fix, never "retry later" for ever
+        except BadRequest as error:
+            # A definite refusal: the attempt is spent (the next push gets a new slug) and
+            # counts toward max_retries, so refusals every time end the chain, quoted.
+            return self._alert(chain, f"Kaggle refused the push of {push.slug}: {error}")
         except (KaggleError, InfrastructureError) as error:
             # Refused before the push (launch's own capacity check), or unconfirmed: the
             # ledger holds the intent and the next step settles it with GetKernel.
