@@ -171,7 +171,7 @@ def delete_run(
     settings: Settings, ledger: Ledger, client: KaggleClient, run: str, *, force: bool = False
 ) -> RunRecord:
     """Delete the kernel on Kaggle, only after its outputs were pulled and verified (unless forced)."""
-    from .kaggle import NotFoundError
+    from .kaggle import KernelNotVisible, NotFoundError
     from .ledger import RunRecord
 
     owner, slug, record = resolve(settings, ledger, client, run)
@@ -186,7 +186,8 @@ def delete_run(
             f"the outputs of {owner}/{slug} were not pulled and verified (state {state}); "
             f"run `orchestrate pull-artifacts {slug}` first, or pass --force"
         )
-    with contextlib.suppress(NotFoundError):  # already gone: the goal is reached
+    # Already gone (kaggle.com answers 403 for a kernel that does not exist): the goal is reached.
+    with contextlib.suppress(NotFoundError, KernelNotVisible):
         client.delete_kernel(owner, slug)
     if record is None:
         return RunRecord(run=slug, owner=owner, state="terminal")
