@@ -64,7 +64,9 @@ def serve(
     ),
     seed: int | None = typer.Option(None, "--seed", help="Seed for the read-lag draws."),
     rate_limit: str = typer.Option(
-        "40/60", "--rate-limit", help="Per user: N calls per S seconds over the RPCs and the log stream, or off."
+        "40/60",
+        "--rate-limit",
+        help="Per user: N calls per S seconds over the RPCs and the log stream, or off.",
     ),
     image_lacks: str = typer.Option(
         "stable-baselines3,sb3-contrib",

@@ -304,6 +304,14 @@ class EmulatorHandle:
         kernel = Store(self.root).get(owner, slug)
         return [version.model_dump() for version in kernel.versions] if kernel else []
 
+    def kernel_record(self, owner: str, slug: str) -> dict | None:
+        """The emulator's stored record of a kernel (visible_at: the end of its
+        read-after-write lag, epoch seconds; versions; ...), or None if unknown."""
+        from orchestrator.emulator.state import Store
+
+        kernel = Store(self.root).get(owner, slug)
+        return kernel.model_dump() if kernel else None
+
     def __enter__(self) -> EmulatorHandle:
         return self
 

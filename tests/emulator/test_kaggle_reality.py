@@ -74,7 +74,7 @@ def test_read_after_write_lag_denies_and_hides_a_new_kernel(emulator_factory):
         assert (response.status_code, response.json()) == (403, DENIED)
     assert "alice/lagged" not in _listed(alice)
 
-    record = json.loads((emulator.root / "kernels/alice/lagged/kernel.json").read_text())
+    record = emulator.kernel_record("alice", "lagged")
     lag = record["visible_at"] - record["versions"][0]["created_at"]
     assert 1.5 <= lag <= 2.0 + 0.01
     time.sleep(max(0.0, record["visible_at"] - time.time()) + 0.05)
