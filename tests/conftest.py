@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.emulator.testing import EmulatorHandle, start_emulator
+from orchestrator.emulator.testing import TEST_TIMINGS, EmulatorHandle, start_emulator
 
 TEST_USERS = {"alice": "alice-test-key-1", "bob": "bob-test-key-2"}
-FAST_QUEUE_DELAY = 0.1
+FAST_QUEUE_DELAY = TEST_TIMINGS["queue_delay"]
 
 
 @pytest.fixture
 def emulator(tmp_path) -> EmulatorHandle:
-    """Users alice and bob, test API on, short queue delay; stopped (kernels killed) after."""
-    with start_emulator(
-        tmp_path / "emulator", TEST_USERS, queue_delay=FAST_QUEUE_DELAY, kill_grace=2
-    ) as handle:
+    """Users alice and bob, test API on, TEST_TIMINGS (every harsh behaviour on); stopped
+    (kernels killed) after."""
+    with start_emulator(tmp_path / "emulator", TEST_USERS) as handle:
         yield handle
 
 
@@ -23,14 +22,12 @@ def emulator(tmp_path) -> EmulatorHandle:
 def emulator_factory(tmp_path):
     """`emulator_factory(max_session=2, gpu_slots=1, ...)` -> a started EmulatorHandle.
 
-    Options: max_session, gpu_slots, weekly_gpu_quota, queue_delay, kill_grace, faults,
-    users (dict), root (Path). Every emulator made is stopped after the test.
+    Options: those of start_emulator (TEST_TIMINGS by default), users (dict), root (Path).
+    Every emulator made is stopped after the test.
     """
     handles: list[EmulatorHandle] = []
 
     def make(*, users: dict[str, str] | None = None, root=None, **options) -> EmulatorHandle:
-        options.setdefault("queue_delay", FAST_QUEUE_DELAY)
-        options.setdefault("kill_grace", 2)
         handle = EmulatorHandle(
             root or tmp_path / f"emulator-{len(handles)}", users or TEST_USERS, options
         )

@@ -6,8 +6,11 @@ import hashlib
 import json
 import os
 import platform
+import random
 import re
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from kagglesdk.kernels.types.kernels_api_service import (
@@ -45,6 +48,9 @@ from orchestrator.emulator.wire import ok, utc_naive
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,98}[a-z0-9]$")
 DOCKER_IMAGE_REPO = "gcr.io/kaggle-images/python"
+GPU_DOCKER_IMAGE_REPO = "gcr.io/kaggle-gpu-images/python"
+GET_DENIED = "Permission 'kernels.get' was denied"
+DELETE_DENIED = "Permission 'kernels.delete' was denied"
 TPU_SESSION_LIMIT_S = 9 * 3600
 DEFAULT_PAGE_SIZE = 20
 
@@ -60,13 +66,38 @@ class ApiError(Exception):
 class Limits:
     max_session_s: float = 12 * 3600
     gpu_slots: int = 2
+    cpu_slots: int = 5
+    tpu_slots: int = 1
     weekly_gpu_quota_s: float = 30 * 3600
+    # Read-after-write lag of a new kernel, drawn uniformly in [min, max] seconds.
+    read_lag_s: tuple[float, float] = (2.0, 8.0)
+    seed: int | None = None
+    known_images: tuple[str, ...] = ()
+    rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.rng = random.Random(self.seed)
 
 
-def default_docker_image() -> str:
+def default_docker_image(gpu: bool = False) -> str:
     """The emulator's "latest" image: shaped like Kaggle's, stable for one Python version."""
     digest = hashlib.sha256(f"python-{platform.python_version()}".encode()).hexdigest()
+    if gpu:
+        digest = hashlib.sha256(f"gpu-python-{platform.python_version()}".encode()).hexdigest()
+        return f"{GPU_DOCKER_IMAGE_REPO}@sha256:{digest}"
     return f"{DOCKER_IMAGE_REPO}@sha256:{digest}"
+
+
+def parse_read_lag(text: str) -> tuple[float, float]:
+    """`MIN:MAX` (or one number) seconds -> (min, max)."""
+    low, sep, high = text.partition(":")
+    try:
+        lag = (float(low), float(high if sep else low))
+    except ValueError:
+        raise ValueError(f"bad read lag {text!r}: write MIN:MAX seconds, e.g. 2:8") from None
+    if lag[0] < 0 or lag[1] < lag[0]:
+        raise ValueError(f"bad read lag {text!r}: need 0 <= MIN <= MAX")
+    return lag
 
 
 def is_gpu_shape(enable_gpu: bool | None, machine_shape: str | None) -> bool:
@@ -85,13 +116,29 @@ class KernelsService:
         # Set through the test API: every later push runs on this image whatever it asked
         # for, as when Kaggle retires a pinned image or updates "latest".
         self.forced_docker_image: str | None = None
+        self._rng_lock = threading.Lock()
 
     # -- helpers -----------------------------------------------------------------------
-    def _visible(self, user: str, owner: str, slug: str) -> Kernel:
+    def _visible(self, user: str, owner: str, slug: str, denied: str = GET_DENIED) -> Kernel:
+        """The kernel, if this user may read it now. Kaggle never confirms existence: a
+        missing kernel, someone else's private one and one still in its read-after-write
+        lag are all the same 403."""
         kernel = self.store.get(owner, slug)
-        if kernel is None or (kernel.is_private and kernel.owner != user):
-            raise ApiError(404, f"Kernel {owner}/{slug} not found")  # never confirm a private one
+        if kernel is None or (kernel.is_private and kernel.owner != user) or not kernel.visible():
+            raise ApiError(403, denied)
         return kernel
+
+    def _draw_lag(self) -> float:
+        low, high = self.limits.read_lag_s
+        with self._rng_lock:
+            return self.limits.rng.uniform(low, high) if high > 0 else 0.0
+
+    def known_images(self) -> set[str]:
+        return (
+            {default_docker_image(False), default_docker_image(True)}
+            | set(self.limits.known_images)
+            | self.store.images_ever_run()
+        )
 
     @staticmethod
     def _version(kernel: Kernel, label: str | None) -> Version:
@@ -108,16 +155,16 @@ class KernelsService:
     def gpu_seconds_used(self, user: str) -> float:
         return self.store.gpu_seconds_banked(user) + self.executor.running_gpu_seconds(user)
 
-    def _image_for(self, req: ApiSaveKernelRequest, existing: Kernel | None) -> str:
+    def _image_for(self, req: ApiSaveKernelRequest, existing: Kernel | None, gpu: bool) -> str:
         """The image a new version runs on: the one asked for, else (pinning "original") the
-        slug's previous image, else the current default."""
+        slug's previous image, else the current default (GPU or CPU)."""
         if self.forced_docker_image:
             return self.forced_docker_image
         if req.docker_image:
             return req.docker_image
         if req.docker_image_pinning_type == "original" and existing and existing.docker_image:
             return existing.docker_image
-        return default_docker_image()
+        return default_docker_image(gpu)
 
     def _metadata(self, kernel: Kernel, version: Version | None = None) -> ApiKernelMetadata:
         meta = ApiKernelMetadata()
@@ -177,15 +224,27 @@ class KernelsService:
             except ApiError:
                 invalid_sources.append(ref)
 
+        if (
+            req.docker_image
+            and not self.forced_docker_image
+            and req.docker_image not in self.known_images()
+        ):
+            response.error = f"The requested docker image is not available: {req.docker_image}"
+            return ok(response)
+
         with self.store.lock:  # the capacity check and the new version are one step
-            if run and gpu:
-                refusal = self._gpu_refusal(user)
+            if run:
+                refusal = self._gpu_refusal(user) if gpu else self._slot_refusal(user, tpu)
                 if refusal:
                     response.error = refusal
                     return ok(response)
             existing = self.store.get(owner, slug)
             kernel = existing or Kernel(
-                id=self.store.next_id(), owner=owner, slug=slug, title=req.new_title or slug
+                id=self.store.next_id(),
+                owner=owner,
+                slug=slug,
+                title=req.new_title or slug,
+                visible_at=time.time() + self._draw_lag(),  # read-after-write lag
             )
             if req.new_title:
                 kernel.title = req.new_title
@@ -196,7 +255,7 @@ class KernelsService:
             if "enable_internet" in req:
                 kernel.enable_internet = req.enable_internet
             kernel.machine_shape = req.machine_shape or None
-            image = self._image_for(req, existing)
+            image = self._image_for(req, existing, gpu)
             kernel.docker_image = image
             kernel.dataset_sources = list(req.dataset_data_sources)
             kernel.kernel_sources = visible_sources
@@ -210,6 +269,8 @@ class KernelsService:
             version = Version(
                 number=number,
                 gpu=gpu,
+                tpu=tpu and not gpu,
+                internet=kernel.enable_internet,
                 machine_shape=req.machine_shape or None,
                 session_limit_s=limit,
                 run=run,
@@ -224,6 +285,8 @@ class KernelsService:
             text = req.text if has_text else self._source_of(existing)
             source_path.write_text(text, encoding="utf-8")
             self.store.save(kernel)
+            if run:
+                self.store.remember_image(image)
         self.faults.count("SaveKernel.accepted")
         if run:
             self.executor.start(kernel, version, text)
@@ -242,7 +305,7 @@ class KernelsService:
         if req.id:
             kernel = self.store.by_id(req.id)
             if kernel is None or (kernel.is_private and kernel.owner != user):
-                raise ApiError(404, f"Kernel id {req.id} not found")
+                raise ApiError(403, GET_DENIED)
             return kernel.owner, kernel.slug
         if req.new_title:
             return user, slugify(req.new_title)
@@ -255,6 +318,12 @@ class KernelsService:
             self.store.version_dir(kernel.owner, kernel.slug, kernel.latest.number) / "source.txt"
         )
         return path.read_text(encoding="utf-8") if path.exists() else ""
+
+    def _slot_refusal(self, user: str, tpu: bool) -> str | None:
+        kind, slots = ("TPU", self.limits.tpu_slots) if tpu else ("CPU", self.limits.cpu_slots)
+        if self.executor.active_sessions(user, kind.lower()) >= slots:
+            return f"Maximum batch {kind} session count of {slots} reached."
+        return None
 
     def _gpu_refusal(self, user: str) -> str | None:
         slots = self.limits.gpu_slots
@@ -330,10 +399,12 @@ class KernelsService:
         owner = req.user or (user if req.group == KernelsListViewType.PROFILE else None)
         wanted_language = req.language if req.language not in (None, "", "all") else None
         wanted_type = req.kernel_type if req.kernel_type not in (None, "", "all") else None
+        now = time.time()
         kernels = [
             k
             for k in sorted(self.store.all(), key=lambda k: k.id, reverse=True)
-            if (not k.is_private or k.owner == user)
+            if k.visible(now)  # a new kernel is listed only after its read-after-write lag
+            and (not k.is_private or k.owner == user)
             and (owner is None or k.owner == owner)
             and (wanted_language is None or k.language == wanted_language)
             and (wanted_type is None or k.kernel_type == wanted_type)
@@ -349,9 +420,9 @@ class KernelsService:
 
     def DeleteKernel(self, user: str, body: dict, request: Request) -> JSONResponse:
         req = ApiDeleteKernelRequest.from_dict(body)
-        kernel = self._visible(user, req.user_name, req.kernel_slug)
+        kernel = self._visible(user, req.user_name, req.kernel_slug, DELETE_DENIED)
         if kernel.owner != user:
-            raise ApiError(403, f"Permission 'kernels.delete' was denied for {kernel.ref}")
+            raise ApiError(403, DELETE_DENIED)
         self.executor.kill_slug(kernel.owner, kernel.slug)
         self.store.delete(kernel.owner, kernel.slug)
         return ok(ApiDeleteKernelResponse())

@@ -17,9 +17,14 @@ from starlette.routing import Route
 
 from orchestrator.emulator.api import RPC_METHODS, ApiError, KernelsService, Limits
 from orchestrator.emulator.auth import authenticate, user_for_token
-from orchestrator.emulator.executor import Executor, ExecutorOptions, read_log
+from orchestrator.emulator.executor import (
+    Executor,
+    ExecutorOptions,
+    image_lacks_modules,
+    read_log,
+)
 from orchestrator.emulator.faults import FaultBook, FaultRule, parse_spec
-from orchestrator.emulator.middleware import EmulatorMiddleware
+from orchestrator.emulator.middleware import EmulatorMiddleware, RateLimiter
 from orchestrator.emulator.state import ACTIVE_STATUSES, Store
 from orchestrator.emulator.wire import error, ok
 
@@ -33,9 +38,20 @@ class EmulatorOptions:
     users: dict[str, str]
     max_session_s: float = 12 * 3600
     gpu_slots: int = 2
+    cpu_slots: int = 5
+    tpu_slots: int = 1
     weekly_gpu_quota_h: float = 30
-    queue_delay_s: float = 0.5
-    kill_grace_s: float = 5.0
+    queue_delay_s: float = 60.0
+    gpu_queue_delay_s: float = 300.0
+    boot_time_s: float = 20.0
+    kill_grace_s: float = 0.0
+    read_lag_s: tuple[float, float] = (2.0, 8.0)
+    seed: int | None = None
+    rate_limit: tuple[int, float] = (40, 60.0)
+    honest_exit_status: bool = False
+    legacy_mounts: bool = False
+    image_lacks: tuple[str, ...] = ("stable-baselines3", "sb3-contrib")
+    known_images: tuple[str, ...] = ()
     faults: str = ""
     test_api: bool = False
     extra: dict = field(default_factory=dict)
@@ -48,7 +64,12 @@ def create_app(options: EmulatorOptions) -> Starlette:
         ExecutorOptions(
             max_session_s=options.max_session_s,
             queue_delay_s=options.queue_delay_s,
+            gpu_queue_delay_s=options.gpu_queue_delay_s,
             kill_grace_s=options.kill_grace_s,
+            boot_time_s=options.boot_time_s,
+            honest_exit_status=options.honest_exit_status,
+            legacy_mounts=options.legacy_mounts,
+            image_lacks_modules=tuple(image_lacks_modules(list(options.image_lacks))),
         ),
     )
     rules, seed = parse_spec(options.faults)
@@ -56,7 +77,12 @@ def create_app(options: EmulatorOptions) -> Starlette:
     limits = Limits(
         max_session_s=options.max_session_s,
         gpu_slots=options.gpu_slots,
+        cpu_slots=options.cpu_slots,
+        tpu_slots=options.tpu_slots,
         weekly_gpu_quota_s=options.weekly_gpu_quota_h * 3600,
+        read_lag_s=options.read_lag_s,
+        seed=options.seed,
+        known_images=tuple(options.known_images),
     )
     service = KernelsService(store, executor, limits, faults)
     users = options.users
@@ -221,7 +247,14 @@ def create_app(options: EmulatorOptions) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(EmulatorMiddleware, faults=faults)],
+        middleware=[
+            Middleware(
+                EmulatorMiddleware,
+                faults=faults,
+                users=users,
+                limiter=RateLimiter(*options.rate_limit),
+            )
+        ],
         lifespan=lifespan,
     )
     app.state.store = store

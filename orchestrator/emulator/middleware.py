@@ -7,9 +7,17 @@ pointing its HTTP_PROXY at us makes it send absolute-form targets
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import threading
+import time
+from collections import deque
 from urllib.parse import urlsplit
 
+from starlette.requests import Request
+
+from orchestrator.emulator.auth import authenticate
 from orchestrator.emulator.faults import FaultBook, FaultRule
 
 RPC_PREFIXES = ("/api/v1/kernels.KernelsApiService/", "/api/v1/security.OAuthService/")
@@ -49,10 +57,76 @@ async def _discard(message) -> None:
     pass
 
 
+def parse_rate_limit(text: str) -> tuple[int, float]:
+    """`N/S` (N calls per S seconds) -> (N, S); `off` or `0` -> (0, 0): no limit."""
+    if text.strip().lower() in ("off", "0", "none", ""):
+        return 0, 0.0
+    calls, sep, window = text.partition("/")
+    try:
+        parsed = (int(calls), float(window))
+    except ValueError:
+        parsed = None
+    if not sep or parsed is None or parsed[0] < 0 or parsed[1] <= 0:
+        raise ValueError(f"bad rate limit {text!r}: write N/S (N calls per S seconds), or off")
+    return parsed
+
+
+class RateLimiter:
+    """Per user, a sliding window: at most `calls` accepted calls in any `window_s` seconds."""
+
+    def __init__(self, calls: int, window_s: float):
+        self.calls = calls
+        self.window_s = window_s
+        self._lock = threading.Lock()
+        self._seen: dict[str, deque[float]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.calls > 0
+
+    def hit(self, user: str, now: float | None = None) -> int | None:
+        """Record a call; None if allowed, else whole seconds until a slot frees."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            seen = self._seen.setdefault(user, deque())
+            while seen and seen[0] <= now - self.window_s:
+                seen.popleft()
+            if len(seen) >= self.calls:
+                return max(1, math.ceil(seen[0] + self.window_s - now))
+            seen.append(now)
+            return None
+
+
+def rate_limited(method: str) -> bool:
+    """The RPC methods and the live log (not downloads, not the token check)."""
+    return method == "logs_stream" or method in KERNEL_METHODS
+
+
+KERNEL_METHODS = frozenset(
+    {
+        "SaveKernel",
+        "GetKernelSessionStatus",
+        "ListKernelSessionOutput",
+        "GetKernel",
+        "ListKernels",
+        "DeleteKernel",
+        "GetAcceleratorQuotaStatistics",
+    }
+)
+
+
 class EmulatorMiddleware:
-    def __init__(self, app, faults: FaultBook):
+    def __init__(
+        self,
+        app,
+        faults: FaultBook,
+        users: dict[str, str] | None = None,
+        limiter: RateLimiter | None = None,
+    ):
         self.app = app
         self.faults = faults
+        self.users = users or {}
+        self.limiter = limiter
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -64,6 +138,11 @@ class EmulatorMiddleware:
         if method is None:
             return await self.app(scope, receive, send)
         self.faults.count(method)
+        if self.limiter is not None and self.limiter.enabled and rate_limited(method):
+            user = authenticate(Request(scope), self.users)
+            wait = self.limiter.hit(user) if user is not None else None
+            if wait is not None:
+                return await self._too_many(send, wait)
         rule = self.faults.pick(method)
         if rule is None:
             return await self.app(scope, receive, send)
@@ -73,6 +152,21 @@ class EmulatorMiddleware:
         if rule.kind in ("truncate", "corrupt"):
             return await self.app(scope, receive, _damaging_send(rule, send))
         return await _send_fault(rule, send)
+
+    async def _too_many(self, send, wait: int) -> None:
+        limiter = self.limiter
+        message = (
+            f"Too many requests: at most {limiter.calls} calls per {limiter.window_s:g} seconds; "
+            f"retry in {wait} s."
+        )
+        body = json.dumps({"code": 429, "message": message}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"retry-after", str(wait).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 429, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 async def _send_fault(rule: FaultRule, send) -> None:

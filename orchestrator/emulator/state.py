@@ -46,6 +46,8 @@ class Version(BaseModel):
     status: str = "NEW_SCRIPT"
     failure_message: str | None = None
     gpu: bool = False
+    tpu: bool = False
+    internet: bool = True  # enableInternet at push time (off: pip cannot install anything)
     machine_shape: str | None = None
     session_limit_s: float
     created_at: float = Field(default_factory=time.time)
@@ -85,6 +87,12 @@ class Kernel(BaseModel):
     model_sources: list[str] = []
     category_ids: list[str] = []
     versions: list[Version] = []
+    # Read-after-write lag: reads are denied (403) and ListKernels omits the kernel until
+    # this time (epoch seconds). 0 for records older than the lag.
+    visible_at: float = 0.0
+
+    def visible(self, now: float | None = None) -> bool:
+        return (now if now is not None else time.time()) >= self.visible_at
 
     @property
     def ref(self) -> str:
@@ -182,6 +190,26 @@ class Store:
                 setattr(version, name, value)
             self.save(kernel)
             return version
+
+    # -- images ever run ------------------------------------------------------------------
+    def _images_path(self) -> Path:
+        return self.root / "images.json"
+
+    def images_ever_run(self) -> set[str]:
+        """Every docker image a version of this emulator ran on (kept across restarts)."""
+        with self.lock:
+            path = self._images_path()
+            known = set(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else set()
+            return known | {
+                v.docker_image for k in self.all() for v in k.versions if v.docker_image
+            }
+
+    def remember_image(self, image: str) -> None:
+        with self.lock:
+            path = self._images_path()
+            known = set(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else set()
+            if image not in known:
+                write_json_atomic(path, sorted(known | {image}))
 
     # -- GPU quota ---------------------------------------------------------------------
     def _quota_path(self) -> Path:

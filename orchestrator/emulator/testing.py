@@ -1,7 +1,12 @@
 """Start the emulator as a subprocess on a free loopback port, for tests and `make demo`.
 
-with start_emulator(tmp_path / "emu", {"alice": "key-a"}, queue_delay=0.1) as emu:
+with start_emulator(tmp_path / "emu", {"alice": "key-a"}) as emu:
     env = emu.env("alice")  # ORCHESTRATE_KAGGLE_API, KAGGLE_USERNAME/KEY, ...
+
+TEST_TIMINGS (short delays, a generous rate limit) apply unless a caller overrides them;
+every harsh behaviour stays on: 403s and the read-after-write lag, COMPLETE after a crash,
+SIGKILL at the limit, notebooks/ mounts only, no stable-baselines3, session caps, unknown
+images refused, rate limiting.
 """
 
 from __future__ import annotations
@@ -23,13 +28,35 @@ from orchestrator.emulator.faults import FaultRule
 
 READY_TIMEOUT_S = 30.0
 
-# Option name (as start_emulator takes it) -> command-line flag.
+# Short timings for tests and demos; every faithful behaviour stays on. The rate limit is
+# sized so that poll loops at 0.05-0.5 s, even several at once, never meet it.
+TEST_TIMINGS = {
+    "queue_delay": 0.1,
+    "gpu_queue_delay": 0.1,
+    "boot_time": 0.1,
+    "read_lag": "0.2:0.8",
+    "rate_limit": "1000/1",
+}
+
+# Option name (as start_emulator takes it) -> command-line flag. Booleans are bare flags
+# (given when true); lists are joined with commas.
 _FLAGS = {
     "max_session": "--max-session",
     "gpu_slots": "--gpu-slots",
+    "cpu_slots": "--cpu-slots",
+    "tpu_slots": "--tpu-slots",
     "weekly_gpu_quota": "--weekly-gpu-quota",
     "queue_delay": "--queue-delay",
+    "gpu_queue_delay": "--gpu-queue-delay",
+    "boot_time": "--boot-time",
     "kill_grace": "--kill-grace",
+    "read_lag": "--read-lag",
+    "seed": "--seed",
+    "rate_limit": "--rate-limit",
+    "image_lacks": "--image-lacks",
+    "known_images": "--known-images",
+    "honest_exit_status": "--honest-exit-status",
+    "legacy_mounts": "--legacy-mounts",
     "faults": "--faults",
 }
 
@@ -68,7 +95,7 @@ class EmulatorHandle:
     def __init__(self, root: Path, users: dict[str, str], options: dict, test_api: bool = True):
         self.root = Path(root)
         self.users = dict(users)
-        self.options = dict(options)
+        self.options = {**TEST_TIMINGS, **options}
         self.test_api = test_api
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -123,7 +150,15 @@ class EmulatorHandle:
         for name, value in self.options.items():
             if name not in _FLAGS:
                 raise TypeError(f"unknown emulator option {name!r}; known: {sorted(_FLAGS)}")
-            cmd += [_FLAGS[name], str(value)]
+            if isinstance(value, bool):
+                if value:
+                    cmd.append(_FLAGS[name])
+            elif value is None:
+                continue
+            elif isinstance(value, list | tuple | set):
+                cmd += [_FLAGS[name], ",".join(value)]
+            else:
+                cmd += [_FLAGS[name], str(value)]
         if self.test_api:
             cmd.append("--test-api")
         return cmd
@@ -242,7 +277,8 @@ class EmulatorHandle:
         """Kill the slug's session: ERROR (a crash), or CANCEL_ACKNOWLEDGED if `as_timeout`.
 
         Now, or when its session has run `at_session_s` seconds (if no session is active,
-        the next one pushed to the slug). A timeout sends SIGTERM first, then SIGKILL.
+        the next one pushed to the slug). A timeout is the session limit's kill: SIGKILL at
+        once (SIGTERM first only with a positive kill_grace), `Exit code: 137` in the log.
         """
         body = {
             "owner": owner,
@@ -268,6 +304,14 @@ class EmulatorHandle:
         kernel = Store(self.root).get(owner, slug)
         return [version.model_dump() for version in kernel.versions] if kernel else []
 
+    def kernel_record(self, owner: str, slug: str) -> dict | None:
+        """The emulator's stored record of a kernel (visible_at: the end of its
+        read-after-write lag, epoch seconds; versions; ...), or None if unknown."""
+        from orchestrator.emulator.state import Store
+
+        kernel = Store(self.root).get(owner, slug)
+        return kernel.model_dump() if kernel else None
+
     def __enter__(self) -> EmulatorHandle:
         return self
 
@@ -285,8 +329,11 @@ def start_emulator(
 ) -> Iterator[EmulatorHandle]:
     """A running emulator (subprocess) for the duration of the block.
 
-    `users` defaults to alice and bob with random keys. `options`: max_session,
-    gpu_slots, weekly_gpu_quota, queue_delay, kill_grace, faults.
+    `users` defaults to alice and bob with random keys. `options` (see _FLAGS; TEST_TIMINGS
+    are the defaults): max_session, gpu_slots, cpu_slots, tpu_slots, weekly_gpu_quota,
+    queue_delay, gpu_queue_delay, boot_time, kill_grace, read_lag ("MIN:MAX"), seed,
+    rate_limit ("N/S" or "off"), image_lacks, known_images (str or list),
+    honest_exit_status, legacy_mounts (bools), faults.
     """
     if users is None:
         users = {"alice": secrets.token_hex(8), "bob": secrets.token_hex(8)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 
 from orchestrator.emulator.testing import start_emulator
+from tests.emulator.conftest import DENIED
 
 
 def test_wrong_key_is_401(emu):
@@ -16,19 +17,19 @@ def test_wrong_key_is_401(emu):
     assert response.status_code == 401
 
 
-def test_private_kernel_is_404_for_another_user(alice, bob):
+def test_private_kernel_is_denied_to_another_user_as_if_missing(alice, bob):
     alice.push("alice-private", "print('secret')\n")
     alice.wait("alice-private")
-    for method in ("GetKernelSessionStatus", "ListKernelSessionOutput", "GetKernel"):
-        response = bob.call(method, {"userName": "alice", "kernelSlug": "alice-private"})
-        assert response.status_code == 404, method
-    stream = bob.http.get("/kernels/logs/stream/alice/alice-private")
-    assert stream.status_code == 404
+    for slug in ("alice-private", "no-such-kernel"):  # the same answer: existence never shows
+        for method in ("GetKernelSessionStatus", "ListKernelSessionOutput", "GetKernel"):
+            response = bob.call(method, {"userName": "alice", "kernelSlug": slug})
+            assert (response.status_code, response.json()) == (403, DENIED), (slug, method)
+        stream = bob.http.get(f"/kernels/logs/stream/alice/{slug}")
+        assert (stream.status_code, stream.json()) == (403, DENIED)
+        deleted = bob.call("DeleteKernel", {"userName": "alice", "kernelSlug": slug})
+        assert deleted.status_code == 403
+        assert deleted.json() == {"code": 403, "message": "Permission 'kernels.delete' was denied"}
     assert bob.call("ListKernels", {"user": "alice"}).json().get("kernels", []) == []
-    assert (
-        bob.call("DeleteKernel", {"userName": "alice", "kernelSlug": "alice-private"}).status_code
-        == 404
-    )
     assert alice.status("alice-private")["status"] == "COMPLETE"
 
 
@@ -53,9 +54,10 @@ def test_delete_kernel(alice):
         alice.call("DeleteKernel", {"userName": "alice", "kernelSlug": "to-delete"}).status_code
         == 200
     )
-    assert (
-        alice.call("GetKernel", {"userName": "alice", "kernelSlug": "to-delete"}).status_code == 404
-    )
+    gone = alice.call("GetKernel", {"userName": "alice", "kernelSlug": "to-delete"})
+    assert (gone.status_code, gone.json()) == (403, DENIED)
+    again = alice.call("DeleteKernel", {"userName": "alice", "kernelSlug": "to-delete"})
+    assert again.status_code == 403
 
 
 def test_test_api_is_off_unless_enabled(tmp_path):

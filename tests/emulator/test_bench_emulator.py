@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.emulator.conftest import Rpc
+from tests.emulator.conftest import Rpc, user_files
 
 pytestmark = pytest.mark.bench
 
@@ -21,7 +21,7 @@ def test_bench_output_download_vs_local_copy(emulator, tmp_path):
     rpc = Rpc(emulator)
     rpc.push("bench-download", f"open('big.bin', 'wb').write(b'\\x5a' * {SIZE_MB} * 2**20)\n")
     assert rpc.wait("bench-download")["status"] == "COMPLETE"
-    url = rpc.output("bench-download")["files"][0]["url"]
+    url = user_files(rpc.output("bench-download"))[0]["url"]
     source = emulator.root / "kernels/alice/bench-download/v1/working/big.bin"
 
     start = time.perf_counter()

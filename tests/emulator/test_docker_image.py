@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from orchestrator.emulator.api import default_docker_image
-from tests.emulator.conftest import Rpc
+from orchestrator.emulator.testing import start_emulator
+from tests.conftest import TEST_USERS
+from tests.emulator.conftest import Rpc, user_files
 
 PINNED = "gcr.io/kaggle-images/python@sha256:" + "a" * 64
 RETIRED_PIN_REPLACEMENT = "gcr.io/kaggle-images/python@sha256:" + "b" * 64
@@ -14,9 +17,17 @@ REPORT_IMAGE = (
 )
 
 
+@pytest.fixture(scope="module")
+def shared_emulator(tmp_path_factory):
+    """This module's emulator knows PINNED (--known-images), as Kaggle knows its old images."""
+    root = tmp_path_factory.mktemp("image-emulator") / "root"
+    with start_emulator(root, TEST_USERS, known_images=[PINNED]) as handle:
+        yield handle
+
+
 def _image_seen_by_kernel(rpc: Rpc, slug: str) -> str:
     assert rpc.wait(slug)["status"] == "COMPLETE"
-    (item,) = rpc.output(slug)["files"]
+    (item,) = user_files(rpc.output(slug))
     return httpx.get(item["url"]).text
 
 

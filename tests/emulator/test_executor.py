@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.emulator.conftest import Rpc
+from orchestrator.emulator.executor import RUNNER_FILES
+from tests.emulator.conftest import Rpc, user_files
 
 SIGTERM_AWARE = """
 import os, signal, sys, time
@@ -36,7 +37,7 @@ json.dump(env, open("env.json", "w"))
 """
     alice.push("exec-env", script)
     assert alice.wait("exec-env")["status"] == "COMPLETE"
-    url = alice.output("exec-env")["files"][0]["url"]
+    url = user_files(alice.output("exec-env"))[0]["url"]
     env = httpx.get(url).json()
     assert env["cwd"] == env["ORCHESTRATE_WORKING_DIR"]
     assert Path(env["cwd"]).is_relative_to(emu.root)
@@ -46,22 +47,45 @@ json.dump(env, open("env.json", "w"))
     assert Path(env["python"]).parent == Path(os.sys.executable).parent
 
 
-def test_nonzero_exit_ends_error_with_exit_code_and_last_stderr_line(alice):
-    alice.push("exec-fail", "import sys\nprint('working')\nsys.exit('boom: bad config')\n")
-    status = alice.wait("exec-fail")
+def test_crashed_script_ends_complete_with_traceback_in_log_and_runner_files(alice):
+    alice.push(
+        "exec-raise", "open('partial.txt', 'w').write('x')\nraise ValueError('no such env')\n"
+    )
+    status = alice.wait("exec-raise")
+    assert status == {"status": "COMPLETE"}  # as Kaggle: no failure message at all
+    out = alice.output("exec-raise")
+    log = json.loads(out["log"])
+    stderr = "".join(e["data"] for e in log if e["stream_name"] == "stderr")
+    assert "Traceback (most recent call last)" in stderr
+    assert "ValueError: no such env" in stderr
+    names = {f["fileName"] for f in out["files"]}
+    assert names == {"partial.txt", *RUNNER_FILES}
+    results = next(f for f in out["files"] if f["fileName"] == "__results__.html")
+    assert "ValueError: no such env" in httpx.get(results["url"]).text
+    output = next(f for f in out["files"] if f["fileName"] == "__output__.json")
+    assert httpx.get(output["url"]).json()["nbformat"] == 4
+
+
+def test_runner_files_also_follow_a_clean_run(alice):
+    alice.push("exec-clean", "print('fine')\n")
+    assert alice.wait("exec-clean") == {"status": "COMPLETE"}
+    assert {f["fileName"] for f in alice.output("exec-clean")["files"]} == set(RUNNER_FILES)
+
+
+def test_honest_exit_status_flag_restores_error(emulator_factory):
+    rpc = Rpc(emulator_factory(honest_exit_status=True))
+    rpc.push("exec-fail", "import sys\nprint('working')\nsys.exit('boom: bad config')\n")
+    rpc.push("exec-raise", "raise ValueError('no such env')\n")
+    status = rpc.wait("exec-fail")
     assert status["status"] == "ERROR"
     assert "exited with code 1" in status["failureMessage"]
     assert "boom: bad config" in status["failureMessage"]
-
-
-def test_uncaught_exception_names_it(alice):
-    alice.push("exec-raise", "raise ValueError('no such env')\n")
-    status = alice.wait("exec-raise")
+    status = rpc.wait("exec-raise")
     assert status["status"] == "ERROR"
     assert "ValueError: no such env" in status["failureMessage"]
 
 
-def test_session_limit_sends_sigterm_and_keeps_outputs(emulator_factory):
+def test_session_limit_is_a_sigkill_with_exit_code_137_and_keeps_outputs(emulator_factory):
     emulator = emulator_factory(max_session=3)  # room for a slow interpreter start
     rpc = Rpc(emulator)
     rpc.push("exec-timeout", SIGTERM_AWARE)
@@ -69,9 +93,21 @@ def test_session_limit_sends_sigterm_and_keeps_outputs(emulator_factory):
     assert status["status"] == "CANCEL_ACKNOWLEDGED"
     assert "exceeded the max allowed execution duration" in status["failureMessage"]
     out = rpc.output("exec-timeout")
-    names = {f["fileName"] for f in out["files"]}
-    assert names == {"before.txt", "terminated.txt"}
-    assert any(e["data"] == "caught SIGTERM\n" for e in json.loads(out["log"]))
+    assert {f["fileName"] for f in user_files(out)} == {"before.txt"}  # no SIGTERM handler ran
+    log = json.loads(out["log"])
+    assert [e["data"] for e in log] == ["started\n", "Exit code: 137"]
+    assert log[-1]["time"] >= 3 - 0.5
+
+
+def test_positive_kill_grace_sends_sigterm_first(emulator_factory):
+    emulator = emulator_factory(max_session=3, kill_grace=2)
+    rpc = Rpc(emulator)
+    rpc.push("exec-grace", SIGTERM_AWARE)
+    assert rpc.wait("exec-grace")["status"] == "CANCEL_ACKNOWLEDGED"
+    out = rpc.output("exec-grace")
+    assert {f["fileName"] for f in user_files(out)} == {"before.txt", "terminated.txt"}
+    data = [e["data"] for e in json.loads(out["log"])]
+    assert "caught SIGTERM\n" in data and data[-1] == "Exit code: 137"
 
 
 def test_push_timeout_shorter_than_the_server_limit_wins(alice):
@@ -90,8 +126,8 @@ def test_sigkill_after_grace_when_sigterm_is_ignored(emulator_factory):
     status = rpc.wait("exec-stubborn", timeout=30)
     assert status["status"] == "CANCEL_ACKNOWLEDGED"
     out = rpc.output("exec-stubborn")
-    assert {f["fileName"] for f in out["files"]} == {"alive.txt"}
-    assert [e["data"] for e in json.loads(out["log"])] == ["ignoring SIGTERM\n"]
+    assert {f["fileName"] for f in user_files(out)} == {"alive.txt"}
+    assert [e["data"] for e in json.loads(out["log"])] == ["ignoring SIGTERM\n", "Exit code: 137"]
 
 
 def test_kill_reaches_child_processes(emu, alice):
@@ -133,8 +169,9 @@ def test_kill_kernel_as_timeout(emu, alice):
     _wait_for_log(alice, "exec-forced-timeout", "started\n")
     emu.kill_kernel("alice", "exec-forced-timeout", as_timeout=True)
     assert alice.wait("exec-forced-timeout")["status"] == "CANCEL_ACKNOWLEDGED"
-    names = {f["fileName"] for f in alice.output("exec-forced-timeout")["files"]}
-    assert names == {"before.txt", "terminated.txt"}
+    out = alice.output("exec-forced-timeout")
+    assert {f["fileName"] for f in user_files(out)} == {"before.txt"}  # SIGKILL: no handler
+    assert json.loads(out["log"])[-1]["data"] == "Exit code: 137"
 
 
 def _wait_for_log(rpc: Rpc, slug: str, data: str) -> None:
@@ -170,6 +207,7 @@ def test_second_push_to_a_running_slug_starts_a_second_session(emu, alice):
     ).json()
     assert first["status"] == "RUNNING"  # the first session still runs (and bills)
     assert [e["data"] for e in json.loads(alice.output("exec-twice")["log"])] == ["second\n"]
+    alice.call("DeleteKernel", {"userName": "alice", "kernelSlug": "exec-twice"})
 
 
 def test_live_log_stream_then_stored_array(emu, alice):
@@ -194,19 +232,17 @@ def test_live_log_stream_then_stored_array(emu, alice):
     assert [e["data"] for e in after.json()] == ["0\n", "1\n", "2\n"]
 
 
-def test_kernel_sources_are_mounted_read_only_in_both_layouts(emu, alice):
-    alice.push(
-        "exec-parent",
-        "import os\nos.makedirs('ckpt')\nopen('ckpt/state.txt','w').write('step 100')\n",
-    )
-    assert alice.wait("exec-parent")["status"] == "COMPLETE"
-    child_script = """
+MOUNT_PROBE = """
 import json, os
 base = os.environ["ORCHESTRATE_INPUT_DIR"]
 found = {}
 for layout in ("notebooks/alice/exec-parent", "exec-parent"):
     path = os.path.join(base, layout, "ckpt", "state.txt")
-    found[layout] = open(path).read()
+    try:
+        found[layout] = open(path).read()
+    except OSError:
+        found[layout] = None
+        continue
     try:
         open(path, "a").write("tampered")
         found[layout + ":writable"] = True
@@ -214,22 +250,67 @@ for layout in ("notebooks/alice/exec-parent", "exec-parent"):
         found[layout + ":writable"] = False
 json.dump(found, open("found.json", "w"))
 """
-    alice.push("exec-child", child_script, kernelDataSources=["alice/exec-parent"])
-    status = alice.wait("exec-child")
+PARENT = "import os\nos.makedirs('ckpt')\nopen('ckpt/state.txt','w').write('step 100')\n"
+
+
+def _mounted(rpc: Rpc, slug: str) -> dict:
+    status = rpc.wait(slug)
     assert status["status"] == "COMPLETE", status
-    found = httpx.get(alice.output("exec-child")["files"][0]["url"]).json()
+    return httpx.get(user_files(rpc.output(slug))[0]["url"]).json()
+
+
+def test_kernel_sources_are_mounted_read_only_under_notebooks_only(emu, alice):
+    alice.push("exec-parent", PARENT)
+    assert alice.wait("exec-parent")["status"] == "COMPLETE"
+    alice.push("exec-child", MOUNT_PROBE, kernelDataSources=["alice/exec-parent"])
+    found = _mounted(alice, "exec-child")
     assert found["notebooks/alice/exec-parent"].startswith("step 100")
-    assert found["exec-parent"].startswith("step 100")
+    assert found["exec-parent"] is None  # the flat legacy layout is gone
     input_dir = emu.root / "kernels/alice/exec-child/v1/input"
-    for layout in ("notebooks/alice/exec-parent", "exec-parent"):
-        mounted = input_dir / layout / "ckpt" / "state.txt"
-        assert not mounted.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
-        if os.geteuid() != 0:  # root ignores permission bits
-            assert found[layout + ":writable"] is False
+    assert sorted(p.name for p in input_dir.iterdir()) == ["notebooks"]
+    mounted = input_dir / "notebooks/alice/exec-parent/ckpt/state.txt"
+    assert not mounted.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+    if os.geteuid() != 0:  # root ignores permission bits
+        assert found["notebooks/alice/exec-parent:writable"] is False
     # a later write to the parent's output does not show through the copy
     parent_file = emu.root / "kernels/alice/exec-parent/v1/working/ckpt/state.txt"
     parent_file.write_text("changed later")
-    assert (input_dir / "exec-parent/ckpt/state.txt").read_text().startswith("step 100")
+    assert mounted.read_text().startswith("step 100")
+
+
+def test_legacy_mounts_flag_adds_the_flat_layout(emulator_factory):
+    rpc = Rpc(emulator_factory(legacy_mounts=True))
+    rpc.push("exec-parent", PARENT)
+    assert rpc.wait("exec-parent")["status"] == "COMPLETE"
+    rpc.push("exec-child", MOUNT_PROBE, kernelDataSources=["alice/exec-parent"])
+    found = _mounted(rpc, "exec-child")
+    assert found["notebooks/alice/exec-parent"].startswith("step 100")
+    assert found["exec-parent"].startswith("step 100")
+
+
+def test_a_source_still_running_mounts_nothing(emu, alice):
+    script = (
+        "open('early.txt', 'w').write('x')\nprint('up', flush=True)\nimport time\ntime.sleep(120)\n"
+    )
+    alice.push("exec-busy-parent", script)
+    alice.wait("exec-busy-parent", statuses=("RUNNING",))
+    _wait_for_file(emu.root / "kernels/alice/exec-busy-parent/v1/working/early.txt")
+    probe = (
+        "import json, os\nbase = os.environ['ORCHESTRATE_INPUT_DIR']\n"
+        "json.dump(sorted(os.listdir(base)), open('found.json', 'w'))\n"
+    )
+    body = alice.push("exec-early-child", probe, kernelDataSources=["alice/exec-busy-parent"])
+    assert not body.get("error") and body.get("invalidKernelSources", []) == []  # pushed
+    assert _mounted(alice, "exec-early-child") == []  # but nothing is mounted
+    assert not (emu.root / "kernels/alice/exec-early-child/v1/input/notebooks").exists()
+    alice.call("DeleteKernel", {"userName": "alice", "kernelSlug": "exec-busy-parent"})
+
+
+def _wait_for_file(path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
 
 
 def test_unknown_or_foreign_kernel_sources_are_reported_invalid(alice, bob):

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from orchestrator.emulator.faults import FaultBook, parse_rule, parse_spec
-from tests.emulator.conftest import Rpc
+from tests.emulator.conftest import Rpc, user_files
 
 PAYLOAD = bytes(range(256)) * 64  # 16 KiB
 
@@ -18,7 +18,7 @@ def finished(alice):
     """A completed kernel with one 16 KiB output file; returns its signed URL."""
     alice.push("fault-target", "open('blob.bin', 'wb').write(bytes(range(256)) * 64)\n")
     assert alice.wait("fault-target")["status"] == "COMPLETE"
-    return alice.output("fault-target")["files"][0]["url"]
+    return user_files(alice.output("fault-target"))[0]["url"]
 
 
 def test_counted_503_hits_only_the_targeted_method(emu, alice, finished):
@@ -60,7 +60,7 @@ def test_connection_dropped_mid_response(emu, alice):
     emu.set_faults("GetKernel=drop*1")
     with pytest.raises(httpx.RemoteProtocolError):
         alice.call("GetKernel", {"userName": "alice", "kernelSlug": "x"})
-    assert alice.call("GetKernel", {"userName": "alice", "kernelSlug": "x"}).status_code == 404
+    assert alice.call("GetKernel", {"userName": "alice", "kernelSlug": "x"}).status_code == 403
 
 
 def test_truncated_download_then_range_resume(emu, finished):
@@ -183,7 +183,7 @@ def test_kill_planned_before_the_push_hits_at_the_chosen_session_time(emu, alice
     alice.push("fault-planned", script)
     status = alice.wait("fault-planned")
     assert status["status"] == "ERROR"
-    assert {f["fileName"] for f in alice.output("fault-planned")["files"]} == {"early.txt"}
+    assert {f["fileName"] for f in user_files(alice.output("fault-planned"))} == {"early.txt"}
 
 
 def test_kill_planned_into_a_running_session_as_timeout(emu, alice):

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def kaggle(emu, *args: str, user: str = "alice") -> subprocess.CompletedProcess:
+def kaggle(emu, *args: str, user: str = "alice", check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [str(KAGGLE), *args],
         env=emu.subprocess_env(user),
@@ -29,6 +29,22 @@ def kaggle(emu, *args: str, user: str = "alice") -> subprocess.CompletedProcess:
         text=True,
         timeout=60,
     )
+    if check:
+        assert result.returncode == 0, (
+            f"kaggle {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def kaggle_through_denial(emu, *args: str, user: str = "alice") -> subprocess.CompletedProcess:
+    """`kaggle`, repeated while a new kernel is still denied (the read-after-write lag)."""
+    deadline = time.monotonic() + 20
+    while True:
+        result = kaggle(emu, *args, user=user, check=False)
+        denied = "Permission 'kernels.get' was denied" in result.stdout + result.stderr
+        if result.returncode == 0 or not denied or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert result.returncode == 0, (
         f"kaggle {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     )
@@ -64,7 +80,7 @@ def test_official_cli_push_status_output_logs(emu, tmp_path):
 
     deadline = time.monotonic() + 60
     while True:
-        status = kaggle(emulator, "kernels", "status", "alice/cli-roundtrip").stdout
+        status = kaggle_through_denial(emulator, "kernels", "status", "alice/cli-roundtrip").stdout
         if "COMPLETE" in status or "ERROR" in status or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -85,7 +101,7 @@ def test_official_cli_push_status_output_logs(emu, tmp_path):
     assert "alice/cli-roundtrip" in listed
     counts = emulator.call_counts()
     assert counts["SaveKernel.accepted"] - before.get("SaveKernel.accepted", 0) == 1
-    assert counts["download"] - before.get("download", 0) == 1
+    assert counts["download"] - before.get("download", 0) == 4  # result.txt + 3 runner files
 
 
 def test_official_cli_follows_a_live_log(emu, tmp_path):
@@ -93,8 +109,15 @@ def test_official_cli_follows_a_live_log(emu, tmp_path):
     code = "import time\nfor i in range(3):\n    print(f'tick {i}')\n    time.sleep(0.3)\n"
     folder = make_kernel_folder(tmp_path / "kernel", "cli-follow", code)
     kaggle(emulator, "kernels", "push", "-p", str(folder))
-    followed = kaggle(emulator, "kernels", "logs", "alice/cli-follow", "--follow").stdout
+    followed = kaggle_through_denial(
+        emulator, "kernels", "logs", "alice/cli-follow", "--follow"
+    ).stdout
     assert followed.split() == ["tick", "0", "tick", "1", "tick", "2"]
+
+
+def test_official_cli_reports_the_denial_of_an_unknown_kernel(emu):
+    result = kaggle(emu, "kernels", "status", "alice/no-such-kernel", check=False)
+    assert "Permission 'kernels.get' was denied" in result.stdout + result.stderr
 
 
 def test_official_cli_sees_gpu_refusal(emulator_factory, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.emulator.conftest import Rpc
+from tests.emulator.conftest import Rpc, user_files
 
 
 def test_restart_keeps_kernels_statuses_logs_and_outputs(emulator):
@@ -21,7 +21,7 @@ def test_restart_keeps_kernels_statuses_logs_and_outputs(emulator):
     assert alice.status("persist-done") == {"status": "COMPLETE"}
     out = alice.output("persist-done")
     assert [e["data"] for e in json.loads(out["log"])] == ["kept\n"]
-    assert httpx.get(out["files"][0]["url"]).text == "kept output"
+    assert httpx.get(user_files(out)[0]["url"]).text == "kept output"
     quota = alice.call("GetAcceleratorQuotaStatistics").json()
     assert quota["gpuQuota"]["timeUsed"] == "120s"
     assert alice.push("persist-done", "print(2)\n")["versionNumber"] == 2

@@ -18,7 +18,7 @@ from kagglesdk.kernels.types.kernels_api_service import (
 from kagglesdk.kernels.types.kernels_enums import KernelWorkerStatus
 from kagglesdk.security.types.oauth_service import IntrospectTokenResponse
 
-from tests.emulator.conftest import Rpc
+from tests.emulator.conftest import DENIED, Rpc
 
 SCRIPT = """
 import os, sys
@@ -43,13 +43,15 @@ def test_save_kernel_response_has_kaggle_fields(alice):
     assert alice.push("wire-save", "print(2)\n")["versionNumber"] == 2
 
 
-def test_status_is_an_enum_name_and_failure_message_camel_case(alice):
-    alice.push("wire-status", "raise SystemExit(3)\n")
+def test_status_is_an_enum_name_and_failure_message_camel_case(emu, alice):
+    alice.push("wire-status", "import time\ntime.sleep(120)\n")
+    alice.wait("wire-status", statuses=("RUNNING",))
+    emu.kill_kernel("alice", "wire-status")
     body = alice.wait("wire-status")
-    assert body["status"] == "ERROR"
+    assert body["status"] == "ERROR" and set(body) == {"status", "failureMessage"}
     parsed = ApiGetKernelSessionStatusResponse.from_dict(body)
     assert parsed.status is KernelWorkerStatus.ERROR
-    assert "3" in parsed.failure_message
+    assert "terminated" in parsed.failure_message
 
 
 def test_queued_status_is_sent_even_though_it_is_the_proto_default(emulator_factory):
@@ -71,7 +73,9 @@ def test_output_listing_pages_urls_and_log(alice):
     )
     names += [f.file_name for f in second.files]
     assert not second.next_page_token
-    assert sorted(names) == sorted([f"file_{i:02d}.txt" for i in range(25)] + ["sub/nested.bin"])
+    runner = ["__output__.json", "__results__.html", "custom.css"]  # the notebook runner's
+    expected = [f"file_{i:02d}.txt" for i in range(25)] + ["sub/nested.bin"] + runner
+    assert sorted(names) == sorted(expected)
     nested = next(f for f in second.files + parsed.files if f.file_name == "sub/nested.bin")
     assert httpx.get(nested.url).content == b"\x00\x01"  # signed URL: no auth needed
 
@@ -120,11 +124,13 @@ def test_errors_use_kaggle_error_body(emu, alice):
     assert unauthenticated.status_code == 401
     assert unauthenticated.json()["code"] == 401 and unauthenticated.json()["message"]
     missing = alice.call("GetKernelSessionStatus", {"userName": "alice", "kernelSlug": "nope"})
-    assert missing.status_code == 404 and missing.json()["code"] == 404
+    assert missing.status_code == 403 and missing.json() == DENIED  # Kaggle never says 404
+    alice.push("wire-errors", "print(1)\n")
+    alice.wait("wire-errors")
     bad_version = alice.call(
-        "GetKernel", {"userName": "alice", "kernelSlug": "nope", "versionLabel": "1"}
+        "GetKernel", {"userName": "alice", "kernelSlug": "wire-errors", "versionLabel": "v9"}
     )
-    assert bad_version.status_code == 404
+    assert bad_version.status_code == 404 and bad_version.json()["code"] == 404
     unknown = alice.call("NoSuchMethod")
     assert unknown.status_code == 404 and unknown.json()["code"] == 404
 
@@ -132,19 +138,20 @@ def test_errors_use_kaggle_error_body(emu, alice):
 def test_version_label_selects_a_version(alice):
     alice.push("wire-versions", "print('one')\n")
     alice.wait("wire-versions")
-    alice.push("wire-versions", "raise SystemExit(1)\n")
-    alice.wait("wire-versions")
+    alice.push("wire-versions", "import time\ntime.sleep(120)\n")
+    alice.wait("wire-versions", statuses=("RUNNING",))
     v1 = alice.call(
         "GetKernelSessionStatus",
         {"userName": "alice", "kernelSlug": "wire-versions", "versionLabel": "v1"},
     )
     assert v1.json()["status"] == "COMPLETE"
-    assert alice.status("wire-versions")["status"] == "ERROR"  # no label: the latest
+    assert alice.status("wire-versions")["status"] == "RUNNING"  # no label: the latest
     bare = alice.call(
         "GetKernelSessionStatus",
         {"userName": "alice", "kernelSlug": "wire-versions", "versionLabel": "1"},
     )
     assert bare.status_code == 404  # as Kaggle: the label is v<N>
+    alice.call("DeleteKernel", {"userName": "alice", "kernelSlug": "wire-versions"})
 
 
 def test_introspect_token(emu):
