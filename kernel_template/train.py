@@ -243,7 +243,7 @@ class TrainingSession:
         self.budget = SessionBudget(
             session_start=runtime.session_start,
             session_limit_s=runtime.session_limit_s,
-            min_margin_s=config.min_margin_s,
+            min_margin_s=config.margin_floor_s,
         )
         self.signals = StopSignals()
         self.model = None

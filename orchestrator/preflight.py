@@ -451,7 +451,7 @@ def check_budget(
         report.add(
             "session budget",
             "warn",
-            f"no quick test measured yet; the kernel keeps a {run_config.min_margin_s:.0f} s floor plus what it measures",
+            f"no quick test measured yet; the kernel keeps a {run_config.margin_floor_s:.0f} s floor plus what it measures",
             "run `orchestrate launch --quick-test`, pull it, then preflight again",
         )
         return
@@ -467,7 +467,7 @@ def check_budget(
         + timing.eval_s
         + timing.finalize_s
         + timing.checkpoint_s
-        + run_config.min_margin_s
+        + run_config.margin_floor_s
     )
     left = run_config.session_limit_s - reserved
     if left <= 0:
@@ -489,7 +489,7 @@ def check_budget(
             "session budget",
             "pass",
             f"{reserved:.0f} s reserved (setup {timing.setup_s:.0f}, checkpoint {timing.checkpoint_s:.1f}, "
-            f"eval {timing.eval_s:.0f}, finalise {timing.finalize_s:.0f}, margin {run_config.min_margin_s:.0f}) from {path}",
+            f"eval {timing.eval_s:.0f}, finalise {timing.finalize_s:.0f}, margin {run_config.margin_floor_s:.0f}) from {path}",
         )
     worst_loss_s = max(
         run_config.checkpoint_every * timing.s_per_step, run_config.checkpoint_min_seconds
