@@ -165,3 +165,50 @@ def test_the_script_runs_on_kaggles_gymnasium_1_2(tmp_path, gymnasium_1_2):
     assert summary.status == "complete" and summary.timesteps_end == 400
     assert summary.versions["gymnasium"] == "1.2.0"
     assert "stable_baselines3" in summary.embedded
+
+
+COMPILE_ALL = """
+import base64, io, sys, zipfile
+text = open(sys.argv[1]).read()
+compile(text, sys.argv[1], "exec")
+namespace = {}
+start = text.index("BUNDLE = (")
+exec(text[start : text.index("\\n)\\n", start) + 3], namespace)
+with zipfile.ZipFile(io.BytesIO(base64.b64decode(namespace["BUNDLE"]))) as archive:
+    names = [n for n in archive.namelist() if n.endswith(".py")]
+    for name in names:
+        compile(archive.read(name), name, "exec")
+print(len(names))
+"""
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter of that version: on PATH or under pyenv, checked by running it."""
+    import glob
+    import shutil
+
+    candidates = [shutil.which(f"python{version}")]
+    candidates += sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.12", "3.13"])
+def test_the_script_and_everything_it_carries_compile_on_kaggles_pythons(tmp_path, version):
+    python = find_python(version)
+    if python is None:
+        pytest.skip(f"no python{version} here")
+    script = render(tmp_path)
+    done = subprocess.run(
+        [python, "-c", COMPILE_ALL, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip()) > 50  # kernel_template and stable_baselines3
