@@ -31,6 +31,13 @@ def _parser() -> argparse.ArgumentParser:
         "--input", help="input dir (default $ORCHESTRATE_INPUT_DIR or /kaggle/input)"
     )
     parser.add_argument(
+        "--pip-install",
+        action="append",
+        default=[],
+        metavar="REQUIREMENT",
+        help="pip-install this first (repeatable; the script passes [kernel] pip_install)",
+    )
+    parser.add_argument(
         "--print-default-config",
         action="store_true",
         help="print the complete default config and exit",
@@ -64,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from kernel_template.bootstrap import DependencyError, ensure_dependencies
 
     try:
-        ensure_dependencies()
+        ensure_dependencies(pip_requirements=args.pip_install)
         runtime.device = choose_device(config.device, config.policy)
     except (DependencyError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)

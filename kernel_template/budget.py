@@ -2,7 +2,8 @@
 
 deadline = session start + session limit - margin, where the margin is what the
 session has *measured* the end to cost (final checkpoint, evaluation, finalisation),
-times a safety factor, plus a floor. Speed is tracked as an EMA of seconds per step, and
+times a safety factor, plus a floor (`RunConfig.margin_floor_s`: `min_margin_s`, by default
+a 48th of the session, 15 minutes of 12 h, since Kaggle SIGKILLs at the limit). Speed is tracked as an EMA of seconds per step, and
 the trainer asks for chunk sizes: chunks shrink as the deadline nears, so a slow-down
 means fewer steps this session, never a hard kill. SIGTERM/SIGINT set a flag that the
 trainer checks between chunks (and, when time is really out, inside a chunk).

@@ -73,6 +73,37 @@ class EvaluationConfig(_Strict):
     )
 
 
+# Kaggle kills a session at its limit with SIGKILL, no grace: the stop margin's floor is a
+# share of the session (900 s of 12 h), proportionally less for the short sessions of tests.
+MARGIN_FLOOR_FRACTION = 1 / 48
+
+
+def stop_margin_floor_s(session_limit_s: float, min_margin_s: float | None = None) -> float:
+    """The floor of the stop margin, used by the kernel's budget and by `orchestrate plan`:
+    `min_margin_s` when set, else `session_limit_s / 48`. Learned end costs come on top."""
+    if min_margin_s is not None:
+        return float(min_margin_s)
+    return session_limit_s * MARGIN_FLOOR_FRACTION
+
+
+class ParentRef(_Strict):
+    """The checkpoint a chain segment continues: the parent kernel and the manifest it left.
+
+    Not a result field: it names where the state comes from, not what training does."""
+
+    owner: str = Field(min_length=1)
+    slug: str = Field(min_length=1)
+    manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    step: int = Field(ge=0)
+
+    @field_validator("owner", "slug")
+    @classmethod
+    def _one_path_part(cls, value: str) -> str:
+        if "/" in value or value in (".", "..") or "\\" in value:
+            raise ValueError(f"{value!r} must be a single name (no '/')")
+        return value
+
+
 class RunConfig(_Strict):
     """Everything one training run needs. Embedded as JSON in the kernel, copied into its outputs."""
 
@@ -104,10 +135,16 @@ class RunConfig(_Strict):
     session_limit_s: float = Field(
         default=43_200.0, gt=0, description="the platform's session limit"
     )
-    min_margin_s: float = Field(
+    min_margin_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="floor of the stop margin; the measured cost is added on top. "
+        "None: session_limit_s / 48 (15 min of a 12 h session): Kaggle SIGKILLs at the limit",
+    )
+    parent_wait_s: float = Field(
         default=30.0,
         ge=0,
-        description="floor of the stop margin; the measured cost is added on top",
+        description="how long a segment re-checks its inputs for the parent checkpoint",
     )
 
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -118,6 +155,10 @@ class RunConfig(_Strict):
         description="result fields a resume may change, e.g. hyperparams.learning_rate",
     )
     segment_index: int = Field(default=0, ge=0)
+    parent: ParentRef | None = Field(
+        default=None,
+        description="the checkpoint this segment must resume from (set by the chain)",
+    )
 
     @field_validator("env")
     @classmethod
@@ -145,6 +186,11 @@ class RunConfig(_Strict):
                 "segment_timesteps is larger than total_timesteps; lower it or drop it"
             )
         return self
+
+    @property
+    def margin_floor_s(self) -> float:
+        """The stop margin's floor in seconds: `min_margin_s`, or a share of the session."""
+        return stop_margin_floor_s(self.session_limit_s, self.min_margin_s)
 
     def result_fields(self) -> dict[str, Any]:
         """The part of the config that decides the training result."""

@@ -66,6 +66,12 @@ METRICS_COLUMNS = (
 
 EVENT_PREFIX = "@@orchestrate "
 
+# Session-summary reasons of a segment that cannot prove its lineage (status `error`, no training):
+# its `parent` checkpoint was not found (or did not verify) in its inputs in time ...
+PARENT_MISSING_REASON = "parent checkpoint missing"
+# ... or it is a later segment (segment_index > 1) with no `parent` named at all.
+PARENT_REQUIRED_REASON = "parent checkpoint required"
+
 
 def utc_now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -179,6 +185,14 @@ class SessionSummary(BaseModel):
     device: str = "cpu"
     evaluation: dict[str, Any] | None = None
     versions: dict[str, str] = Field(default_factory=dict)
+    embedded: dict[str, str] = Field(
+        default_factory=dict, description="packages the script carried and imported, with versions"
+    )
+    input_seen: dict[str, list[str] | None] | None = Field(
+        default=None,
+        description="when the parent was missing: a shallow listing of the input dirs looked at "
+        "(None for a dir that does not exist)",
+    )
 
     @property
     def training_done(self) -> bool:

@@ -6,6 +6,13 @@ the input dir being a parent's output itself; inside an `artifacts.zip` when tha
 a parent left. The newest checkpoint that verifies wins; corrupt ones are skipped with a
 warning naming the bad file. A checkpoint made under a different config is refused,
 naming the differing fields, unless each is listed in `allow_config_change`.
+
+A chain segment names its parent (`RunConfig.parent`: owner, slug, step, manifest hash).
+Then only that checkpoint will do, and only the parent's exact mounts are looked at
+(`<input>/notebooks/<owner>/<slug>/`, legacy `<input>/<slug>/`; never a walk of `<input>`,
+which can take minutes on Kaggle), re-checked for `parent_wait_s` since a just-finished
+parent may be attached late. Not found in time: `ParentMissing`, and the session trains
+nothing. A later segment (segment_index > 1) without a parent is refused the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +30,28 @@ from typing import Any
 
 from kernel_template import layout
 from kernel_template.checkpoint import TMP_PREFIX
-from kernel_template.config import RunConfig, changes_allowed, diff_result_fields
+from kernel_template.config import ParentRef, RunConfig, changes_allowed, diff_result_fields
+
+# How often the parent's mounts are looked at again while waiting for them.
+PARENT_POLL_S = 2.0
+# Most names listed per directory in a ParentMissing report.
+LISTING_LIMIT = 50
 
 
 class ResumeRefused(RuntimeError):
     """The newest sound checkpoint was made under a config this run may not continue."""
+
+
+class ParentMissing(RuntimeError):
+    """The segment cannot prove its lineage: it must stop without training.
+
+    `reason` is `layout.PARENT_MISSING_REASON` or `layout.PARENT_REQUIRED_REASON`;
+    `input_seen` is a shallow listing of the input dirs looked at."""
+
+    def __init__(self, message: str, reason: str, input_seen: dict[str, list[str] | None]):
+        super().__init__(message)
+        self.reason = reason
+        self.input_seen = input_seen
 
 
 @dataclass
@@ -192,6 +217,147 @@ def _steps_redone(output_dir: Path, resumed_step: int) -> int:
         return 0
 
 
+def _adopt(
+    candidate: Candidate,
+    checkpoints_root: Path,
+    warn: Callable[[str], Any],
+    *,
+    expect_manifest: str | None = None,
+) -> tuple[layout.CheckpointManifest, str, Path, Path | None] | None:
+    """Extract (when zipped) and verify a candidate; (manifest, hash, dir, extracted) or None."""
+    extracted: Path | None = None
+    directory = candidate.directory
+    if directory is None:
+        extracted = checkpoints_root / f"{TMP_PREFIX}extract-{candidate.step}-{os.getpid()}"
+        shutil.rmtree(extracted, ignore_errors=True)
+        try:
+            _extract_checkpoint(candidate, extracted)
+        except (zipfile.BadZipFile, OSError, ValueError) as error:
+            warn(f"skipping checkpoint {candidate.label}: cannot extract ({error})")
+            shutil.rmtree(extracted, ignore_errors=True)
+            return None
+        directory = extracted
+    manifest, manifest_sha, problems = verify(directory)
+    if manifest is not None and expect_manifest and manifest_sha != expect_manifest:
+        problems = [
+            f"manifest sha256 {manifest_sha[:12]} is not the parent's {expect_manifest[:12]}"
+        ]
+    if manifest is None or problems:
+        warn(f"skipping corrupt checkpoint {candidate.label}: {'; '.join(problems)}")
+        if extracted:
+            shutil.rmtree(extracted, ignore_errors=True)
+        return None
+    assert manifest_sha is not None
+    return manifest, manifest_sha, directory, extracted
+
+
+def _bring_in(
+    candidate: Candidate,
+    adopted: tuple[layout.CheckpointManifest, str, Path, Path | None],
+    checkpoints_root: Path,
+) -> ResumePoint:
+    manifest, manifest_sha, directory, extracted = adopted
+    redone = _steps_redone(candidate.output_dir, manifest.num_timesteps)
+    if extracted is not None:
+        local = checkpoints_root / layout.checkpoint_dir_name(candidate.step)
+        if local.exists():
+            shutil.rmtree(local)
+        os.rename(extracted, local)
+        layout.fsync_dir(checkpoints_root)
+    else:
+        local = copy_forward(directory, checkpoints_root)
+    return ResumePoint(local, manifest, manifest_sha, candidate.label, candidate.output_dir, redone)
+
+
+def parent_mounts(input_dir: Path, parent: ParentRef) -> list[Path]:
+    """Where Kaggle mounts the parent's output: today's layout first, then the legacy one."""
+    return [input_dir / "notebooks" / parent.owner / parent.slug, input_dir / parent.slug]
+
+
+def _list_dir(directory: Path) -> list[str] | None:
+    try:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        return [f"(unreadable: {error})"]
+    if len(names) > LISTING_LIMIT:
+        names = names[:LISTING_LIMIT] + [f"... and {len(names) - LISTING_LIMIT} more"]
+    return names
+
+
+def input_listing(input_dir: Path, parent: ParentRef | None) -> dict[str, list[str] | None]:
+    """One level of each dir a segment looks at: `<input>`, `<input>/notebooks`, and for a
+    parent its owner's dir and the expected mounts (None: the dir does not exist)."""
+    dirs = [input_dir, input_dir / "notebooks"]
+    if parent is not None:
+        mounts = parent_mounts(input_dir, parent)
+        dirs += [input_dir / "notebooks" / parent.owner, *mounts]
+        dirs += [m / layout.CHECKPOINTS_DIR for m in mounts]
+    return {str(d): _list_dir(d) for d in dict.fromkeys(dirs)}
+
+
+def _parent_candidates(input_dir: Path, parent: ParentRef) -> list[Candidate]:
+    found: list[Candidate] = []
+    name = layout.checkpoint_dir_name(parent.step)
+    for mount in parent_mounts(input_dir, parent):
+        directory = mount / layout.CHECKPOINTS_DIR / name
+        if directory.is_dir():
+            found.append(Candidate(parent.step, directory, origin="input"))
+        archive = mount / layout.ARTIFACTS_ZIP
+        if archive.is_file():
+            found += [c for c in _zip_candidates(archive, "input") if c.step == parent.step]
+    return found
+
+
+def find_parent_checkpoint(
+    working_dir: Path,
+    input_dir: Path,
+    config: RunConfig,
+    *,
+    warn: Callable[[str], Any] = print,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Any] = time.sleep,
+    poll_s: float = PARENT_POLL_S,
+) -> ResumePoint:
+    """Exactly the parent's checkpoint (step and manifest hash), from its mounts only,
+    copied into `<working>/checkpoints/`; raises ParentMissing after `parent_wait_s`."""
+    parent = config.parent
+    assert parent is not None
+    checkpoints_root = working_dir / layout.CHECKPOINTS_DIR
+    checkpoints_root.mkdir(parents=True, exist_ok=True)
+    said: set[str] = set()
+
+    def warn_once(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            warn(message)
+
+    deadline = clock() + config.parent_wait_s
+    while True:
+        for candidate in _parent_candidates(input_dir, parent):
+            adopted = _adopt(
+                candidate, checkpoints_root, warn_once, expect_manifest=parent.manifest_sha256
+            )
+            if adopted is None:
+                continue
+            check_config(adopted[0], config, candidate.label)
+            return _bring_in(candidate, adopted, checkpoints_root)
+        left = deadline - clock()
+        if left <= 0:
+            break
+        sleep(min(poll_s, left))
+    seen = input_listing(input_dir, parent)
+    where = " or ".join(str(m) for m in parent_mounts(input_dir, parent))
+    raise ParentMissing(
+        f"parent checkpoint {parent.owner}/{parent.slug} step {parent.step} "
+        f"(manifest {parent.manifest_sha256[:12]}) not found or not verifying in {where} "
+        f"after {config.parent_wait_s:g} s; was the parent attached (kernel_sources) and finished?",
+        layout.PARENT_MISSING_REASON,
+        seen,
+    )
+
+
 def find_resume_point(
     working_dir: Path,
     input_dir: Path,
@@ -199,39 +365,26 @@ def find_resume_point(
     *,
     warn: Callable[[str], Any] = print,
 ) -> ResumePoint | None:
-    """The newest verifying checkpoint, copied into `<working>/checkpoints/`; None to start fresh."""
+    """The checkpoint to continue, copied into `<working>/checkpoints/`; None to start fresh.
+
+    With `config.parent`: exactly that checkpoint (see `find_parent_checkpoint`). Without
+    one: the newest verifying checkpoint in the working dir or the inputs, but only a first
+    segment (segment_index <= 1) may start from scratch that way."""
+    if config.parent is not None:
+        return find_parent_checkpoint(working_dir, input_dir, config, warn=warn)
+    if config.segment_index > 1:
+        raise ParentMissing(
+            f"segment {config.segment_index} names no parent checkpoint; only a first segment "
+            "may start from scratch (the chain sets run config `parent`)",
+            layout.PARENT_REQUIRED_REASON,
+            input_listing(input_dir, None),
+        )
     checkpoints_root = working_dir / layout.CHECKPOINTS_DIR
     checkpoints_root.mkdir(parents=True, exist_ok=True)
     for candidate in find_candidates(working_dir, input_dir):
-        extracted: Path | None = None
-        directory = candidate.directory
-        if directory is None:
-            extracted = checkpoints_root / f"{TMP_PREFIX}extract-{candidate.step}-{os.getpid()}"
-            shutil.rmtree(extracted, ignore_errors=True)
-            try:
-                _extract_checkpoint(candidate, extracted)
-            except (zipfile.BadZipFile, OSError, ValueError) as error:
-                warn(f"skipping checkpoint {candidate.label}: cannot extract ({error})")
-                shutil.rmtree(extracted, ignore_errors=True)
-                continue
-            directory = extracted
-        manifest, manifest_sha, problems = verify(directory)
-        if manifest is None or problems:
-            warn(f"skipping corrupt checkpoint {candidate.label}: {'; '.join(problems)}")
-            if extracted:
-                shutil.rmtree(extracted, ignore_errors=True)
+        adopted = _adopt(candidate, checkpoints_root, warn)
+        if adopted is None:
             continue
-        check_config(manifest, config, candidate.label)
-        redone = _steps_redone(candidate.output_dir, manifest.num_timesteps)
-        if extracted is not None:
-            local = checkpoints_root / layout.checkpoint_dir_name(candidate.step)
-            if local.exists():
-                shutil.rmtree(local)
-            os.rename(extracted, local)
-            layout.fsync_dir(checkpoints_root)
-        else:
-            local = copy_forward(directory, checkpoints_root)
-        return ResumePoint(
-            local, manifest, manifest_sha, candidate.label, candidate.output_dir, redone
-        )
+        check_config(adopted[0], config, candidate.label)
+        return _bring_in(candidate, adopted, checkpoints_root)
     return None

@@ -37,7 +37,7 @@ from kernel_template.checkpoint import (
     restore_rng_states,
 )
 from kernel_template.config import RunConfig
-from kernel_template.resume import ResumePoint, find_resume_point
+from kernel_template.resume import ParentMissing, ResumePoint, find_resume_point
 from kernel_template.runtime import RuntimeEnvironment
 
 # Emergency stop: a signal not honoured at a chunk boundary within this many seconds stops
@@ -243,7 +243,7 @@ class TrainingSession:
         self.budget = SessionBudget(
             session_start=runtime.session_start,
             session_limit_s=runtime.session_limit_s,
-            min_margin_s=config.min_margin_s,
+            min_margin_s=config.margin_floor_s,
         )
         self.signals = StopSignals()
         self.model = None
@@ -259,6 +259,7 @@ class TrainingSession:
         self.stats: TrainingStats | None = None
         self.status = "error"
         self.reason = ""
+        self.input_seen: dict[str, list[str] | None] | None = None
 
     # -- setup --------------------------------------------------------------------------
     def setup(self) -> None:
@@ -611,7 +612,16 @@ class TrainingSession:
         """Final checkpoint (when sound), then summary, evaluation and artifacts."""
         from kernel_template.finalize import finalize_session
 
-        if error is not None:
+        if isinstance(error, ParentMissing):
+            # No lineage, no training: say what the inputs held, so the chain can tell why.
+            self.status, self.reason, self.input_seen = "error", error.reason, error.input_seen
+            self.logger.log("resume", f"{error.reason}: {error}", step=0, level="error")
+            for directory, names in error.input_seen.items():
+                listed = "(absent)" if names is None else ", ".join(names) or "(empty)"
+                self.logger.log(
+                    "resume", f"input seen: {directory}: {listed}", step=0, level="error"
+                )
+        elif error is not None:
             self.status = "error"
             self.reason = f"{type(error).__name__}: {error}"
             self.logger.log(
@@ -689,6 +699,8 @@ class TrainingSession:
             session_limit_s=self.runtime.session_limit_s,
             device=self.runtime.device,
             versions=self.runtime.versions(),
+            embedded=self.runtime.embedded(),
+            input_seen=self.input_seen,
             episodes=int(model._episode_num) if model is not None else None,
             budget=self.budget.state_dict(),
             pid=os.getpid(),

@@ -8,7 +8,8 @@ The seed plan extrapolated one 100-step test straight to 24,000 steps with no ma
   a short quick test both make the measured speed optimistic): 1.5 when the quick test
   trained for less than 5 minutes, 1.25 otherwise, unless given;
 * every session keeps a stop margin for the work after training:
-  `margin = (one checkpoint + evaluation + finalization) * safety_factor + floor`;
+  `margin = (one checkpoint + evaluation + finalization) * safety_factor + floor`, where the
+  floor is the kernel's (`stop_margin_floor_s`: `min_margin_s`, else session limit / 48);
 * a target that does not fit one session becomes a chain of equal segments, each of
   which fits with that margin; their sizes sum to the target.
 """
@@ -26,11 +27,13 @@ from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from kernel_template.config import stop_margin_floor_s
 from kernel_template.layout import SessionSummary
 from orchestrator.errors import UserError
 
 DEFAULT_SESSION_LIMIT_S = 12 * 3600.0
-DEFAULT_MARGIN_FLOOR_S = 60.0
+# The stop margin's floor: the kernel's own (`kernel_template.config.stop_margin_floor_s`),
+# so plan and kernel agree: `[run] min_margin_s`, or a 48th of the session (900 s of 12 h).
 SHORT_TEST_TRAINING_S = 300.0
 SHORT_TEST_SAFETY_FACTOR = 1.5
 LONG_TEST_SAFETY_FACTOR = 1.25
@@ -204,7 +207,7 @@ def make_plan(
     quota=None,
     *,
     safety_factor: float | None = None,
-    margin_floor_s: float = DEFAULT_MARGIN_FLOOR_S,
+    margin_floor_s: float | None = None,
     cpu_timing: TimingMeasure | None = None,
     gpu_session: bool | None = None,
 ) -> Plan:
@@ -212,7 +215,9 @@ def make_plan(
 
     `gpu_session`: whether the sessions run on a GPU machine, which is what spends GPU quota,
     whatever device torch trains on (default: the quick test's device).
+    `margin_floor_s`: the stop margin's floor; None is the kernel's default for this limit.
     """
+    margin_floor_s = stop_margin_floor_s(session_limit_s, margin_floor_s)
     if gpu_session is None:
         gpu_session = timing.uses_gpu
     if target_timesteps < 1:
@@ -507,8 +512,13 @@ def plan_command(
         typer.Option("--safety-factor", min=1.0, help="default 1.5 (short test) or 1.25"),
     ] = None,
     margin_floor_s: Annotated[
-        float, typer.Option("--margin-floor-s", min=0.0, help="least stop margin in seconds")
-    ] = DEFAULT_MARGIN_FLOOR_S,
+        float | None,
+        typer.Option(
+            "--margin-floor-s",
+            min=0.0,
+            help="least stop margin in seconds (default: the kernel's, [run] min_margin_s or limit/48)",
+        ),
+    ] = None,
     quota: Annotated[
         bool, typer.Option("--quota/--no-quota", help="ask Kaggle for the GPU quota left")
     ] = True,
@@ -560,6 +570,8 @@ def plan_command(
     quota_info = None
     if quota and gpu_session:
         quota_info = _fetch_quota(settings)
+    if margin_floor_s is None:
+        margin_floor_s = stop_margin_floor_s(limit, settings.run.min_margin_s)
     plan = make_plan(
         timing,
         target,

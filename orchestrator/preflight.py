@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from kernel_template.config import ConfigError, RunConfig, parse_run_config
 
-from .build import SELFCHECK_FLAG, KernelFolder, render_kernel
+from .build import EMBEDDED_PACKAGES, SELFCHECK_FLAG, KernelFolder, render_kernel
 from .errors import InfrastructureError, UserError
 from .settings import Settings, is_gpu_shape, is_tpu_shape
 
@@ -121,6 +122,7 @@ def run_preflight(
             owner = None
     probe = None
     if config_ok:
+        check_image_packages(report, settings, run_config)
         folder, probe = check_kernel(
             report, settings, run_config, slug=slug, owner=owner or "preflight", folder=folder
         )
@@ -160,6 +162,77 @@ def check_config(report: PreflightReport, settings: Settings, run_config: RunCon
             f"add {top!r} to [kernel] user_modules",
         )
     return True
+
+
+def needed_modules(settings: Settings, run_config: RunConfig) -> tuple[set[str], set[str]]:
+    """(modules the kernel imports, names of the user modules it carries): the runtime's own
+    imports, the env's module and the user modules' imports (found with ast)."""
+    from kernel_template.bootstrap import REQUIRED_MODULES
+
+    from .build import user_module_files
+    from .kaggle_image import module_imports
+
+    needed = set(REQUIRED_MODULES)
+    if run_config.logging.tensorboard:
+        needed.add("tensorboard")
+    module, sep, _ = run_config.env.partition(":")
+    if sep:
+        needed.add(module.split(".")[0])
+    try:
+        files = user_module_files(settings.kernel.user_modules, settings.project_dir)
+    except UserError:  # the render check names the problem
+        files = {}
+    local = {name.split("/")[0].removesuffix(".py") for name in files}
+    for name, data in files.items():
+        if name.endswith(".py"):
+            try:
+                needed |= module_imports(data, name)
+            except SyntaxError:
+                continue  # the selfcheck imports it and reports the error
+    return needed, local
+
+
+def check_image_packages(
+    report: PreflightReport, settings: Settings, run_config: RunConfig
+) -> None:
+    """Every module the kernel imports must be in Kaggle's image, embedded, or pip-installed."""
+    from .kaggle_image import distributions_for, image_packages, missing_from_image, normalize
+
+    needed, local = needed_modules(settings, run_config)
+    missing = missing_from_image(
+        needed, embedded=EMBEDDED_PACKAGES, local={*local, "kernel_template"}
+    )
+    requested = {
+        normalize(re.split(r"[<>=!~;\[ ]", r.strip(), maxsplit=1)[0])
+        for r in settings.kernel.pip_install
+    }
+    installed = [m for m in missing if requested & set(distributions_for(m))]
+    missing = [m for m in missing if m not in installed]
+    kernel = settings.kernel
+    if kernel.pip_install and not kernel.enable_internet:
+        report.add(
+            "image packages",
+            "fail",
+            f"[kernel] pip_install ({', '.join(kernel.pip_install)}) needs internet, which is off",
+            "set [kernel] enable_internet = true, or embed the code with [kernel] user_modules",
+        )
+    if missing:
+        report.add(
+            "image packages",
+            "fail",
+            f"the kernel imports {', '.join(missing)}, which Kaggle's image "
+            f"({len(image_packages())} packages) lacks and the kernel does not carry",
+            "add it to [kernel] user_modules (pure Python), or to [kernel] pip_install "
+            "with [kernel] enable_internet = true",
+        )
+    elif not (kernel.pip_install and not kernel.enable_internet):
+        extra = f"; pip_install: {', '.join(installed)}" if installed else ""
+        report.add(
+            "image packages",
+            "pass",
+            f"{len(needed)} imported modules are in Kaggle's image or embedded "
+            f"({', '.join(sorted(EMBEDDED_PACKAGES))}){extra}",
+        )
 
 
 def check_kernel(
@@ -451,7 +524,7 @@ def check_budget(
         report.add(
             "session budget",
             "warn",
-            f"no quick test measured yet; the kernel keeps a {run_config.min_margin_s:.0f} s floor plus what it measures",
+            f"no quick test measured yet; the kernel keeps a {run_config.margin_floor_s:.0f} s floor plus what it measures",
             "run `orchestrate launch --quick-test`, pull it, then preflight again",
         )
         return
@@ -467,7 +540,7 @@ def check_budget(
         + timing.eval_s
         + timing.finalize_s
         + timing.checkpoint_s
-        + run_config.min_margin_s
+        + run_config.margin_floor_s
     )
     left = run_config.session_limit_s - reserved
     if left <= 0:
@@ -489,7 +562,7 @@ def check_budget(
             "session budget",
             "pass",
             f"{reserved:.0f} s reserved (setup {timing.setup_s:.0f}, checkpoint {timing.checkpoint_s:.1f}, "
-            f"eval {timing.eval_s:.0f}, finalise {timing.finalize_s:.0f}, margin {run_config.min_margin_s:.0f}) from {path}",
+            f"eval {timing.eval_s:.0f}, finalise {timing.finalize_s:.0f}, margin {run_config.margin_floor_s:.0f}) from {path}",
         )
     worst_loss_s = max(
         run_config.checkpoint_every * timing.s_per_step, run_config.checkpoint_min_seconds

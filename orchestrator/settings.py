@@ -44,6 +44,8 @@ RETIRED_MACHINE_SHAPES = {
 }
 CPU_NAMES = ("", "none", "cpu")
 DEFAULT_GPU_SESSION_CAP = 2
+# The image's torch is built for its CUDA: `[kernel] pip_install` may not replace it.
+NEVER_PIP_INSTALL = ("torch", "torchvision", "torchaudio")
 
 
 class _Section(BaseModel):
@@ -93,6 +95,25 @@ class KernelSettings(_Section):
         default_factory=list,
         description="local packages/modules embedded in the kernel, e.g. 'myenvs'",
     )
+    pip_install: list[str] = Field(
+        default_factory=list,
+        description="requirements the kernel pip-installs at start (needs enable_internet); "
+        "empty: it installs nothing and fails clearly when a module is missing",
+    )
+
+    @field_validator("pip_install")
+    @classmethod
+    def _requirements(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", item or "")
+            if not name:
+                raise ValueError(f"{item!r} is not a requirement; write e.g. 'sumo-rl==1.4.5'")
+            if re.sub(r"[-_.]+", "-", name.group(1).lower()) in NEVER_PIP_INSTALL:
+                raise ValueError(
+                    f"{item!r}: never reinstall {name.group(1)} on Kaggle (the image's build "
+                    "matches its CUDA; another costs gigabytes); drop it"
+                )
+        return value
 
     @field_validator("slug")
     @classmethod
@@ -319,6 +340,7 @@ kernel_sources = []
 model_sources = []
 keywords = []
 user_modules = []                    # local packages to embed, e.g. ["myenvs"] for env = "myenvs.grid:GridEnv"
+# pip_install = []                   # installed at start (needs enable_internet); default: nothing
 
 [run]
 algo = "DQN"                         # DQN, PPO, A2C or SAC

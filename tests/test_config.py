@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from kernel_template.config import (
     ConfigError,
@@ -79,3 +80,37 @@ def test_load_run_config_reports_missing_and_malformed_files(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_run_config(bad)
+
+
+def test_budget_and_lineage_fields_stay_out_of_the_hash():
+    from kernel_template.config import ParentRef
+
+    base = RunConfig()
+    parent = ParentRef(owner="alice", slug="run-s1", manifest_sha256="a" * 64, step=1000)
+    changed = RunConfig(
+        parent=parent, parent_wait_s=5, min_margin_s=60, session_limit_s=3600, segment_index=2
+    )
+    assert changed.config_hash() == base.config_hash()
+    assert "parent" not in changed.result_fields()
+    assert RunConfig.model_validate(changed.model_dump(mode="json")).parent == parent
+
+
+def test_margin_floor_defaults_to_a_48th_of_the_session():
+    assert RunConfig().min_margin_s is None
+    assert RunConfig().margin_floor_s == 900.0
+    assert RunConfig(session_limit_s=600).margin_floor_s == 12.5
+    assert RunConfig(min_margin_s=0).margin_floor_s == 0.0
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        {"owner": "a/b", "slug": "run-s1", "manifest_sha256": "a" * 64, "step": 1},
+        {"owner": "alice", "slug": "..", "manifest_sha256": "a" * 64, "step": 1},
+        {"owner": "alice", "slug": "run-s1", "manifest_sha256": "xyz", "step": 1},
+        {"owner": "alice", "slug": "run-s1", "manifest_sha256": "a" * 64, "step": -1},
+    ],
+)
+def test_a_bad_parent_is_refused(parent):
+    with pytest.raises(ValidationError):
+        RunConfig(parent=parent)

@@ -183,13 +183,38 @@ def test_rerender_replaces_the_folder(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".k.")]
 
 
-def test_bundle_holds_the_runtime_sources_only(tmp_path):
+def test_bundle_holds_the_runtime_sources_and_stable_baselines3(tmp_path):
+    import stable_baselines3
+
     settings = make_settings(tmp_path)
     folder = render_kernel(settings, settings.run, slug="tiny-run", out_dir=tmp_path / "k")
-    names = embedded_names(folder.script_path.read_text())
+    text = folder.script_path.read_text()
+    names = embedded_names(text)
     assert "kernel_template/__main__.py" in names and "kernel_template/config.py" in names
-    assert all(n.startswith("kernel_template/") and n.endswith(".py") for n in names)
-    assert not any("__pycache__" in n or "/tests/" in n for n in names)
+    runtime = [n for n in names if n.startswith("kernel_template/")]
+    assert all(n.endswith(".py") for n in runtime)
+    # Kaggle's image has no stable-baselines3: its sources and package data travel along.
+    assert {"stable_baselines3/__init__.py", "stable_baselines3/version.txt"} <= set(names)
+    assert "stable_baselines3/dqn/dqn.py" in names
+    assert set(names) == set(folder.embedded_files)
+    assert all(n.startswith(("kernel_template/", "stable_baselines3/")) for n in names)
+    assert not any("__pycache__" in n or "/tests/" in n or n.endswith(".pyc") for n in names)
+    version = stable_baselines3.__version__
+    assert folder.embedded_packages == {"stable_baselines3": version}
+    assert (
+        f"# Embedded packages (imported before the image's own): stable_baselines3=={version}"
+        in text
+    )
+    assert "PIP_INSTALL = []" in text and folder.pip_install == ()
+
+
+def test_pip_install_is_carried_into_the_script_and_torch_refused(tmp_path):
+    settings = make_settings(tmp_path, pip_install=["sumo-rl==1.4.5"])
+    folder = render_kernel(settings, settings.run, slug="tiny-run", out_dir=tmp_path / "k")
+    assert "PIP_INSTALL = ['sumo-rl==1.4.5']" in folder.script_path.read_text()
+    assert folder.pip_install == ("sumo-rl==1.4.5",)
+    with pytest.raises(UserError, match="never reinstall torch"):
+        make_settings(tmp_path, pip_install=["torch>=2"])
 
 
 def test_the_embedded_runtime_is_the_one_imported(tmp_path):
@@ -205,6 +230,8 @@ def test_the_embedded_runtime_is_the_one_imported(tmp_path):
         "/tmp/"
     )
     assert report["config_hash"] == settings.run.config_hash()
+    # The embedded stable-baselines3 is the one found first, not this machine's.
+    assert report["embedded"]["stable_baselines3"].startswith(report["runtime_dir"] + "/")
 
 
 def test_user_modules_travel_with_the_kernel(tmp_path):

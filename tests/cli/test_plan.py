@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernel_template.config import stop_margin_floor_s
 from kernel_template.layout import SessionSummary, WallClock
 from orchestrator.errors import UserError
 from orchestrator.kaggle.models import AcceleratorQuota
@@ -75,12 +76,30 @@ def test_seed_example_is_one_session_with_a_short_test_safety_factor():
     # A 50 s quick test is short: the plan inflates times by 1.5 and says so.
     assert plan.safety_factor == 1.5
     assert any("quick test trained only 50 s" in note for note in plan.notes)
-    # margin = (checkpoint + eval + finalize) * factor + floor
-    assert plan.margin_s == pytest.approx((0 + 10 + 5) * 1.5 + 60)
+    # margin = (checkpoint + eval + finalize) * factor + floor; the floor is the kernel's:
+    # 15 minutes of a 12 h session, since Kaggle SIGKILLs at the limit.
+    assert plan.margin_s == pytest.approx((0 + 10 + 5) * 1.5 + 900)
     # The seed's 38 log lines per step: 912,000 lines, flagged as too much.
     assert plan.log_lines == 912_000
     assert plan.log_mb == pytest.approx(91.2)
     assert any("MB of log" in note for note in plan.notes)
+
+
+def test_plan_and_kernel_keep_the_same_margin_floor():
+    from kernel_template.budget import SessionBudget
+    from kernel_template.config import RunConfig
+
+    for limit, floor in ((TWELVE_HOURS, None), (600.0, None), (TWELVE_HOURS, 120.0)):
+        config = RunConfig(session_limit_s=limit, min_margin_s=floor)
+        expected = floor if floor is not None else limit / 48
+        assert config.margin_floor_s == pytest.approx(expected)
+        plan = make_plan(seed_timing(eval_s=0.0, finalize_s=0.0), 100, limit, margin_floor_s=floor)
+        budget = SessionBudget(
+            session_start=0.0, session_limit_s=limit, min_margin_s=config.margin_floor_s
+        )
+        budget.guesses = {}  # nothing learnt yet: the margin is the floor alone
+        assert plan.margin_s == pytest.approx(budget.margin_s()) == pytest.approx(expected)
+    assert RunConfig().margin_floor_s >= 900  # at least 15 minutes of a 12 h session
 
 
 def test_steps_per_session_is_what_fits_after_setup_and_margin():
@@ -225,7 +244,9 @@ def test_every_segment_fits_the_limit_with_the_margin_and_they_sum_to_the_target
     except UserError:
         # Only when not even one step fits after setup and margin.
         sf = factor or default_safety_factor(timing)
-        margin = (timing.checkpoint_s + timing.eval_s + timing.finalize_s) * sf + 60
+        margin = (
+            timing.checkpoint_s + timing.eval_s + timing.finalize_s
+        ) * sf + stop_margin_floor_s(limit)
         per_step = (timing.s_per_step + timing.checkpoint_s_per_step) * sf
         assert limit - margin - timing.setup_s * sf < per_step
         return

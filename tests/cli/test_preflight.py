@@ -154,3 +154,63 @@ def test_spent_gpu_quota_is_an_infrastructure_failure(emulator, tmp_path, monkey
     assert checks["credentials"]["status"] == "pass"
     assert checks["GPU quota"]["status"] == "fail" and checks["GPU quota"]["infrastructure"]
     assert code == 3
+
+
+def test_kaggle_image_list_is_dated_and_lacks_stable_baselines3():
+    from orchestrator.kaggle_image import image_packages, image_source, in_image
+
+    packages = image_packages()
+    assert "Kaggle/docker-python" in image_source() and "Retrieved" in image_source()
+    assert packages["gymnasium"] == "1.2.0" and packages["torch"].startswith("2.10")
+    assert "stable-baselines3" not in packages
+    for module in ("numpy", "torch", "pandas", "matplotlib", "tensorboard", "pydantic", "yaml"):
+        assert in_image(module), module
+    assert not in_image("stable_baselines3") and not in_image("sumo_rl")
+
+
+def test_module_imports_skip_optional_and_relative_ones():
+    from orchestrator.kaggle_image import module_imports, third_party
+
+    source = (
+        "import os, numpy as np\n"
+        "from gymnasium import spaces\n"
+        "from . import sibling\n"
+        "try:\n    import rich\nexcept ImportError:\n    rich = None\n"
+        "def f():\n    import sumo_rl.env\n"
+    )
+    found = module_imports(source)
+    assert found == {"os", "numpy", "gymnasium", "sumo_rl"}
+    assert third_party(found, local=["numpy"]) == ["gymnasium", "sumo_rl"]
+
+
+def test_a_user_module_importing_what_the_image_lacks_fails_with_the_fix(tmp_path):
+    package = tmp_path / "project" / "myenvs"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from myenvs import grid\n")
+    (package / "grid.py").write_text(
+        "import json\nimport numpy as np\nimport sumo_rl\nfrom myenvs import helpers\n"
+    )
+    (package / "helpers.py").write_text("import yaml\n")
+    settings = project_settings(
+        tmp_path, env="myenvs.grid:GridEnv", kernel_extra='user_modules = ["myenvs"]'
+    )
+    report = run_preflight(settings, settings.run, offline=True)
+    check = checks_of(report)["image packages"]
+    assert check.status == "fail", check.line()
+    # Only the absent one is named: json is stdlib, numpy and yaml are in the image,
+    # myenvs travels along, stable_baselines3 is embedded.
+    assert "sumo_rl" in check.detail
+    for present in ("json", "numpy", "yaml", "myenvs", "stable_baselines3"):
+        assert present not in check.detail
+    assert "user_modules" in check.fix and "pip_install" in check.fix
+    assert not report.ok and report.bad_input
+
+    # Asked for by pip_install (with internet on): no longer a failure.
+    settings = project_settings(
+        tmp_path / "b",
+        env="myenvs.grid:GridEnv",
+        kernel_extra='user_modules = ["myenvs"]\npip_install = ["sumo-rl==1.4.5"]',
+    )
+    settings = settings.model_copy(update={"project_dir": tmp_path / "project"})
+    check = checks_of(run_preflight(settings, settings.run, offline=True))["image packages"]
+    assert check.status == "pass" and "sumo_rl" in check.detail, check.line()

@@ -161,3 +161,19 @@ def assert_same(a: Any, b: Any, where: str = "") -> None:
         assert np.array_equal(a, b), f"{where}: arrays differ"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def mount_as_parent(input_dir: Path, parent_working: Path, slug: str, owner: str = "alice"):
+    """Mount a finished segment's outputs as Kaggle mounts a kernel source (a symlink, so the
+    parent's files stay checkable), and return the `parent` ref naming the checkpoint it left."""
+    mount = input_dir / "notebooks" / owner / slug
+    mount.parent.mkdir(parents=True, exist_ok=True)
+    mount.symlink_to(parent_working, target_is_directory=True)
+    left = summary_of(parent_working).left_checkpoint
+    assert left is not None, f"{parent_working} left no checkpoint"
+    return {
+        "owner": owner,
+        "slug": slug,
+        "step": left.step,
+        "manifest_sha256": left.manifest_sha256,
+    }

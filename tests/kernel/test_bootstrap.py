@@ -1,4 +1,4 @@
-"""Dependency bootstrap: pinned installs with internet, a how-to-fix message without."""
+"""Dependency bootstrap: nothing installed unless asked, a one-line fix when a module is missing."""
 
 from __future__ import annotations
 
@@ -11,47 +11,63 @@ def availability(missing: set[str]):
     return lambda name: name not in missing
 
 
-def test_nothing_installed_when_everything_is_present():
-    def install(requirements):
-        raise AssertionError("must not install")
+def refuse_install(requirements):
+    raise AssertionError("must not install")
 
+
+def test_nothing_installed_when_everything_is_present():
     assert (
         ensure_dependencies(
-            is_available=availability(set()), has_internet=lambda: False, install=install
+            is_available=availability(set()), has_internet=lambda: True, install=refuse_install
         )
         == []
     )
 
 
-def test_missing_packages_are_installed_pinned_and_torch_never():
+def test_a_missing_module_is_never_installed_unasked_and_the_fix_is_named():
+    with pytest.raises(DependencyError) as error:
+        ensure_dependencies(
+            is_available=availability({"stable_baselines3"}),
+            has_internet=lambda: True,  # even with internet
+            install=refuse_install,
+        )
+    message = str(error.value)
+    assert "\n" not in message
+    assert "stable_baselines3" in message
+    assert "user_modules" in message and "pip_install" in message
+
+
+def test_pip_install_installs_exactly_what_the_user_asked_for():
     installed: list[list[str]] = []
     present = {"torch", "numpy"}
 
     def install(requirements):
         installed.append(list(requirements))
-        present.update({"stable_baselines3", "gymnasium"})
+        present.add("sumo_rl")
 
     result = ensure_dependencies(
-        is_available=lambda n: n in present, has_internet=lambda: True, install=install
+        pip_requirements=["sumo-rl==1.4.5"],
+        is_available=lambda n: n in present,
+        has_internet=lambda: True,
+        install=install,
+        required=("torch", "numpy", "sumo_rl"),
     )
-    assert installed == [["stable-baselines3==2.9.2", "gymnasium==1.4.0"]]
-    assert result == installed[0]
-    assert not any("torch" in r for r in installed[0])
+    assert installed == [["sumo-rl==1.4.5"]] and result == ["sumo-rl==1.4.5"]
 
 
-def test_offline_failure_says_how_to_fix_it():
+def test_pip_install_without_internet_says_how_to_fix_it():
     with pytest.raises(DependencyError) as error:
         ensure_dependencies(
-            is_available=availability({"gymnasium"}),
+            pip_requirements=["sumo-rl"],
+            is_available=availability(set()),
             has_internet=lambda: False,
-            install=lambda r: None,
+            install=refuse_install,
         )
-    message = str(error.value)
-    assert "gymnasium" in message and "enable internet" in message and "dataset" in message
+    assert "enable_internet" in str(error.value) and "sumo-rl" in str(error.value)
 
 
 def test_missing_torch_is_not_installed_but_explained():
     with pytest.raises(DependencyError, match="never installs torch"):
         ensure_dependencies(
-            is_available=availability({"torch"}), has_internet=lambda: True, install=lambda r: None
+            is_available=availability({"torch"}), has_internet=lambda: True, install=refuse_install
         )

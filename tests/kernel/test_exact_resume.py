@@ -16,6 +16,7 @@ from kernel_helpers import (
     assert_same,
     config_with,
     kernel_env,
+    mount_as_parent,
     newest_checkpoint,
     run_kernel,
     summary_of,
@@ -31,18 +32,26 @@ LONGER_SEGMENTS = {"PPO": [261, 387], "SAC": [151, 137]}
 
 
 def run_chain(base: dict, segments: list[int], root):
-    """Segments as fresh processes; each reads only its parent's output dir (checked untouched)."""
+    """Segments as fresh processes, numbered from 1 as a chain does; each later one names its
+    parent's checkpoint and reads only its parent's output, mounted as Kaggle mounts it
+    (checked untouched)."""
     parent = root / "no-input"
     parent.mkdir()
     summaries = []
-    for index, length in enumerate([*segments, None]):
+    for index, length in enumerate([*segments, None], start=1):
         working = root / f"segment-{index}"
         config = config_with(base, segment_index=index, segment_timesteps=length)
+        input_dir = parent
+        if index > 1:
+            input_dir = root / f"input-{index}"
+            config["parent"] = mount_as_parent(input_dir, parent, f"seg-{index - 1}")
         before = tree_digest(parent)
-        result = run_kernel(config, working, parent)
+        result = run_kernel(config, working, input_dir)
         assert result.returncode == 0, result.stdout[-3000:]
         assert tree_digest(parent) == before, "a segment modified its parent's outputs"
         summaries.append(summary_of(working))
+        if index > 1:
+            assert summaries[-1].resumed_from.manifest_sha256 == config["parent"]["manifest_sha256"]
         parent = working
     return parent, summaries
 
