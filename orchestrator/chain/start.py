@@ -72,7 +72,12 @@ def plan_segments(
         from orchestrator.plan import TimingMeasure, make_plan
 
         timing = TimingMeasure.from_summary_file(plan_from)
-        plan = make_plan(timing, total, settings.run.session_limit_s)
+        plan = make_plan(
+            timing,
+            total,
+            settings.run.session_limit_s,
+            margin_floor_s=settings.run.margin_floor_s,
+        )
         # The quota gate wants what a segment may cost, so keep the plan's safety factor on.
         return plan.segment_timesteps, [wall * plan.safety_factor for wall in plan.session_wall_s]
     size = segment_timesteps or settings.chain.segment_timesteps

@@ -8,7 +8,7 @@ import re
 import pytest
 from cli_helpers import REPO_ROOT, clean_env, orchestrate
 
-from orchestrator.kaggle import KaggleClient, RetryPolicy
+from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
 
 DOC = REPO_ROOT / "docs" / "kaggle-behaviour.md"
 # The emulator runs kernels on this machine's Python and libraries, not on Kaggle's image:
@@ -63,7 +63,8 @@ def test_doctor_live_against_the_faithful_emulator(emulator, tmp_path):
     assert sequence[0] == "DENIED_403" and sequence[-1] == "COMPLETE"
     # It deleted everything it made.
     assert report["made"] and sorted(report["deleted"]) == sorted(set(report["made"]))
-    with KaggleClient(emulator.api_url, retry=RetryPolicy.fast()) as client:
+    credentials = Credentials(username="alice", key=emulator.users["alice"], source="test")
+    with KaggleClient(emulator.api_url, credentials, retry=RetryPolicy.fast()) as client:
         left = [
             k.slug for k in client.list_own_kernels() if k.slug.startswith("orchestrate-doctor")
         ]

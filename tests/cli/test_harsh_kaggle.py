@@ -12,7 +12,13 @@ import time
 
 from cli_helpers import clean_env, orchestrate, write_project
 
-from orchestrator.kaggle import KaggleClient, KernelNotVisible, PushSpec, RetryPolicy
+from orchestrator.kaggle import (
+    Credentials,
+    KaggleClient,
+    KernelNotVisible,
+    PushSpec,
+    RetryPolicy,
+)
 from orchestrator.launch import PLATFORM_SESSION_LIMIT_S, session_timeout_s
 from orchestrator.ledger import Ledger
 
@@ -24,8 +30,13 @@ raise RuntimeError("the user's code broke")
 """
 
 
+def alice(emulator) -> KaggleClient:
+    credentials = Credentials(username="alice", key=emulator.users["alice"], source="test")
+    return KaggleClient(emulator.api_url, credentials, retry=RetryPolicy.fast())
+
+
 def push_script(emulator, slug: str, text: str) -> None:
-    with KaggleClient(emulator.api_url, retry=RetryPolicy.fast()) as client:
+    with alice(emulator) as client:
         client.push(PushSpec(id=f"alice/{slug}", title=slug.replace("-", " ").title(), text=text))
 
 
@@ -111,7 +122,7 @@ def test_launch_adopts_a_listed_slug_instead_of_pushing_twice(emulator, tmp_path
     first = orchestrate("launch", "--skip-preflight", cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr
     shutil.rmtree(ledger_file.parent)  # the ledger never learnt of the push
-    with KaggleClient(emulator.api_url, retry=RetryPolicy.fast()) as client:
+    with alice(emulator) as client:
         deadline = time.monotonic() + 30
         while client.find_own_kernel("alice", "adopt-me") is None:  # Kaggle lists it later
             assert time.monotonic() < deadline
@@ -130,7 +141,7 @@ def test_a_session_at_the_platform_maximum_sends_no_timeout():
 
 
 def test_get_kernel_of_an_unknown_kernel_is_denied_not_absent(emulator):
-    with KaggleClient(emulator.api_url, retry=RetryPolicy.fast()) as client:
+    with alice(emulator) as client:
         try:
             client.get_kernel("alice", "no-such-kernel")
         except KernelNotVisible as error:
