@@ -49,7 +49,9 @@ REJECTED_SUFFIX = ".rejected"
 
 # What Kaggle's notebook runner writes next to a script's own outputs (see
 # docs/kaggle-behaviour.md, runner-files): never ours, never pulled.
-RUNNER_FILES = frozenset({"__results__.html", "__output__.json", "__notebook__.ipynb", "custom.css"})
+RUNNER_FILES = frozenset(
+    {"__results__.html", "__output__.json", "__notebook__.ipynb", "custom.css"}
+)
 
 
 @dataclass(frozen=True)

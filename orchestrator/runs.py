@@ -80,7 +80,8 @@ def run_status(
         age = _age_s(pushed)
         if age >= VISIBILITY_GRACE_S:
             client.verify_credentials()  # refused credentials: exit 2 with the fix
-            raise UserError(denied_message(owner, slug, age)) from None
+            how_long = f"{age:.0f} s after its push" if record is not None else "no push recorded"
+            raise UserError(denied_message(owner, slug, how_long)) from None
         kernel_status = "NOT_VISIBLE_YET"
         failure = f"pushed {age:.0f} s ago; Kaggle denies reads of a new kernel for a while"
     if record is not None and kernel_status not in ("NOT_FOUND", "NOT_VISIBLE_YET"):
@@ -97,12 +98,12 @@ def run_status(
     }
 
 
-def denied_message(owner: str, slug: str, age_s: float) -> str:
-    """What a lasting 403 on one's own kernel may mean, in one line."""
-    since = f"{age_s:.0f} s after its push" if age_s != float("inf") else "and no push is recorded"
+def denied_message(owner: str, slug: str, how_long: str) -> str:
+    """What a lasting 403 on one's own kernel may mean, in one line. `how_long` says since
+    when, e.g. "600 s after its push" or "for 30 s"."""
     return (
-        f"Kaggle denies access to {owner}/{slug} ({since}; the credentials are fine): the slug "
-        "may be misspelt, the kernel deleted, or private to another account; check "
+        f"Kaggle denies access to {owner}/{slug} ({how_long}; the credentials are fine): the "
+        "slug may be misspelt, the kernel deleted, or private to another account; check "
         "`orchestrate runs` or kaggle.com/code"
     )
 

@@ -378,7 +378,8 @@ class _Follower:
                     continue
                 if _is_denied(error):
                     self.client.verify_credentials()  # a refused key says so, with its fix
-                    raise UserError(denied_message(self.owner, self.slug, waited)) from None
+                    how_long = f"denied for {waited:.0f} s"
+                    raise UserError(denied_message(self.owner, self.slug, how_long)) from None
                 if _is_not_found(error):
                     raise UserError(
                         f"kernel {self.owner}/{self.slug} not found or not visible to these "
