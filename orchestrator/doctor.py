@@ -320,11 +320,11 @@ def _probe(client, owner, run_id, report, poll_s, timeout_s, say) -> None:
         "the image's gymnasium",
         "1.2.x",
         facts.get("gymnasium"),
-        str(facts.get("gymnasium") or "").startswith("1.2") or None,
+        str(facts["gymnasium"]).startswith("1.2") if facts.get("gymnasium") else None,
     )
     clock = facts.get("session_start_env")
     start = float(clock) if clock else facts.get("pid1_start")
-    boot = (facts["own_start"] - start) if start and facts.get("own_start") else None
+    boot = (facts["now"] - start) if start else None  # to the first line of the script
     report.timings["probe_boot_s"] = round(boot, 1) if boot is not None else None
     report.observe(
         "session-clock",
