@@ -128,10 +128,15 @@ def test_a_segment_whose_parent_never_arrives_never_trains_from_scratch(emulator
     assert any("parent checkpoint missing" in m for m in waits)
 
 
-def test_chain_polls_through_the_denials_after_a_push(emulator_factory, chain_project):
+def test_an_offline_two_segment_chain_completes_through_the_denials(
+    emulator_factory, chain_project
+):
+    """Internet off, no stable-baselines3 in the image, reads denied for 4 s after each push:
+    the chain polls through the denials and both segments train on the SB3 they carry."""
     emulator = emulator_factory(read_lag="4:4")
-    project = chain_project(emulator, total=500)
-    start_chain(project.settings, project.ledger, "tiny-chain", owner="alice", segments=[500])
+    project = chain_project(emulator, total=1000)
+    assert project.settings.kernel.enable_internet is False
+    start_chain(project.settings, project.ledger, "tiny-chain", owner="alice", segments=[500, 500])
     with project.client(fast_retries=True) as client:
         stepper = ChainStepper(project.settings, client, project.ledger)
         assert stepper.step("tiny-chain").pushed == ["tiny-chain-s1"]
@@ -141,7 +146,17 @@ def test_chain_polls_through_the_denials_after_a_push(emulator_factory, chain_pr
         assert project.ledger.get_chain("tiny-chain").consecutive_unknowns == 0
         result = run_chains(stepper, ["tiny-chain"], poll_interval=0.3, follow=False)["tiny-chain"]
     assert result.outcome == "done", result.message
-    assert emulator.call_counts()["SaveKernel.accepted"] == 1
+    first, second = project.ledger.runs("tiny-chain")
+    assert emulator.call_counts()["SaveKernel.accepted"] == 2
+    # A segment that ends before the total stops as budget_stop (its segment's budget).
+    assert (first.summary["status"], second.summary["status"]) == ("budget_stop", "complete")
+    for run in (first, second):
+        assert (
+            run.summary["embedded"]["stable_baselines3"]
+            == run.summary["versions"]["stable_baselines3"]
+        )
+    assert second.summary["resumed_from"]["manifest_sha256"] == first.checkpoint_hash
+    assert "/notebooks/alice/tiny-chain-s1/" in second.summary["resumed_from"]["path"]
 
 
 # -- the deadline in a SIGKILL world ---------------------------------------------------------
