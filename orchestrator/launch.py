@@ -232,11 +232,13 @@ def _settle_before_push(
     pushed alike). An earlier unconfirmed push that is not listed yet may still appear:
     within `intent_grace_s` of it nothing is pushed (InfrastructureError, retry later).
     """
-    from .kaggle import KaggleError
+    from .kaggle import AuthenticationError, CredentialsNotFound, KaggleError
 
     _refuse_spent_slug(earlier)
     try:
         info = client.find_own_kernel(record.owner, record.run)
+    except (AuthenticationError, CredentialsNotFound):
+        raise  # refused credentials: exit 2 with the fix
     except KaggleError as error:
         raise InfrastructureError(
             f"could not list {record.owner}'s kernels to check that {record.run} is not on "
