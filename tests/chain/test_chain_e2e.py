@@ -24,6 +24,9 @@ from orchestrator.kaggle import Credentials, KaggleClient
 from orchestrator.ledger import Ledger
 from orchestrator.settings import load_settings
 
+# A full chain plus a one-session run to compare with: the heaviest end-to-end check.
+pytestmark = pytest.mark.slow
+
 USERS = {"alice": "alice-chain-key"}
 CHAIN = "tiny-chain"
 

@@ -32,6 +32,7 @@ def _wait_for_checkpoint(emulator, slug: str, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_segment_killed_by_the_session_limit_resumes_from_its_last_checkpoint(
     emulator, chain_project
 ) -> None:
@@ -90,6 +91,7 @@ def assert_every_fault_fired(before: dict[str, int], after: dict[str, int]) -> N
         )
 
 
+@pytest.mark.slow
 def test_chain_completes_through_injected_faults(emulator_factory, chain_project) -> None:
     emulator = emulator_factory()
     project = chain_project(emulator, total=2000)

@@ -95,6 +95,7 @@ def test_a_refused_pinned_image_is_retried_once_without_the_pin(emulator, chain_
     assert emulator.call_counts()["SaveKernel.accepted"] == 1
 
 
+@pytest.mark.slow
 def test_a_segment_whose_parent_never_arrives_never_trains_from_scratch(emulator, chain_project):
     """The parent's kernel is gone before segment 2 starts, so nothing is mounted: the segment
     stops at once with an error summary, the chain retries after parent_retry_s, and ends
@@ -127,6 +128,7 @@ def test_a_segment_whose_parent_never_arrives_never_trains_from_scratch(emulator
     assert any("parent checkpoint missing" in m for m in waits)
 
 
+@pytest.mark.slow
 def test_chain_polls_through_the_denials_after_a_push(emulator_factory, chain_project):
     emulator = emulator_factory(read_lag="4:4")
     project = chain_project(emulator, total=500)
@@ -216,6 +218,7 @@ def _budget_stop_runs(emulator_factory, chain_project, tmp_path: Path, count: in
     assert kills == []
 
 
+@pytest.mark.slow
 def test_budget_stop_beats_the_sigkill_with_a_boot_offset(
     emulator_factory, chain_project, tmp_path
 ):
