@@ -14,6 +14,7 @@ from orchestrator.chain import machine
 from orchestrator.chain.scheduler import run_chains
 from orchestrator.chain.start import start_chain
 from orchestrator.chain.step import ChainStepper
+from orchestrator.kaggle import KernelNotVisible
 
 GPU = "NvidiaTeslaT4"
 
@@ -22,6 +23,14 @@ def _run_to_end(project: ChainProject, name: str = "tiny-chain"):
     with project.client() as client:
         stepper = ChainStepper(project.settings, client, project.ledger)
         return run_chains(stepper, [name], poll_interval=0.3, follow=False)[name]
+
+
+def _status_or_none(client, slug: str) -> str | None:
+    """The kernel's status, or None while a just-pushed kernel is still denied (403)."""
+    try:
+        return client.status("alice", slug).status
+    except KernelNotVisible:
+        return None
 
 
 def _wait_for_checkpoint(emulator, slug: str, timeout: float = 120) -> None:
@@ -201,7 +210,7 @@ def test_error_without_progress_is_retried_under_a_new_slug(emulator, chain_proj
         stepper = ChainStepper(project.settings, client, project.ledger)
         assert stepper.step("tiny-chain").pushed == ["tiny-chain-s1"]
         deadline = time.monotonic() + 60
-        while client.status("alice", "tiny-chain-s1").status != "RUNNING":
+        while _status_or_none(client, "tiny-chain-s1") != "RUNNING":
             assert time.monotonic() < deadline
             time.sleep(0.02)
         # Crash it while it is still importing torch: long before its first checkpoint.
