@@ -14,7 +14,13 @@ from cli_helpers import clean_env, orchestrate, run_main, write_project
 
 from orchestrator.build import IMPORT_LOG_PREFIX, render_kernel
 from orchestrator.errors import InfrastructureError
-from orchestrator.kaggle import AmbiguousPush, Credentials, KaggleClient, RetryPolicy
+from orchestrator.kaggle import (
+    AmbiguousPush,
+    Credentials,
+    KaggleClient,
+    KernelNotVisible,
+    RetryPolicy,
+)
 from orchestrator.launch import launch
 from orchestrator.ledger import Ledger, RunRecord
 from orchestrator.settings import load_settings
@@ -37,7 +43,11 @@ def cli_env(emulator, tmp_path, user="alice"):
 def wait_terminal(client, owner, slug, timeout=180):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = client.status(owner, slug)
+        try:
+            status = client.status(owner, slug)
+        except KernelNotVisible:  # a just-pushed kernel is denied for a while, as on Kaggle
+            time.sleep(0.2)
+            continue
         if status.is_terminal:
             return status.status
         time.sleep(0.5)
