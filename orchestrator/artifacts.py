@@ -35,6 +35,7 @@ from rich.table import Table
 from kernel_template import layout
 from kernel_template.layout import CheckpointManifest, SessionSummary
 from orchestrator.errors import RunFailed, UserError
+from orchestrator.kaggle.errors import KernelNotVisible
 from orchestrator.safe_extract import (
     DEFAULT_MAX_TOTAL_BYTES,
     UnsafeArchive,
@@ -44,6 +45,13 @@ from orchestrator.safe_extract import (
 
 MARKER_NAME = ".orchestrate-pull.json"
 REJECTED_SUFFIX = ".rejected"
+
+
+# What Kaggle's notebook runner writes next to a script's own outputs (see
+# docs/kaggle-behaviour.md, runner-files): never ours, never pulled.
+RUNNER_FILES = frozenset(
+    {"__results__.html", "__output__.json", "__notebook__.ipynb", "custom.css"}
+)
 
 
 @dataclass(frozen=True)
@@ -187,7 +195,14 @@ def pull_artifacts(
             skipped=True,
         )
 
-    status = client.status(owner, slug)
+    try:
+        status = client.status(owner, slug)
+    except KernelNotVisible:
+        raise UserError(
+            f"Kaggle denies access to {owner}/{slug} (403): if it was just pushed, it is not "
+            f"visible yet, so wait with `orchestrate watch {owner}/{slug}`; else check the name "
+            "with `orchestrate runs`"
+        ) from None
     if not status.is_terminal:
         raise UserError(
             f"{owner}/{slug} is {status.status}: its outputs exist once it ends; "
@@ -263,9 +278,12 @@ def _pull_into(
             problems=problems,
         )
 
-    # The rest of the listing: files outside the zip (or everything, without a zip).
+    # The rest of the listing: files outside the zip (or everything, without a zip), less the
+    # files Kaggle's notebook runner adds to every session's outputs.
     for name, item in sorted(by_name.items()):
         if name in (layout.ARTIFACTS_ZIP, layout.ARTIFACTS_SHA256) or name in in_zip:
+            continue
+        if name in RUNNER_FILES:
             continue
         try:
             rel = checked_name(name)

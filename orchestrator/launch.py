@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kernel_template.config import RunConfig
 from kernel_template.layout import utc_now_iso
 from orchestrator.kaggle.models import VISIBILITY_GRACE_S
+from orchestrator.ledger import seconds_since
 
 from .build import default_build_dir, render_kernel, resolve_owner
 from .errors import InfrastructureError, UserError
@@ -256,7 +257,7 @@ def _settle_before_push(
             failure_message=None,
         )
     if earlier is not None and earlier.state == "intent":  # a push that may have gone through
-        age = _age_s(earlier.created_at)
+        age = seconds_since(earlier.created_at)
         if age < intent_grace_s:
             raise InfrastructureError(
                 f"the earlier push of {record.ref} is unconfirmed and Kaggle may not list a new "
@@ -265,17 +266,6 @@ def _settle_before_push(
             )
     ledger.update(record.run, state="intent", failure_message=None, refusal=None)
     return None
-
-
-def _age_s(iso_time: str | None) -> float:
-    from datetime import datetime, timezone
-
-    if not iso_time:
-        return float("inf")
-    moment = datetime.fromisoformat(iso_time.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - moment).total_seconds()
 
 
 def _refuse_spent_slug(existing: RunRecord | None) -> None:

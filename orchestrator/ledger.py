@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +37,16 @@ FORMAT_VERSION = 1
 
 RunState = Literal["intent", "pushed", "running", "terminal", "pulled", "failed_push"]
 ChainState = Literal["active", "waiting", "done", "failed", "cancelled"]
+
+
+def seconds_since(iso_time: str | None) -> float:
+    """Seconds from a ledger timestamp (ISO, UTC) to now; infinity for none."""
+    if not iso_time:
+        return float("inf")
+    moment = datetime.fromisoformat(iso_time.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - moment).total_seconds()
 
 
 class LedgerBusy(InfrastructureError):

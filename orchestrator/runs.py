@@ -66,8 +66,7 @@ def run_status(
     within the grace after its push; past it, or for a run this ledger never pushed, the
     denial is said plainly (UserError, exit 2) once the credentials are proven good.
     """
-    from .kaggle import VISIBILITY_GRACE_S, KernelNotVisible, NotFoundError
-    from .launch import _age_s
+    from .kaggle import KernelNotVisible, NotFoundError
 
     owner, slug, record = resolve(settings, ledger, client, run)
     try:
@@ -76,13 +75,7 @@ def run_status(
     except NotFoundError:
         kernel_status, failure = "NOT_FOUND", None
     except KernelNotVisible:
-        pushed = record.pushed_at or record.created_at if record is not None else None
-        age = _age_s(pushed)
-        if age >= VISIBILITY_GRACE_S:
-            client.verify_credentials()  # refused credentials: exit 2 with the fix
-            raise UserError(denied_message(owner, slug, age)) from None
-        kernel_status = "NOT_VISIBLE_YET"
-        failure = f"pushed {age:.0f} s ago; Kaggle denies reads of a new kernel for a while"
+        kernel_status, failure = _denied_status(owner, slug, record, client)
     if record is not None and kernel_status not in ("NOT_FOUND", "NOT_VISIBLE_YET"):
         fields: dict[str, Any] = {"kernel_status": kernel_status}
         if failure:
@@ -97,12 +90,31 @@ def run_status(
     }
 
 
-def denied_message(owner: str, slug: str, age_s: float) -> str:
-    """What a lasting 403 on one's own kernel may mean, in one line."""
-    since = f"{age_s:.0f} s after its push" if age_s != float("inf") else "and no push is recorded"
+def _denied_status(owner: str, slug: str, record, client) -> tuple[str, str]:
+    """(status, note) for a kernel Kaggle denies (403): deleted by us, or not visible yet
+    within the grace after its push; past that, the denial is said plainly (exit 2)."""
+    from .kaggle import VISIBILITY_GRACE_S
+    from .ledger import seconds_since
+
+    if record is not None and getattr(record, "deleted_at", None):
+        return "NOT_FOUND", "deleted with `orchestrate delete`"
+    age = seconds_since((record.pushed_at or record.created_at) if record is not None else None)
+    if age >= VISIBILITY_GRACE_S:
+        client.verify_credentials()  # refused credentials: exit 2 with the fix
+        how_long = f"{age:.0f} s after its push" if record is not None else "no push recorded"
+        raise UserError(denied_message(owner, slug, how_long))
     return (
-        f"Kaggle denies access to {owner}/{slug} ({since}; the credentials are fine): the slug "
-        "may be misspelt, the kernel deleted, or private to another account; check "
+        "NOT_VISIBLE_YET",
+        f"pushed {age:.0f} s ago; Kaggle denies reads of a new kernel for a while",
+    )
+
+
+def denied_message(owner: str, slug: str, how_long: str) -> str:
+    """What a lasting 403 on one's own kernel may mean, in one line. `how_long` says since
+    when, e.g. "600 s after its push" or "for 30 s"."""
+    return (
+        f"Kaggle denies access to {owner}/{slug} ({how_long}; the credentials are fine): the "
+        "slug may be misspelt, the kernel deleted, or private to another account; check "
         "`orchestrate runs` or kaggle.com/code"
     )
 

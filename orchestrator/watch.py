@@ -378,7 +378,8 @@ class _Follower:
                     continue
                 if _is_denied(error):
                     self.client.verify_credentials()  # a refused key says so, with its fix
-                    raise UserError(denied_message(self.owner, self.slug, waited)) from None
+                    how_long = f"denied for {waited:.0f} s"
+                    raise UserError(denied_message(self.owner, self.slug, how_long)) from None
                 if _is_not_found(error):
                     raise UserError(
                         f"kernel {self.owner}/{self.slug} not found or not visible to these "
@@ -515,11 +516,11 @@ def denial_grace_for(record) -> float:
     """How long to wait through 403s for a ledger run: the rest of the visibility grace since
     its push (at least a short grace), or the short grace for a run pushed elsewhere."""
     from orchestrator.kaggle import VISIBILITY_GRACE_S
-    from orchestrator.launch import _age_s
+    from orchestrator.ledger import seconds_since
 
     if record is None:
         return UNKNOWN_RUN_DENIAL_GRACE_S
-    age = _age_s(record.pushed_at or record.created_at)
+    age = seconds_since(record.pushed_at or record.created_at)
     return max(VISIBILITY_GRACE_S - age, UNKNOWN_RUN_DENIAL_GRACE_S)
 
 

@@ -14,7 +14,7 @@ from orchestrator.chain import machine
 from orchestrator.chain.scheduler import run_chains
 from orchestrator.chain.start import start_chain
 from orchestrator.chain.step import ChainStepper
-from orchestrator.kaggle import KernelNotVisible
+from orchestrator.kaggle import TERMINAL_STATUSES, KernelNotVisible
 
 GPU = "NvidiaTeslaT4"
 
@@ -25,12 +25,12 @@ def _run_to_end(project: ChainProject, name: str = "tiny-chain"):
         return run_chains(stepper, [name], poll_interval=0.3, follow=False)[name]
 
 
-def _status_or_none(client, slug: str) -> str | None:
-    """The kernel's status, or None while a just-pushed kernel is still denied (403)."""
+def _status(client, slug: str) -> str:
+    """The kernel's status; DENIED while Kaggle still hides a just-pushed kernel (403)."""
     try:
         return client.status("alice", slug).status
     except KernelNotVisible:
-        return None
+        return "DENIED"
 
 
 def _wait_for_checkpoint(emulator, slug: str, timeout: float = 120) -> None:
@@ -210,7 +210,7 @@ def test_error_without_progress_is_retried_under_a_new_slug(emulator, chain_proj
         stepper = ChainStepper(project.settings, client, project.ledger)
         assert stepper.step("tiny-chain").pushed == ["tiny-chain-s1"]
         deadline = time.monotonic() + 60
-        while _status_or_none(client, "tiny-chain-s1") != "RUNNING":
+        while _status(client, "tiny-chain-s1") != "RUNNING":
             assert time.monotonic() < deadline
             time.sleep(0.02)
         # Crash it while it is still importing torch: long before its first checkpoint.
@@ -239,7 +239,7 @@ def test_emulator_max_session_kill_is_resumed(emulator_factory, chain_project) -
         stepper = ChainStepper(project.settings, client, project.ledger)
         stepper.step("tiny-chain")
         deadline = time.monotonic() + 120
-        while not client.status("alice", "tiny-chain-s1").is_terminal:
+        while _status(client, "tiny-chain-s1") not in TERMINAL_STATUSES:
             assert time.monotonic() < deadline
             time.sleep(0.3)
     # The next segments get room: a restarted emulator (same state) with a 10-minute limit.

@@ -115,14 +115,15 @@ def test_intent_without_push_gets_a_new_slug_and_intent_after_push_is_adopted(
     project = chain_project(emulator, total=1000)
     settings, ledger = project.settings, project.ledger
     start_chain(settings, ledger, "tiny-chain", owner="alice", segments=[1000])
-    # Killed after writing the intent, before the push: GetKernel finds nothing. Not at first
-    # (a push may take a moment to show), but once the intent is older than the grace period.
+    # Killed after writing the intent, before the push: the account's listing does not show
+    # it. Not at first (Kaggle lists a new kernel only after a lag), but once the intent is
+    # older than the grace period.
     ledger.record_intent(
         RunRecord(run="tiny-chain-s1", owner="alice", chain="tiny-chain", segment=1)
     )
     with project.client() as client:
         fresh = ChainStepper(settings, client, ledger).step("tiny-chain")
-        assert fresh.outcome == "waiting" and "not visible on Kaggle yet" in fresh.message
+        assert fresh.outcome == "waiting" and "not listed on Kaggle yet" in fresh.message
         assert ledger.get("tiny-chain-s1").state == "intent"
         later = datetime.now(timezone.utc) + timedelta(minutes=5)
         result = ChainStepper(settings, client, ledger, clock=lambda: later).step("tiny-chain")
@@ -130,9 +131,14 @@ def test_intent_without_push_gets_a_new_slug_and_intent_after_push_is_adopted(
     assert ledger.get("tiny-chain-s1").state == "failed_push"
     assert emulator.call_counts()["SaveKernel.accepted"] == 1
 
-    # Killed after the push, before the ledger heard back: GetKernel finds it, nothing is pushed.
+    # Killed after the push, before the ledger heard back: once Kaggle lists the kernel, the
+    # next step finds it there, and nothing is pushed.
     ledger.update("tiny-chain-s1-r1", state="intent", pushed_at=None)
     with project.client() as client:
+        deadline = time.monotonic() + 30
+        while client.find_own_kernel("alice", "tiny-chain-s1-r1") is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         result = ChainStepper(settings, client, ledger).step("tiny-chain")
     assert result.outcome == "running" and not result.pushed
     assert ledger.get("tiny-chain-s1-r1").state in ("pushed", "running")

@@ -4,6 +4,7 @@ session clock that started before the script did."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from kernel_template import layout
 from orchestrator.chain.scheduler import run_chains
 from orchestrator.chain.start import start_chain
 from orchestrator.chain.step import ChainStepper
-from orchestrator.kaggle import PushSpec
+from orchestrator.kaggle import KernelNotVisible, PushSpec
+from orchestrator.launch import launch
 
 UNKNOWN_IMAGE = "gcr.io/kaggle-images/python@sha256:" + "0" * 64
 SLEEPER = "import time\nprint('holding a slot', flush=True)\ntime.sleep(120)\n"
@@ -24,11 +26,6 @@ def _run(project: ChainProject, name: str = "tiny-chain", **options):
     with project.client(fast_retries=True) as client:
         stepper = ChainStepper(project.settings, client, project.ledger)
         return run_chains(stepper, [name], poll_interval=0.3, follow=False, **options)[name]
-
-
-def _pulled(project: ChainProject, slug: str) -> bool:
-    record = project.ledger.get(slug)
-    return record is not None and record.state == "pulled"
 
 
 def _append(project: ChainProject, text: str) -> None:
@@ -108,13 +105,17 @@ def test_a_segment_whose_parent_never_arrives_never_trains_from_scratch(emulator
     )
     start_chain(project.settings, project.ledger, "tiny-chain", owner="alice", segments=[500, 500])
     with project.client(fast_retries=True) as client:
-        stepper = ChainStepper(project.settings, client, project.ledger)
-        deadline = time.monotonic() + 180
-        while not _pulled(project, "tiny-chain-s1"):
-            stepper.step("tiny-chain")
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
-        client.delete_kernel("alice", "tiny-chain-s1")  # its output can no longer be attached
+
+        def launch_once_the_parent_is_gone(*args, **kwargs):
+            for source in kwargs.get("kernel_sources") or ():
+                owner, _, slug = source.partition("/")
+                with contextlib.suppress(KernelNotVisible):  # gone already
+                    client.delete_kernel(owner, slug)  # its output can no longer be attached
+            return launch(*args, **kwargs)
+
+        stepper = ChainStepper(
+            project.settings, client, project.ledger, launch=launch_once_the_parent_is_gone
+        )
         result = run_chains(stepper, ["tiny-chain"], poll_interval=0.3, follow=False)["tiny-chain"]
     assert result.outcome == "failed", result.message
     second = [r for r in project.ledger.runs("tiny-chain") if r.segment == 2]
@@ -179,7 +180,6 @@ def _budget_stop_runs(emulator_factory, chain_project, tmp_path: Path, count: in
     with no grace and starts each script seconds after its session clock: every one must
     stop itself in time and end COMPLETE with a verified artifacts.zip."""
     from orchestrator.artifacts import pull_artifacts
-    from orchestrator.launch import launch
 
     limit = 40.0
     emulator = emulator_factory(max_session=limit, boot_time=6, cpu_slots=max(count, 5))

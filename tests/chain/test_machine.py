@@ -104,11 +104,23 @@ def test_error_with_progress_moves_on() -> None:
     assert isinstance(action, Push) and action.segment == 2
 
 
-def test_a_failed_push_is_not_a_retry_but_burns_its_slug() -> None:
-    runs = [run(1, state="failed_push"), run(1, 1, state="failed_push")]
-    action = next_action(chain(max_retries=0), runs, NOW)
+def test_a_refused_push_burns_its_slug_and_counts_toward_max_retries() -> None:
+    runs = [run(1, state="failed_push"), run(1, 1, state="failed_push", refusal="rejected")]
+    action = next_action(chain(max_retries=2), runs, NOW)
     assert isinstance(action, Push)
     assert (action.segment, action.slug) == (1, "demo-s1-r2")
+    runs[-1].failure_message = "Kaggle rejected the request (HTTP 400)"
+    action = next_action(chain(max_retries=1), runs, NOW)
+    assert isinstance(action, Finish) and action.state == "failed"
+    assert "Kaggle refused the push: Kaggle rejected the request (HTTP 400)" in action.reason
+
+
+@pytest.mark.parametrize("refusal", ["capacity", "quota", "throttled"])
+def test_a_push_refused_for_now_is_sent_again_under_the_same_slug(refusal) -> None:
+    runs = [run(1, state="failed_push", refusal=refusal)]
+    for _ in range(5):  # never counted as failures, however often
+        action = next_action(chain(max_retries=0), runs, NOW)
+        assert isinstance(action, Push) and (action.slug, action.attempt) == ("demo-s1", 0)
 
 
 def test_done_when_the_summary_reaches_the_total() -> None:

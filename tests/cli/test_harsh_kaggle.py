@@ -149,3 +149,14 @@ def test_get_kernel_of_an_unknown_kernel_is_denied_not_absent(emulator):
         else:
             raise AssertionError("the faithful emulator answers 403 for an unknown kernel")
         assert client.find_own_kernel("alice", "no-such-kernel") is None
+
+
+def test_pull_right_after_a_push_says_it_is_not_visible_yet(emulator_factory, tmp_path):
+    emulator = emulator_factory(read_lag="20:20")
+    write_project(tmp_path)
+    push_script(emulator, "pull-too-early", "print('hi')\n")
+    proc = orchestrate(
+        "pull-artifacts", "alice/pull-too-early", cwd=tmp_path, env=clean_env(emulator.env())
+    )
+    assert proc.returncode == 2
+    assert "not visible yet, so wait with `orchestrate watch alice/pull-too-early`" in proc.stderr

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from cli_helpers import clean_env, orchestrate, run_main, write_project
 from orchestrator.build import IMPORT_LOG_PREFIX, render_kernel
 from orchestrator.errors import InfrastructureError
 from orchestrator.kaggle import (
+    VISIBILITY_GRACE_S,
     AmbiguousPush,
     Credentials,
     KaggleClient,
@@ -45,13 +47,21 @@ def wait_terminal(client, owner, slug, timeout=180):
     while time.monotonic() < deadline:
         try:
             status = client.status(owner, slug)
-        except KernelNotVisible:  # a just-pushed kernel is denied for a while, as on Kaggle
+        except KernelNotVisible:  # just pushed: Kaggle denies reads for a while
             time.sleep(0.2)
             continue
         if status.is_terminal:
             return status.status
         time.sleep(0.5)
     raise AssertionError(f"{owner}/{slug} did not finish in {timeout} s")
+
+
+def wait_listed(client, slug, timeout=30):
+    deadline = time.monotonic() + timeout
+    while (info := client.find_own_kernel("alice", slug)) is None:
+        assert time.monotonic() < deadline, f"{slug} not listed after {timeout} s"
+        time.sleep(0.2)
+    return info
 
 
 def client_for(emulator, user="alice"):
@@ -182,7 +192,7 @@ def test_official_cli_pushes_a_rendered_folder_that_runs_unchanged(emulator, tmp
 
 
 class AmbiguousAfterPush(KaggleClient):
-    """The push reaches Kaggle, then the answer is lost and Kaggle stops answering GetKernel."""
+    """The push reaches Kaggle, then the answer is lost and Kaggle stops answering listings."""
 
     def __init__(self, emulator, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -190,11 +200,14 @@ class AmbiguousAfterPush(KaggleClient):
 
     def push(self, spec):
         super().push(spec)
-        self.emulator.set_faults("GetKernel=503*40")
+        self.emulator.set_faults("ListKernels=503*40")
         raise AmbiguousPush("connection reset after the request was sent", ref=spec.id)
 
 
-def test_ambiguous_push_is_settled_by_asking_kaggle_never_by_pushing_again(emulator, tmp_path):
+def test_ambiguous_push_is_settled_by_asking_kaggle_never_by_pushing_again(
+    emulator_factory, tmp_path
+):
+    emulator = emulator_factory(read_lag="3:3")  # a new kernel is unlisted for 3 s
     project = tmp_path / "project"
     write_project(project, slug="ambiguous-run", title="Ambiguous Run", kaggle='owner = "alice"')
     settings = load_settings(project / "orchestrate.toml")
@@ -207,6 +220,13 @@ def test_ambiguous_push_is_settled_by_asking_kaggle_never_by_pushing_again(emula
 
     emulator.clear_faults()
     with client_for(emulator) as client:
+        # Not listed yet (the lag): absence proves nothing, so nothing is pushed.
+        with pytest.raises(InfrastructureError, match="run the same command again in"):
+            launch(settings, settings.run, client=client, ledger=ledger, preflight=False)
+        deadline = time.monotonic() + 30
+        while client.find_own_kernel("alice", "ambiguous-run") is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
         record = launch(settings, settings.run, client=client, ledger=ledger, preflight=False)
         assert record.state == "pushed" and record.version == 1
         assert emulator.call_counts().get("SaveKernel.accepted") == 1  # adopted, not pushed again
@@ -218,12 +238,29 @@ def test_intent_left_by_a_crash_before_the_push_is_pushed_once(emulator, tmp_pat
     write_project(project, slug="crashed-run", title="Crashed Run", kaggle='owner = "alice"')
     settings = load_settings(project / "orchestrate.toml")
     ledger = Ledger(project)
-    ledger.record_intent(RunRecord(run="crashed-run", owner="alice"))  # then the orchestrator died
+    # The orchestrator wrote its intent, then died before the push; later (past the grace in
+    # which an unlisted push may still appear) the launch is run again.
+    written = datetime.now(timezone.utc) - timedelta(seconds=VISIBILITY_GRACE_S + 1)
+    ledger.record_intent(
+        RunRecord(run="crashed-run", owner="alice", created_at=written.isoformat())
+    )
     with client_for(emulator) as client:
         record = launch(settings, settings.run, client=client, ledger=ledger, preflight=False)
         assert record.state == "pushed"
         assert emulator.call_counts().get("SaveKernel.accepted") == 1
-        assert client.get_kernel("alice", "crashed-run").current_version_number == 1
+        assert wait_listed(client, "crashed-run").current_version_number == 1
+
+
+def test_intent_left_by_a_crash_is_not_pushed_within_the_grace(emulator, tmp_path):
+    """Within the grace an unlisted intent may be a push Kaggle does not list yet."""
+    project = tmp_path / "project"
+    write_project(project, slug="fresh-intent", title="Fresh Intent", kaggle='owner = "alice"')
+    settings = load_settings(project / "orchestrate.toml")
+    ledger = Ledger(project)
+    ledger.record_intent(RunRecord(run="fresh-intent", owner="alice"))
+    with client_for(emulator) as client, pytest.raises(InfrastructureError, match="again in"):
+        launch(settings, settings.run, client=client, ledger=ledger, preflight=False)
+    assert emulator.call_counts().get("SaveKernel", 0) == 0
 
 
 def test_gpu_session_cap_refuses_before_and_at_the_push(emulator_factory, tmp_path):

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import io
-import json
-import textwrap
 
 import pytest
 from rich.console import Console
 
+from kernel_template.config import RunConfig
 from orchestrator.artifacts import pull_artifacts
+from orchestrator.build import render_kernel
 from orchestrator.emulator.testing import start_emulator
 from orchestrator.kaggle import Credentials, KaggleClient, PushSpec, RetryPolicy
 from orchestrator.plan import TimingMeasure, make_plan
+from orchestrator.settings import KernelSettings, Settings
 from orchestrator.watch import follow
 
 USERS = {"alice": "alice-key-plan"}
 
-# A tiny DQN on CartPole, run by the real kernel runtime (`python -m kernel_template`).
+# A tiny DQN on CartPole, run by the real kernel runtime as `launch` renders it.
 CONFIG = {
     "algo": "DQN",
     "env": "CartPole-v1",
@@ -40,21 +41,24 @@ CONFIG = {
     "logging": {"tensorboard": False},
 }
 
-KERNEL = textwrap.dedent(
-    """
-    import json, sys, tempfile
-    from kernel_template.__main__ import main
-    config = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
-    config.write({config!r})
-    config.close()
-    sys.exit(main(["--config", config.name]))
-    """
-)
+
+def rendered_kernel(slug: str, total_timesteps: int, dest) -> str:
+    """The script `launch` would push: the runtime and stable-baselines3 embedded (Kaggle's
+    image has no SB3, and neither has the emulator's)."""
+    settings = Settings(
+        kernel=KernelSettings(slug=slug, enable_internet=False),
+        run=RunConfig.model_validate({**CONFIG, "total_timesteps": total_timesteps}),
+        project_dir=dest,
+    )
+    folder = render_kernel(
+        settings, settings.run, slug=slug, out_dir=dest / "build" / slug, owner="alice"
+    )
+    return folder.script_path.read_text()
 
 
 def run_session(client, slug: str, total_timesteps: int, dest):
     """Push a real kernel session, follow it with `watch`, pull its verified outputs."""
-    text = KERNEL.format(config=json.dumps({**CONFIG, "total_timesteps": total_timesteps}))
+    text = rendered_kernel(slug, total_timesteps, dest)
     client.push(PushSpec(id=f"alice/{slug}", title=f"Plan {slug}", text=text))
     watched = follow(client, "alice", slug, console=Console(file=io.StringIO()), poll_s=0.5)
     assert watched.status == "COMPLETE", watched.failure_message
@@ -71,7 +75,7 @@ def run_session(client, slug: str, total_timesteps: int, dest):
 @pytest.mark.slow
 def test_a_quick_test_predicts_the_next_run(tmp_path):
     with (
-        start_emulator(tmp_path / "emulator", USERS, queue_delay=0.1) as emulator,
+        start_emulator(tmp_path / "emulator", USERS) as emulator,
         KaggleClient(
             emulator.api_url,
             Credentials(username="alice", key=USERS["alice"]),

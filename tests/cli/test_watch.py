@@ -13,7 +13,14 @@ import pytest
 from rich.console import Console
 
 from orchestrator.emulator.testing import start_emulator
-from orchestrator.kaggle import Credentials, KaggleClient, PushSpec, RetryPolicy
+from orchestrator.kaggle import (
+    TERMINAL_STATUSES,
+    Credentials,
+    KaggleClient,
+    KernelNotVisible,
+    PushSpec,
+    RetryPolicy,
+)
 from orchestrator.watch import exit_code_for, follow, watch
 
 USERS = {"alice": "alice-key-watch"}
@@ -44,7 +51,7 @@ KERNEL = textwrap.dedent(
 )
 
 
-def kernel(lines=10, pause=0.1, exit=0, summary=None, artifacts=True, linger=0):
+def kernel(lines=10, pause=0.1, exit=0, summary="complete", artifacts=True, linger=0):
     return KERNEL.format(
         lines=lines, pause=pause, exit=exit, summary=summary, artifacts=artifacts, linger=linger
     )
@@ -53,7 +60,7 @@ def kernel(lines=10, pause=0.1, exit=0, summary=None, artifacts=True, linger=0):
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory):
     root = tmp_path_factory.mktemp("watch-emulator")
-    with start_emulator(root, USERS, queue_delay=0.1, kill_grace=1) as handle:
+    with start_emulator(root, USERS) as handle:
         yield handle
 
 
@@ -74,13 +81,31 @@ def plain_console() -> tuple[Console, io.StringIO]:
     return Console(file=out, force_terminal=False, width=60), out
 
 
+def wait_terminal_or_running(client, slug, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.status("alice", slug).status in ("RUNNING", *TERMINAL_STATUSES):
+                return
+        except KernelNotVisible:
+            pass
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def lines_of(text: str) -> list[str]:
     return text.splitlines()
 
 
 def wait_terminal(client, slug, timeout=60):
+    """Until the session ends, through the 403s of Kaggle's read-after-write lag."""
     deadline = time.monotonic() + timeout
-    while not client.status("alice", slug).is_terminal:
+    while True:
+        try:
+            if client.status("alice", slug).is_terminal:
+                return
+        except KernelNotVisible:
+            pass
         assert time.monotonic() < deadline
         time.sleep(0.1)
 
@@ -106,13 +131,34 @@ def test_lines_progress_and_status_in_plain_mode(client):
     assert result.last_progress["step"] == 100
 
 
-def test_an_error_exits_1_with_the_failure_message(client):
-    push(client, "watch-error", kernel(lines=2, pause=0.05, exit=3))
+def test_a_crash_ends_complete_and_exits_1_with_its_last_lines(client):
+    # Kaggle calls a crashed script COMPLETE: no session summary means the run failed.
+    push(client, "watch-error", kernel(lines=2, pause=0.05, exit=3, summary=None))
     console, out = plain_console()
     result = follow(client, "alice", "watch-error", console=console, poll_s=0.3)
+    assert result.status == "COMPLETE" and result.exit_code == 1
+    got = lines_of(out.getvalue())
+    assert any(
+        line.startswith("alice/watch-error failed: no session summary was written") for line in got
+    )
+    shown = got[got.index(next(line for line in got if line.startswith("last "))) + 1 :]
+    assert shown[0] == "  starting" and shown[-1] == "  done"  # the log's last lines, in order
+
+
+def test_an_error_summary_exits_1(client):
+    push(client, "watch-error-summary", kernel(lines=2, pause=0.05, exit=1, summary="error"))
+    result = follow(client, "alice", "watch-error-summary", console=plain_console()[0], poll_s=0.3)
+    assert result.status == "COMPLETE" and result.exit_code == 1
+    assert result.artifacts["status"] == "error"
+
+
+def test_an_error_status_exits_1_with_the_failure_message(emulator, client):
+    push(client, "watch-killed-error", kernel(lines=2, pause=0.05, linger=60))
+    wait_terminal_or_running(client, "watch-killed-error")
+    emulator.kill_kernel("alice", "watch-killed-error")  # an emulated crash of the session
+    result = follow(client, "alice", "watch-killed-error", console=plain_console()[0], poll_s=0.3)
     assert result.status == "ERROR" and result.exit_code == 1
-    assert "exited with code 3" in result.failure_message
-    assert "line 1" in lines_of(out.getvalue())
+    assert "terminated unexpectedly" in result.failure_message
 
 
 def test_cancel_after_saved_artifacts_is_not_a_failure(client):
@@ -141,7 +187,8 @@ def test_cancel_after_a_summary_but_before_the_artifacts_is_a_failure(client):
 
 
 def test_cancel_without_a_summary_is_a_failure(client):
-    push(client, "watch-killed", kernel(lines=2, pause=0.05, linger=30), session_timeout_seconds=2)
+    text = kernel(lines=2, pause=0.05, linger=30, summary=None)
+    push(client, "watch-killed", text, session_timeout_seconds=2)
     console, _ = plain_console()
     result = follow(client, "alice", "watch-killed", console=console, poll_s=0.3)
     assert result.status == "CANCEL_ACKNOWLEDGED" and result.summary is None
@@ -191,7 +238,12 @@ def test_tail_of_a_running_run_shows_the_last_n_then_everything_live(client, tmp
     )
     push(client, "watch-tail-live", script)
     deadline = time.monotonic() + 30
-    while len(client.list_output("alice", "watch-tail-live").log) < 20:
+    while True:
+        try:
+            if len(client.list_output("alice", "watch-tail-live").log) >= 20:
+                break
+        except KernelNotVisible:  # just pushed
+            pass
         assert time.monotonic() < deadline, "the kernel did not print its first lines"
         time.sleep(0.1)
     out = _Trigger("old 19", go)
@@ -199,7 +251,8 @@ def test_tail_of_a_running_run_shows_the_last_n_then_everything_live(client, tmp
     result = follow(client, "alice", "watch-tail-live", console=console, tail=3, poll_s=0.3)
     got = [line for line in lines_of(out.getvalue()) if not line.startswith("status:")]
     assert result.status == "COMPLETE"
-    assert got == ["old 17", "old 18", "old 19", "new 0", "new 1", "new 2", "new 3", "new 4"]
+    # (then the failure report: a bare script writes no session summary)
+    assert got[:8] == ["old 17", "old 18", "old 19", "new 0", "new 1", "new 2", "new 3", "new 4"]
 
 
 @pytest.mark.parametrize("faults", ["logs_stream=drop*3", "logs_stream=503*1"])
@@ -232,8 +285,8 @@ def test_a_stream_that_never_works_falls_back_to_polling(emulator, client):
 def test_an_unknown_kernel_is_a_clear_error(client):
     from orchestrator.errors import UserError
 
-    with pytest.raises(UserError, match="not found"):
-        follow(client, "alice", "no-such-kernel", console=plain_console()[0])
+    with pytest.raises(UserError, match="the slug may be misspelt"):
+        follow(client, "alice", "no-such-kernel", console=plain_console()[0], denial_grace_s=1)
 
 
 def test_refused_credentials_end_the_watch_instead_of_polling_forever(emulator, client):
@@ -314,12 +367,14 @@ def test_command_resolves_a_ledger_run_and_records_its_status(client, cli_env, c
     ledger = Ledger(cli_env)
     ledger.record_intent(RunRecord(run="watch-ledger", owner="alice"))
     ledger.update("watch-ledger", state="pushed")
-    push(client, "watch-ledger", kernel(lines=2, pause=0.05, exit=1))
+    push(client, "watch-ledger", kernel(lines=2, pause=0.05, exit=1, summary=None))
     code = main(["watch", "watch-ledger", "--poll", "0.5"])
     captured = capsys.readouterr()
     assert code == 1
-    assert re.search(r"error: alice/watch-ledger ended ERROR", captured.err)
-    assert Ledger(cli_env).get("watch-ledger").kernel_status == "ERROR"
+    assert re.search(
+        r"error: alice/watch-ledger ended COMPLETE: no session summary was written", captured.err
+    )
+    assert Ledger(cli_env).get("watch-ledger").kernel_status == "COMPLETE"
 
 
 def test_command_refuses_an_unknown_run_name(cli_env, capsys):
