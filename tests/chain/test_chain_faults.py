@@ -203,6 +203,7 @@ def test_unreadable_status_is_unknown_then_alerts(emulator, chain_project, capsy
     assert project.ledger.get("tiny-chain-s1").state in ("pushed", "running")
 
 
+@pytest.mark.slow
 def test_error_without_progress_is_retried_under_a_new_slug(emulator, chain_project) -> None:
     project = chain_project(emulator, total=1000)
     start_chain(project.settings, project.ledger, "tiny-chain", owner="alice", segments=[1000])

@@ -49,6 +49,7 @@ def test_pushes_refused_every_time_end_the_chain_after_max_retries(emulator, cha
     assert emulator.call_counts()["SaveKernel"] == chain.max_retries + 1
 
 
+@pytest.mark.slow
 def test_full_cpu_slots_mean_wait_and_the_slug_is_not_burnt(emulator_factory, chain_project):
     emulator = emulator_factory(cpu_slots=1)
     project = chain_project(emulator, total=500)
@@ -69,6 +70,7 @@ def test_full_cpu_slots_mean_wait_and_the_slug_is_not_burnt(emulator_factory, ch
     assert [r.run for r in project.ledger.runs("tiny-chain")] == ["tiny-chain-s1"]
 
 
+@pytest.mark.slow
 def test_a_refused_pinned_image_is_retried_once_without_the_pin(emulator, chain_project):
     project = chain_project(emulator, total=500)
     text = (project.dir / "orchestrate.toml").read_text()

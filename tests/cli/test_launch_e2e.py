@@ -69,6 +69,7 @@ def client_for(emulator, user="alice"):
     return KaggleClient(emulator.api_url, credentials, retry=RetryPolicy.fast())
 
 
+@pytest.mark.slow
 def test_quick_test_runs_for_real_and_its_summary_feeds_preflight(
     emulator, tmp_path, monkeypatch, capsys
 ):
