@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install browser test reliability bench demo lint format clean
+.PHONY: install browser test test-fast reliability bench demo lint format clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml
 
 test: install browser
 	$(BIN)/python -m pytest -q -n 2 --durations=15
+
+# The inner loop: everything but the heaviest end-to-end tests (marked slow; make test runs them).
+test-fast: install
+	$(BIN)/python -m pytest -q -n 2 -m 'not slow and not reliability and not bench' --durations=10
 
 reliability: install
 	$(BIN)/python -m pytest -q -m reliability

@@ -8,6 +8,7 @@ that back. A screenshot of the untouched page must not be blank.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -31,6 +32,14 @@ window.addEventListener('load', () => {
 });
 </script>
 """
+
+
+def missing_tool(reason: str) -> None:
+    """Skip on a developer machine; fail under CI (`CI=true`), where a quiet skip would hide
+    that the report was never rendered in a browser."""
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"{reason} (CI is set: a missing tool fails instead of skipping)")
+    pytest.skip(reason)
 
 
 def chromium_binary() -> str | None:
@@ -65,7 +74,7 @@ def assert_renders_in_chromium(
 ) -> dict:
     binary = chromium_binary()
     if binary is None:
-        pytest.skip("no chromium on PATH (apt-get install chromium) to render the report in")
+        missing_tool("no chromium on PATH (apt-get install chromium) to render the report in")
     probe_page = tmp_path / "probe.html"
     probe_page.write_text(html.read_text().replace("</body>", _PROBE + "</body>"))
     done = _chromium(binary, tmp_path / "profile", "--dump-dom", probe_page.as_uri())

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 
+
+@pytest.mark.slow
 def test_start_step_cancel(emulator, chain_project) -> None:
     project = chain_project(emulator, total=1000)
     started = project.cli("chain", "start", "cli-chain", "--segments", "600,400", "--json")

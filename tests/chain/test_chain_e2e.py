@@ -6,13 +6,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from chain_helpers import REPO_ROOT, project_toml
 from report_browser import assert_renders_in_chromium
 
 from kernel_template import layout
-from kernel_template.checkpoint import read_policy_tensors
+from kernel_template.checkpoint import read_policy_tensors, read_replay_buffer
 from orchestrator.chain.report import build_report
 from orchestrator.chain.scheduler import run_chains
 from orchestrator.chain.start import start_chain
@@ -21,6 +23,9 @@ from orchestrator.emulator.testing import start_emulator
 from orchestrator.kaggle import Credentials, KaggleClient
 from orchestrator.ledger import Ledger
 from orchestrator.settings import load_settings
+
+# A full chain plus a one-session run to compare with: the heaviest end-to-end check.
+pytestmark = pytest.mark.slow
 
 USERS = {"alice": "alice-chain-key"}
 CHAIN = "tiny-chain"
@@ -121,19 +126,49 @@ def test_final_model_is_bit_identical_to_one_session(finished_chain, tmp_path) -
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     name = layout.checkpoint_dir_name(chain.total_timesteps)
-    chained = read_policy_tensors(
-        Path(ledger.get("tiny-chain-s3").pulled_dir) / layout.CHECKPOINTS_DIR / name
-    )
-    alone = read_policy_tensors(working / layout.CHECKPOINTS_DIR / name)
-    assert chained.keys() == alone.keys() and "policy.pth" in chained
+    chained_dir = Path(ledger.get("tiny-chain-s3").pulled_dir) / layout.CHECKPOINTS_DIR / name
+    alone_dir = working / layout.CHECKPOINTS_DIR / name
+    chained, alone = read_policy_tensors(chained_dir), read_policy_tensors(alone_dir)
+    assert {"policy.pth", "policy.optimizer.pth"} <= chained.keys()
+    compared = assert_bit_identical(chained, alone, "model.zip")
+    # Every optimizer value was compared, not only the top-level dict (whose values are the
+    # nested `state` and `param_groups`): Adam's step, exp_avg and exp_avg_sq per parameter.
+    optimizer = [c for c in compared if c.startswith("model.zip.policy.optimizer.pth.")]
+    n_params = len(chained["policy.optimizer.pth"]["param_groups"][0]["params"])
+    assert (
+        n_params
+        and len([c for c in optimizer if c.startswith("model.zip.policy.optimizer.pth.state.")])
+        == 3 * n_params
+    ), optimizer
+    buffer = read_replay_buffer(chained_dir)
+    assert buffer is not None and len(buffer["observations"]) == 2000  # the buffer is full
+    assert_bit_identical(buffer, read_replay_buffer(alone_dir), "replay_buffer")
+
+
+def assert_bit_identical(a: Any, b: Any, where: str) -> list[str]:
+    """Bitwise equality of nested dicts/lists of tensors, arrays and plain values; returns the
+    dotted name of every leaf compared."""
     import torch
 
-    for part in chained:
-        for key, tensor in chained[part].items():
-            if isinstance(tensor, torch.Tensor):
-                assert torch.equal(tensor, alone[part][key]), f"{part}:{key} differs"
-    policy_a, policy_b = chained["policy.pth"], alone["policy.pth"]
-    assert all(torch.equal(policy_a[k], policy_b[k]) for k in policy_a)
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys differ"
+        return [leaf for k in a for leaf in assert_bit_identical(a[k], b[k], f"{where}.{k}")]
+    if isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: lengths differ"
+        return [
+            leaf
+            for i, (x, y) in enumerate(zip(a, b, strict=True))
+            for leaf in assert_bit_identical(x, y, f"{where}[{i}]")
+        ]
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype, f"{where}: types differ"
+        assert torch.equal(a, b), f"{where}: tensors differ"
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, f"{where}: types differ"
+        assert np.array_equal(a, b), f"{where}: arrays differ"
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+    return [where]
 
 
 def test_report_stitches_segments_and_renders_in_a_browser(finished_chain, tmp_path) -> None:

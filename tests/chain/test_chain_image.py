@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
+
 from orchestrator.artifacts import pull_artifacts
 from orchestrator.chain.scheduler import run_chains
 from orchestrator.chain.start import start_chain
@@ -16,6 +18,7 @@ CHAIN = "tiny-chain"
 OTHER_IMAGE = "gcr.io/kaggle-images/python@sha256:" + "e" * 64
 
 
+@pytest.mark.slow
 def test_a_segment_on_another_image_than_the_first_raises_an_alert(emulator, chain_project) -> None:
     # (test_chain_e2e checks the pinning itself on a chain that keeps its image.)
     project = chain_project(emulator, total=1000)

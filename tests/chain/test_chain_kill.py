@@ -86,6 +86,7 @@ def _run_killed_chain(
     _assert_completed_without_duplicates(project, sum(segments))
 
 
+@pytest.mark.slow
 def test_sigkilled_chain_run_completes_without_duplicate_pushes(
     emulator_factory, chain_project
 ) -> None:

@@ -49,6 +49,7 @@ def test_pushes_refused_every_time_end_the_chain_after_max_retries(emulator, cha
     assert emulator.call_counts()["SaveKernel"] == chain.max_retries + 1
 
 
+@pytest.mark.slow
 def test_full_cpu_slots_mean_wait_and_the_slug_is_not_burnt(emulator_factory, chain_project):
     emulator = emulator_factory(cpu_slots=1)
     project = chain_project(emulator, total=500)
@@ -69,6 +70,7 @@ def test_full_cpu_slots_mean_wait_and_the_slug_is_not_burnt(emulator_factory, ch
     assert [r.run for r in project.ledger.runs("tiny-chain")] == ["tiny-chain-s1"]
 
 
+@pytest.mark.slow
 def test_a_refused_pinned_image_is_retried_once_without_the_pin(emulator, chain_project):
     project = chain_project(emulator, total=500)
     text = (project.dir / "orchestrate.toml").read_text()
@@ -92,6 +94,7 @@ def test_a_refused_pinned_image_is_retried_once_without_the_pin(emulator, chain_
     assert emulator.call_counts()["SaveKernel.accepted"] == 1
 
 
+@pytest.mark.slow
 def test_a_segment_whose_parent_never_arrives_never_trains_from_scratch(emulator, chain_project):
     """The parent's kernel is gone before segment 2 starts, so nothing is mounted: the segment
     stops at once with an error summary, the chain retries after parent_retry_s, and ends
@@ -128,6 +131,7 @@ def test_a_segment_whose_parent_never_arrives_never_trains_from_scratch(emulator
     assert any("parent checkpoint missing" in m for m in waits)
 
 
+@pytest.mark.slow
 def test_an_offline_two_segment_chain_completes_through_the_denials(
     emulator_factory, chain_project
 ):
@@ -231,6 +235,7 @@ def _budget_stop_runs(emulator_factory, chain_project, tmp_path: Path, count: in
     assert kills == []
 
 
+@pytest.mark.slow
 def test_budget_stop_beats_the_sigkill_with_a_boot_offset(
     emulator_factory, chain_project, tmp_path
 ):

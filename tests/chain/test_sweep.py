@@ -47,6 +47,7 @@ def test_plan_sweep_names_and_configs(tmp_path) -> None:
         start_sweep(settings, ledger, changed[:1], owner="alice", count=2)
 
 
+@pytest.mark.slow
 def test_sweep_never_exceeds_the_gpu_session_cap(emulator, chain_project) -> None:
     project = chain_project(emulator, accelerator="NvidiaTeslaT4", total=500, gpu_session_cap=1)
     members = plan_sweep(project.settings, "sw", "0,1", [])

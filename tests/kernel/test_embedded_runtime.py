@@ -96,6 +96,7 @@ def test_the_host_package_is_really_hidden(tmp_path):
     assert done.returncode != 0 and "hidden" in done.stderr
 
 
+@pytest.mark.slow
 def test_the_script_trains_with_its_embedded_stable_baselines3(tmp_path):
     import stable_baselines3
 

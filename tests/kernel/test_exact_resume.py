@@ -94,6 +94,7 @@ def run_bare(base: dict, root) -> dict:
     return torch.load(out, weights_only=False)
 
 
+@pytest.mark.slow
 def test_dqn_chained_segments_equal_bare_learn(tmp_path):
     """DQN's reference is plain SB3 `learn(total)`: the chained runtime must match it exactly
     (and so must an unbroken runtime session, which the kill test compares against)."""
@@ -114,6 +115,7 @@ def test_dqn_chained_segments_equal_bare_learn(tmp_path):
     assert np.all(chained["buffer"]["rewards"] == 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("base", [PPO_CONFIG, SAC_CONFIG], ids=lambda c: c["algo"])
 def test_chained_segments_equal_single_run(base, tmp_path):
     check_chain_equals_single_run(base, SEGMENTS[base["algo"]], tmp_path)

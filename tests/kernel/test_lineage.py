@@ -140,6 +140,7 @@ def test_kernel_with_a_missing_parent_stops_at_once_without_training(tmp_path, p
     assert elapsed < 30, f"took {elapsed:.1f} s"  # imports + 1 s of waiting, no training
 
 
+@pytest.mark.slow
 def test_kernel_resumes_from_exactly_its_parent(tmp_path, parent_run):
     input_dir = mount(tmp_path, parent_run)
     parent = ref_of(parent_run, 600)

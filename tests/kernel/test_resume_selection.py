@@ -141,6 +141,7 @@ def test_checkpoint_is_extracted_from_artifacts_zip_when_that_is_all_a_parent_le
     ]
 
 
+@pytest.mark.slow
 def test_resumed_session_finishes_from_a_zip_only_parent(tmp_path, finished_run):
     input_dir, _ = kaggle_input(tmp_path, finished_run, only_zip=True)
     result = run_kernel(

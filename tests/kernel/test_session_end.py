@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pandas as pd
+import pytest
 from kernel_helpers import (
     DQN_CONFIG,
     config_with,
@@ -45,6 +46,7 @@ def assert_outputs_complete(working):
     return summary
 
 
+@pytest.mark.slow
 def test_budget_stop_finishes_before_the_session_limit_when_steps_slow_down(tmp_path):
     limit = 40.0
     config = config_with(
@@ -89,6 +91,7 @@ def test_sigterm_gives_a_graceful_signal_stop_with_outputs(tmp_path):
     assert newest_checkpoint(working).name == layout.checkpoint_dir_name(summary.timesteps_end)
 
 
+@pytest.mark.slow
 def test_metrics_steps_are_monotonic_across_segments(tmp_path):
     parent = tmp_path / "none"
     for index, length in enumerate([700, None]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
 from kernel_helpers import DQN_CONFIG, config_with, newest_checkpoint, run_kernel
 
 from kernel_template import layout
@@ -28,6 +29,7 @@ def scalar_steps(tensorboard_dir, tag: str) -> tuple[list[str], list[int]]:
     return runs, steps
 
 
+@pytest.mark.slow
 def test_two_segments_log_one_tensorboard_run_with_increasing_steps(tmp_path):
     """Segment 1 resumes from an older checkpoint than segment 0 logged up to (as after a
     kill): the steps segment 0 logged past it are redone, and must not show twice."""
