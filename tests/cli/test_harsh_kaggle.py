@@ -10,7 +10,7 @@ import json
 import shutil
 import time
 
-from cli_helpers import clean_env, orchestrate, write_project
+from cli_helpers import clean_env, orchestrate, run_main, write_project
 
 from orchestrator.kaggle import (
     Credentials,
@@ -71,18 +71,27 @@ def test_crashed_script_watch_json_says_complete_and_exit_1(emulator, tmp_path):
     assert result["artifacts"] is None
 
 
-def test_watch_right_after_a_push_waits_through_the_403s(emulator_factory, tmp_path):
+def test_watch_right_after_a_push_waits_through_the_403s(
+    emulator_factory, tmp_path, monkeypatch, capsys
+):
     """Reads of a just-pushed kernel are denied for a while; watch says so and goes on."""
-    emulator = emulator_factory(read_lag="3:3")
+    emulator = emulator_factory(read_lag="4:4")
     write_project(tmp_path)
     push_script(emulator, "lagging-run", "print('hello from a lagging kernel')\n")
-    proc = orchestrate(
-        "watch", "alice/lagging-run", "--poll", "0.5", cwd=tmp_path, env=clean_env(emulator.env())
+    code, out, err = run_main(
+        monkeypatch,
+        capsys,
+        "watch",
+        "alice/lagging-run",
+        "--poll",
+        "0.5",
+        cwd=tmp_path,
+        env=emulator.env(),
     )
-    assert "not visible on Kaggle yet" in proc.stdout
-    assert "hello from a lagging kernel" in proc.stdout
+    assert "not visible on Kaggle yet" in out
+    assert "hello from a lagging kernel" in out
     # A bare script writes no session summary, so the run itself is a failure: exit 1, not 2.
-    assert proc.returncode == 1, proc.stderr
+    assert code == 1, err
 
 
 def test_status_of_an_unknown_kernel_names_the_possible_causes(emulator, tmp_path):

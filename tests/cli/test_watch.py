@@ -142,7 +142,8 @@ def test_a_crash_ends_complete_and_exits_1_with_its_last_lines(client):
         line.startswith("alice/watch-error failed: no session summary was written") for line in got
     )
     shown = got[got.index(next(line for line in got if line.startswith("last "))) + 1 :]
-    assert shown[0] == "  starting" and shown[-1] == "  done"  # the log's last lines, in order
+    # The log's last lines (stdout and stderr are read apart, so their order may interleave).
+    assert {"  starting", "  line 1", "  warn 1", "  done"} <= set(shown)
 
 
 def test_an_error_summary_exits_1(client):
