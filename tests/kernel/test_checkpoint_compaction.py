@@ -386,9 +386,9 @@ def test_default_config_run_with_1m_buffer_keeps_working_dir_under_200_files(tmp
     assert summary.status == "complete", summary.reason
     counts.append(count_files(working))
     print(f"working dir: at most {max(counts)} files; {len(commits)} checkpoints")
+    assert max(counts) < WORKING_FILE_LIMIT, (max(counts), sorted(counts)[-5:])
     assert len(commits) >= STEPS_AFTER_FILL // 60
     assert sum(1 for c in commits if c.merged_rows) >= 10  # it compacted many times
     assert max(c.buffer_files for c in commits) <= file_bound(MILLION)
-    assert max(counts) < WORKING_FILE_LIMIT, (max(counts), sorted(counts)[-5:])
     newest = layout.checkpoint_dirs(working / layout.CHECKPOINTS_DIR)[-1]
     assert json.loads((newest / BUFFER_INDEX).read_text())["rows_total"] == summary.timesteps_end
