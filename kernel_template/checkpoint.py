@@ -489,6 +489,8 @@ class CheckpointWriter:
         if self._writer is None:
             self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoint-writer")
         self._pending = self._writer.submit(self._commit, snapshot)
+        # Pruning is cleanup, not durability: it runs after the commit, off the write's clock.
+        self._writer.submit(self._prune, self.root / snapshot.name)
         return previous
 
     def poll(self) -> WrittenCheckpoint | None:
@@ -629,7 +631,6 @@ class CheckpointWriter:
         os.rename(tmp, final)
         layout.fsync_dir(self.root)
         self.last_bytes = sum(e.size for e in files.values())
-        self._prune(keep_dir=final)
         ref = layout.CheckpointRef(
             step=snapshot.step,
             manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
@@ -647,8 +648,11 @@ class CheckpointWriter:
         )
 
     def _prune(self, keep_dir: Path) -> None:
-        """Drop all but the newest `keep` checkpoints. Each is renamed out of sight first, so
+        """Drop all but the newest `keep` checkpoints (queued after each commit, so it never
+        runs before the new checkpoint is durable). Each is renamed out of sight first, so
         a kill half-way through deleting never leaves a checkpoint with missing files."""
+        if not keep_dir.is_dir():  # its commit failed: leave everything as it is
+            return
         complete = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.isdigit())
         for old in complete[: -self.keep]:
             if old == keep_dir:
