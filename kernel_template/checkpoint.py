@@ -22,13 +22,15 @@ checkpoint means tens of thousands of files per checkpoint dir at 1M rows (Kaggl
 listing answers 429 long before that) and checkpoint time growing with the rows written.
 So the chunks, oldest first, are kept as a stack of shrinking sizes: after the newest rows
 are added as a chunk, the run of newest chunks is merged into one while the chunk before
-the run holds at most MERGE_FACTOR (2) times the run's live rows (`merge_run_length`).
-Afterwards every chunk holds more than twice all newer chunks together, so
-- a buffer of N live rows lives in at most log2(N) + 2 chunk files (22 at 1M rows even with
-  a checkpoint per row; ~16 with 50 rows per checkpoint), whatever the run's length;
+the run holds at most MERGE_FACTOR (2) times the run's live rows, and no merged chunk holds
+more than a quarter of the buffer (MERGE_SEGMENTS; `merge_run_length`). Afterwards every
+chunk holds more than twice all newer chunks together, or is a full-enough quarter, so
+- a buffer of N live rows lives in at most log2(N/4) + 11 chunk files (29 at 1M rows even
+  with a checkpoint per row; about 20 with 50 rows per checkpoint), whatever the run's length;
 - a row is rewritten only when the chunk it lands in is at least 1.5 times the chunk it
-  left, so each row is written O(log N) times in all: the bytes written per checkpoint are
-  amortised O(rows added x log N), never the whole buffer each time.
+  left, so each row is written O(log N) times in all (about 10 times at 1M rows, 50 rows per
+  checkpoint): the bytes written per checkpoint are amortised O(rows added x log N), never
+  the whole buffer each time; the biggest single merge rewrites a quarter of the buffer.
 Sizes count live rows only: rows overwritten since the buffer wrapped are dropped when their
 chunk is merged, a chunk with no live rows left is dropped, and readers skip the dead head
 of the oldest chunk. Merging is exact — the stored rows are the same bytes, in the same
@@ -37,7 +39,9 @@ The new rows are taken from memory at the rollout boundary (the only part that m
 training); the merge itself reads the older chunks back from the previous checkpoint (its
 files are immutable, and checked against their recorded sha256) and runs in the background
 writer with the rest of the disk work. Most checkpoints merge a few small chunks; a merge of
-half the buffer happens once per half buffer of rows.
+a quarter of the buffer happens about once per quarter buffer of rows, and the checkpoint
+after it waits for it (seconds at 1M rows of 340 bytes). Stored rows stay within a quarter
+buffer of the live ones: only the oldest chunk carries rows already overwritten.
 
 Everything is written into a temp directory, fsynced, and renamed into place; the
 manifest is the last file written, so a directory without a valid manifest is not a
@@ -96,6 +100,9 @@ def _entry(data: bytes) -> layout.FileEntry:
 # A run of newest chunks is merged while the chunk before it holds at most this many times
 # as many live rows as the run (see the module docstring for what it bounds).
 MERGE_FACTOR = 2
+# No merge makes a chunk of more than buffer_size / MERGE_SEGMENTS rows: the biggest merge
+# rewrites a quarter of the buffer, not all of it.
+MERGE_SEGMENTS = 4
 
 
 def buffer_arrays(buffer: Any) -> dict[str, np.ndarray]:
@@ -134,18 +141,26 @@ def chunk_file_name(first: int, end: int) -> str:
     return f"{BUFFER_DIR}/chunk-{first:012d}-{end:012d}.npz"
 
 
-def merge_run_length(live_sizes: list[int], factor: int = MERGE_FACTOR) -> int:
+def merge_run_length(
+    live_sizes: list[int], factor: int = MERGE_FACTOR, cap: int | None = None
+) -> int:
     """How many of the newest chunks to merge into one (1: none).
 
     Starting from the newest chunk, the run grows while the chunk before it holds at most
-    `factor` times the run's rows. Afterwards every chunk holds more than `factor` times all
-    the newer ones together, so a buffer of N rows lives in at most log2(N) + 2 chunks, and a
-    row is rewritten only when its chunk grows by half or more: O(log N) writes per row."""
+    `factor` times the run's rows, and the merged chunk would hold at most `cap` rows.
+    Afterwards every chunk holds more than `factor` times all the newer ones together, or
+    with its neighbour more than `cap` rows; so a buffer of N rows lives in at most
+    log2(cap) + 2N/cap + 3 chunks, and a row is rewritten only when its chunk grows by half
+    or more: O(log N) writes per row."""
     if not live_sizes:
         return 0
     start = len(live_sizes) - 1
     run = live_sizes[start]
-    while start > 0 and live_sizes[start - 1] <= factor * run:
+    while (
+        start > 0
+        and live_sizes[start - 1] <= factor * run
+        and (cap is None or run + live_sizes[start - 1] <= cap)
+    ):
         start -= 1
         run += live_sizes[start]
     return len(live_sizes) - start
@@ -258,7 +273,9 @@ class ReplayBufferChunks:
             entry = _entry(data)  # small: hashing it here keeps the plan self-describing
             chunk = BufferChunk(name, first, rows_total, entry.sha256, entry.size)
             sources.append(_ChunkSource(chunk, data=data))
-        run = merge_run_length([s.chunk.live_rows(live_from) for s in sources], self.merge_factor)
+        cap = max(1, -(-size // MERGE_SEGMENTS))
+        live_sizes = [s.chunk.live_rows(live_from) for s in sources]
+        run = merge_run_length(live_sizes, self.merge_factor, cap)
         if run < 2:
             run = 0
         unchanged, merging = sources[: len(sources) - run], sources[len(sources) - run :]
