@@ -146,14 +146,14 @@ class Bench:
         self.sb3.append(statistics.median(spent))
 
     def biggest_merge(self) -> tuple[float, int]:
-        """The rare big merge: twice 12.4% of the buffer's rows arrive, and the second time
-        the two merge into a chunk of a quarter of the buffer, the biggest merge there is (it
+        """The rare big merge: 10% then 12% of the buffer's rows arrive, and the second time
+        the two merge into a chunk of nearly a quarter of the buffer, the biggest merge (it
         happens about once per quarter buffer of rows). Returns that write's background
         seconds (the snapshot of the new rows excluded) and the rows it merged."""
         self.writer.wait()
         buffer = self.model.replay_buffer
-        for _ in range(2):
-            rows_total = self.model.num_timesteps // buffer.n_envs + int(0.124 * self.size)
+        for share in (0.10, 0.12):
+            rows_total = self.model.num_timesteps // buffer.n_envs + int(share * self.size)
             buffer.pos = rows_total % buffer.buffer_size
             self.model.num_timesteps = rows_total * buffer.n_envs
             written = self.writer.write(self.model, episode_count=0, state={})
@@ -183,6 +183,7 @@ def test_bench_checkpoint_cost_at_real_buffer_sizes(tmp_path, bench_record, name
     finally:
         for bench in benches.values():
             bench.close()
+    assert merged_rows > SIZES[-1] // 5, merged_rows
     bench_record(
         f"checkpoint biggest merge {name} buffer={SIZES[-1]}: background write",
         merge_s,
