@@ -10,19 +10,47 @@ A checkpoint is a directory `checkpoints/<step>/` holding:
     buffer/chunk-<first>-<end>.npz   rows [first, end) of the buffer, in global row numbers
     MANIFEST.json        written last: sha256 and size of every file above
 
-The replay buffer is written incrementally: a checkpoint writes only the rows added since
-the previous one (SB3 buffers only write at `pos`), and hard-links the older chunks that
-still hold live rows from the previous checkpoint (a copy where links are impossible).
+The replay buffer is written incrementally: a checkpoint serialises only the rows added
+since the previous one (SB3 buffers only write at `pos`), and hard-links the older chunks
+that still hold live rows from the previous checkpoint (a copy where links are impossible).
 Each checkpoint directory is therefore self-contained — deleting an old one never breaks
-a newer one — and the cost does not grow with the buffer size. Chunk files never change
-after they are written, so their hashes are carried forward instead of recomputed.
+a newer one. Chunk files never change after they are written, so their hashes are carried
+forward instead of recomputed.
+
+Compaction (a logarithmic merge, as in Bentley-Saxe / LSM trees). Left alone, a chunk per
+checkpoint means tens of thousands of files per checkpoint dir at 1M rows (Kaggle's output
+listing answers 429 long before that) and checkpoint time growing with the rows written.
+So the chunks, oldest first, are kept as a stack of shrinking sizes: after the newest rows
+are added as a chunk, the run of newest chunks is merged into one while the chunk before
+the run holds at most MERGE_FACTOR (2) times the run's live rows, and no merged chunk holds
+more than a quarter of the buffer (MERGE_SEGMENTS; `merge_run_length`). Afterwards every
+chunk holds more than twice all newer chunks together, or is a full-enough quarter, so
+- a buffer of N live rows lives in at most log2(N/4) + 11 chunk files (29 at 1M rows even
+  with a checkpoint per row; about 20 with 50 rows per checkpoint), whatever the run's length;
+- a row is rewritten only when the chunk it lands in is at least 1.5 times the chunk it
+  left, so each row is written O(log N) times in all (about 10 times at 1M rows, 50 rows per
+  checkpoint): the bytes written per checkpoint are amortised O(rows added x log N), never
+  the whole buffer each time; the biggest single merge rewrites a quarter of the buffer.
+Sizes count live rows only: rows overwritten since the buffer wrapped are dropped when their
+chunk is merged, a chunk with no live rows left is dropped, and readers skip the dead head
+of the oldest chunk. Merging is exact — the stored rows are the same bytes, in the same
+order; only the file boundaries move — so a resume reads the same buffer bit for bit.
+The new rows are taken from memory at the rollout boundary (the only part that must block
+training); the merge itself reads the older chunks back from the previous checkpoint (its
+files are immutable, and checked against their recorded sha256) and runs in the background
+writer with the rest of the disk work. Most checkpoints merge a few small chunks; a merge of
+a quarter of the buffer happens about once per quarter buffer of rows, and the checkpoint
+after it waits for it (seconds at 1M rows of 340 bytes). Stored rows stay within a quarter
+buffer of the live ones: only the oldest chunk carries rows already overwritten.
 
 Everything is written into a temp directory, fsynced, and renamed into place; the
 manifest is the last file written, so a directory without a valid manifest is not a
-checkpoint. The state is serialised in memory at the rollout boundary (hashes come from
-those bytes, never from re-reading files); the disk work runs in a background thread while
-training continues, one checkpoint in flight at a time, with each round of fsyncs issued
-at once so the filesystem commits its journal once per round rather than once per file.
+checkpoint; older checkpoints are pruned only after the new one is renamed into place, and
+a merge's inputs are read before that. The state is serialised in memory at the rollout
+boundary (hashes come from those bytes, never from re-reading files); the disk work runs in
+a background thread while training continues, one checkpoint in flight at a time, with each
+round of fsyncs issued at once so the filesystem commits its journal once per round rather
+than once per file. If writing a checkpoint fails, the next one writes the buffer afresh.
 """
 
 from __future__ import annotations
@@ -69,6 +97,13 @@ def _entry(data: bytes) -> layout.FileEntry:
 
 # -- replay buffer ---------------------------------------------------------------------
 
+# A run of newest chunks is merged while the chunk before it holds at most this many times
+# as many live rows as the run (see the module docstring for what it bounds).
+MERGE_FACTOR = 2
+# No merge makes a chunk of more than buffer_size / MERGE_SEGMENTS rows: the biggest merge
+# rewrites a quarter of the buffer, not all of it.
+MERGE_SEGMENTS = 4
+
 
 def buffer_arrays(buffer: Any) -> dict[str, np.ndarray]:
     """Every per-row array of an SB3 replay buffer, by dotted name (dict observations expand)."""
@@ -98,22 +133,122 @@ class BufferChunk:
     sha256: str
     size: int
 
+    def live_rows(self, live_from: int) -> int:
+        return max(0, self.end - max(self.first, live_from))
+
+
+def chunk_file_name(first: int, end: int) -> str:
+    return f"{BUFFER_DIR}/chunk-{first:012d}-{end:012d}.npz"
+
+
+def merge_run_length(
+    live_sizes: list[int], factor: int = MERGE_FACTOR, cap: int | None = None
+) -> int:
+    """How many of the newest chunks to merge into one (1: none).
+
+    Starting from the newest chunk, the run grows while the chunk before it holds at most
+    `factor` times the run's rows, and the merged chunk would hold at most `cap` rows.
+    Afterwards every chunk holds more than `factor` times all the newer ones together, or
+    with its neighbour more than `cap` rows; so a buffer of N rows lives in at most
+    log2(cap) + 2N/cap + 3 chunks, and a row is rewritten only when its chunk grows by half
+    or more: O(log N) writes per row."""
+    if not live_sizes:
+        return 0
+    start = len(live_sizes) - 1
+    run = live_sizes[start]
+    while (
+        start > 0
+        and live_sizes[start - 1] <= factor * run
+        and (cap is None or run + live_sizes[start - 1] <= cap)
+    ):
+        start -= 1
+        run += live_sizes[start]
+    return len(live_sizes) - start
+
+
+@dataclass
+class _ChunkSource:
+    """One input of a merge: a chunk file of the previous checkpoint, or bytes in hand."""
+
+    chunk: BufferChunk
+    path: Path | None = None
+    data: bytes | None = None
+
+    def read(self) -> bytes:
+        if self.data is not None:
+            return self.data
+        assert self.path is not None
+        data = self.path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != self.chunk.sha256:
+            raise RuntimeError(f"replay buffer chunk {self.path} changed on disk; cannot merge it")
+        return data
+
+
+@dataclass
+class BufferPlan:
+    """What one checkpoint writes of the replay buffer, decided at the rollout boundary.
+
+    `blobs`: new chunk files (bytes); `links`: unchanged chunks to hard-link from the previous
+    checkpoint; `merge`: inputs to merge into `merged` (done by the writer, off the training
+    thread); `index`: the index without its chunk list, which is `chunks` once merged."""
+
+    blobs: dict[str, bytes]
+    links: dict[str, tuple[Path, layout.FileEntry]]
+    chunks: list[BufferChunk]
+    index: dict[str, Any]
+    live_from: int
+    merged: BufferChunk | None = None
+    merge: list[_ChunkSource] | None = None
+
+    def merged_bytes(self) -> bytes:
+        """The merged chunk file: the inputs' live rows, in order (the newest input's head)."""
+        assert self.merge is not None and self.merged is not None
+        parts: dict[str, list[np.ndarray]] = {}
+        head = None
+        for source in self.merge:
+            with np.load(io.BytesIO(source.read())) as data:
+                skip = max(source.chunk.first, self.live_from) - source.chunk.first
+                for name in data.files:
+                    if name.startswith("__head__"):
+                        head = data[name]
+                    else:
+                        parts.setdefault(name, []).append(data[name][skip:])
+        payload = {name: np.concatenate(items) for name, items in parts.items()}
+        if head is not None:
+            payload["__head__.observations"] = head
+        rows = {len(a) for name, a in payload.items() if not name.startswith("__head__")}
+        if rows != {self.merged.end - self.merged.first}:
+            raise RuntimeError(f"merged chunk {self.merged.file} has {rows} rows, not the range's")
+        raw = io.BytesIO()
+        np.savez(raw, **payload)
+        return raw.getvalue()
+
+    def index_bytes(self) -> bytes:
+        return json.dumps(
+            {**self.index, "chunks": [vars(c) for c in self.chunks]}, indent=1
+        ).encode()
+
 
 class ReplayBufferChunks:
-    """Tracks which global rows of the live replay buffer are already on disk."""
+    """Tracks which global rows of the live replay buffer are already on disk, and in which
+    chunks; decides the merges that keep their number logarithmic."""
 
     def __init__(self) -> None:
         self.rows_saved = 0  # global row count covered by the chunks
         self.chunks: list[BufferChunk] = []
         self.source_dir: Path | None = None  # checkpoint dir the chunks currently live in
+        self.merge_factor = MERGE_FACTOR
 
-    def plan(
-        self, buffer: Any, rows_total: int, dest: Path
-    ) -> tuple[dict[str, bytes], dict[str, tuple[Path, layout.FileEntry]]]:
-        """Serialise the rows added since the last checkpoint and the index (new files, as
-        bytes), and name the older chunks that still hold live rows (to link from their
-        checkpoint). From here on the chunks count as living in `dest`, where the caller
-        must put them."""
+    def reset(self) -> None:
+        """Forget what is on disk (after a failed write): the next checkpoint writes every live
+        row again, from the buffer in memory."""
+        self.__init__()
+
+    def plan(self, buffer: Any, rows_total: int, dest: Path) -> BufferPlan:
+        """Serialise the rows added since the last checkpoint (bytes in hand), name the older
+        chunks that still hold live rows (to link from their checkpoint), and choose the
+        newest chunks to merge. From here on the chunks count as living in `dest`, where the
+        caller must put them (with `commit_buffer`)."""
         size = buffer.buffer_size
         consistent = (
             rows_total >= self.rows_saved
@@ -131,18 +266,40 @@ class ReplayBufferChunks:
         kept = [c for c in self.chunks if c.end > live_from]
         if kept and self.source_dir is None:
             raise RuntimeError("replay buffer chunk source is unknown")
-        links = {
-            c.file: (self.source_dir / c.file, layout.FileEntry(sha256=c.sha256, size=c.size))
-            for c in kept
-        }
-        blobs: dict[str, bytes] = {}
+        sources = [_ChunkSource(c, path=self.source_dir / c.file) for c in kept]
         first = max(self.rows_saved, live_from)
-        new_chunks = list(kept)
-        if rows_total > first or not new_chunks:
+        if rows_total > first or not sources:
             name, data = self._serialize_chunk(buffer, first, rows_total)
-            entry = _entry(data)  # small: hashing it here keeps the index self-describing
-            blobs[name] = data
-            new_chunks.append(BufferChunk(name, first, rows_total, entry.sha256, entry.size))
+            entry = _entry(data)  # small: hashing it here keeps the plan self-describing
+            chunk = BufferChunk(name, first, rows_total, entry.sha256, entry.size)
+            sources.append(_ChunkSource(chunk, data=data))
+        cap = max(1, -(-size // MERGE_SEGMENTS))
+        live_sizes = [s.chunk.live_rows(live_from) for s in sources]
+        run = merge_run_length(live_sizes, self.merge_factor, cap)
+        if run < 2:
+            run = 0
+        unchanged, merging = sources[: len(sources) - run], sources[len(sources) - run :]
+        blobs: dict[str, bytes] = {}
+        links: dict[str, tuple[Path, layout.FileEntry]] = {}
+        for source in unchanged:
+            chunk = source.chunk
+            if source.data is not None:
+                blobs[chunk.file] = source.data
+            else:
+                assert source.path is not None
+                links[chunk.file] = (
+                    source.path,
+                    layout.FileEntry(sha256=chunk.sha256, size=chunk.size),
+                )
+        chunks = [s.chunk for s in unchanged]
+        merged = None
+        if merging:
+            low = max(merging[0].chunk.first, live_from)
+            high = merging[-1].chunk.end
+            merged = BufferChunk(
+                chunk_file_name(low, high), low, high, "", 0
+            )  # hashed when written
+            chunks.append(merged)
         index = {
             "buffer_size": size,
             "n_envs": buffer.n_envs,
@@ -153,13 +310,11 @@ class ReplayBufferChunks:
             "arrays": {
                 name: [str(a.dtype), list(a.shape[1:])] for name, a in buffer_arrays(buffer).items()
             },
-            "chunks": [vars(c) for c in new_chunks],
         }
-        blobs[BUFFER_INDEX] = json.dumps(index, indent=1).encode()
-        self.chunks = new_chunks
+        self.chunks = chunks
         self.rows_saved = rows_total
         self.source_dir = dest
-        return blobs, links
+        return BufferPlan(blobs, links, chunks, index, live_from, merged, merging or None)
 
     @staticmethod
     def _serialize_chunk(buffer: Any, first: int, end: int) -> tuple[str, bytes]:
@@ -171,7 +326,7 @@ class ReplayBufferChunks:
             payload["__head__.observations"] = buffer.observations[end % size][None]
         raw = io.BytesIO()
         np.savez(raw, **payload)
-        return f"{BUFFER_DIR}/chunk-{first:012d}-{end:012d}.npz", raw.getvalue()
+        return chunk_file_name(first, end), raw.getvalue()
 
     def adopt(self, checkpoint_dir: Path) -> None:
         """Continue from the chunks of an existing (verified) checkpoint."""
@@ -267,6 +422,8 @@ class WrittenCheckpoint:
     seconds: float  # the whole cost: serialising plus writing (what a final checkpoint costs)
     bytes_written: int
     blocked_s: float = 0.0  # of which training waited (serialising at the rollout boundary)
+    buffer_files: int = 0  # replay-buffer chunk files the checkpoint holds
+    merged_rows: int = 0  # rows rewritten into a merged chunk by this checkpoint
 
 
 @dataclass
@@ -276,7 +433,7 @@ class _Snapshot:
     step: int
     name: str
     blobs: dict[str, bytes]
-    links: dict[str, tuple[Path, layout.FileEntry]]
+    buffer: BufferPlan | None
     manifest: dict[str, Any]
     serialize_s: float
 
@@ -349,6 +506,8 @@ class CheckpointWriter:
         if self._writer is None:
             self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoint-writer")
         self._pending = self._writer.submit(self._commit, snapshot)
+        # Pruning is cleanup, not durability: it runs after the commit, off the write's clock.
+        self._writer.submit(self._prune, self.root / snapshot.name)
         return previous
 
     def poll(self) -> WrittenCheckpoint | None:
@@ -362,7 +521,12 @@ class CheckpointWriter:
         pending, self._pending = self._pending, None
         if pending is None:
             return None
-        written = pending.result()
+        try:
+            written = pending.result()
+        except BaseException:
+            # Its chunks may not be on disk: the next checkpoint writes the buffer afresh.
+            self.chunks.reset()
+            raise
         self.parent_hash = written.ref.manifest_sha256
         self.last = written.ref
         self.written += 1
@@ -402,12 +566,11 @@ class CheckpointWriter:
             RNG_PKL: pickle.dumps(capture_rng_states()),
             STATE_JSON: json.dumps(state, indent=1, default=_json_default).encode(),
         }
-        links: dict[str, tuple[Path, layout.FileEntry]] = {}
+        buffer_plan = None
         buffer = getattr(model, "replay_buffer", None)
         if buffer is not None:
             rows_total = model.num_timesteps // buffer.n_envs
-            buffer_blobs, links = self.chunks.plan(buffer, rows_total, self.root / name)
-            blobs.update(buffer_blobs)
+            buffer_plan = self.chunks.plan(buffer, rows_total, self.root / name)
         manifest = {
             "config_hash": self.config_hash,
             "num_timesteps": step,
@@ -417,7 +580,7 @@ class CheckpointWriter:
             "parent": self.parent_hash,
             **(extra_manifest or {}),
         }
-        return _Snapshot(step, name, blobs, links, manifest, time.perf_counter() - began)
+        return _Snapshot(step, name, blobs, buffer_plan, manifest, time.perf_counter() - began)
 
     # -- the background side --------------------------------------------------------------
     def _fsync_all(self, paths: list[Path]) -> None:
@@ -437,21 +600,40 @@ class CheckpointWriter:
         tmp.mkdir(parents=True)
         files: dict[str, layout.FileEntry] = {}
         to_sync: list[Path] = []
-        for relative, data in snapshot.blobs.items():
+        written_bytes = 0
+
+        def put(relative: str, data: bytes) -> layout.FileEntry:
+            nonlocal written_bytes
             path = tmp / relative
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "wb") as handle:
                 handle.write(data)
-            files[relative] = _entry(data)  # hashed from the bytes in hand, never re-read
+            files[relative] = entry = _entry(data)  # hashed from the bytes in hand, never re-read
             to_sync.append(path)
-        for relative, (source, entry) in snapshot.links.items():
-            target = tmp / relative
-            try:
-                os.link(source, target)  # chunks never change: share them
-            except OSError:  # another filesystem (a read-only input mount): copy instead
-                shutil.copyfile(source, target)
-                to_sync.append(target)
-            files[relative] = entry
+            written_bytes += len(data)
+            return entry
+
+        for relative, data in snapshot.blobs.items():
+            put(relative, data)
+        plan = snapshot.buffer
+        merged_rows = 0
+        if plan is not None:
+            for relative, data in plan.blobs.items():
+                put(relative, data)
+            if plan.merged is not None:
+                entry = put(plan.merged.file, plan.merged_bytes())
+                plan.merged.sha256, plan.merged.size = entry.sha256, entry.size
+                merged_rows = plan.merged.end - plan.merged.first
+            for relative, (source, entry) in plan.links.items():
+                target = tmp / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(source, target)  # chunks never change: share them
+                except OSError:  # another filesystem (a read-only input mount): copy instead
+                    shutil.copyfile(source, target)
+                    to_sync.append(target)
+                files[relative] = entry
+            put(BUFFER_INDEX, plan.index_bytes())
         self._fsync_all(to_sync + [p for p in (tmp / BUFFER_DIR,) if p.is_dir()])
 
         manifest = layout.CheckpointManifest(files=files, **snapshot.manifest)
@@ -466,19 +648,28 @@ class CheckpointWriter:
         os.rename(tmp, final)
         layout.fsync_dir(self.root)
         self.last_bytes = sum(e.size for e in files.values())
-        self._prune(keep_dir=final)
         ref = layout.CheckpointRef(
             step=snapshot.step,
             manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
             path=str(final),
         )
-        written_bytes = sum(len(b) for b in snapshot.blobs.values()) + len(manifest_bytes)
+        written_bytes += len(manifest_bytes)
         seconds = snapshot.serialize_s + time.perf_counter() - began
-        return WrittenCheckpoint(ref, seconds, written_bytes, snapshot.serialize_s)
+        return WrittenCheckpoint(
+            ref,
+            seconds,
+            written_bytes,
+            snapshot.serialize_s,
+            buffer_files=len(plan.chunks) if plan is not None else 0,
+            merged_rows=merged_rows,
+        )
 
     def _prune(self, keep_dir: Path) -> None:
-        """Drop all but the newest `keep` checkpoints. Each is renamed out of sight first, so
+        """Drop all but the newest `keep` checkpoints (queued after each commit, so it never
+        runs before the new checkpoint is durable). Each is renamed out of sight first, so
         a kill half-way through deleting never leaves a checkpoint with missing files."""
+        if not keep_dir.is_dir():  # its commit failed: leave everything as it is
+            return
         complete = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.isdigit())
         for old in complete[: -self.keep]:
             if old == keep_dir:

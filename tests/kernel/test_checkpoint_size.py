@@ -43,10 +43,11 @@ def test_checkpoint_size_grows_with_rows_added_not_the_allocation(tmp_path):
     sb3_bytes = sb3_path.stat().st_size
     # 3000 of 200k rows stored: the chunks are ~1.5% of what save_replay_buffer writes.
     assert chunk_bytes[-1] * 20 < sb3_bytes, (chunk_bytes, sb3_bytes)
-    # Each checkpoint adds one interval's rows: the total grows linearly with rows added.
+    # Each checkpoint adds one interval's rows: the total grows linearly with rows added
+    # (within 5%: merged chunks save the per-file npz headers).
     assert chunk_bytes[0] > 0
-    assert abs(chunk_bytes[1] - 2 * chunk_bytes[0]) < 0.05 * chunk_bytes[0], chunk_bytes
-    assert abs(chunk_bytes[2] - 3 * chunk_bytes[0]) < 0.05 * chunk_bytes[0], chunk_bytes
+    for count, total in enumerate(chunk_bytes, start=1):
+        assert abs(total - count * chunk_bytes[0]) < 0.05 * count * chunk_bytes[0], chunk_bytes
     # And the chunks hold exactly the rows added.
     stored = read_replay_buffer(writer.root / written.ref.path)
     buffer = model.replay_buffer
