@@ -443,6 +443,10 @@ class TrainingSession:
 
     def _wanted_steps(self, target: int) -> int:
         remaining = target - self.model.num_timesteps
+        if self.writer.in_flight:
+            # A kill now loses the interval being written plus what trains meanwhile: train
+            # one rollout, then wait for the write (`_after_chunk`), so at most that is redone.
+            return min(remaining, self._rollout_steps())
         since = time.monotonic() - self.last_checkpoint_time
         if since >= self.config.checkpoint_min_seconds:
             # Land the chunk on the checkpoint step, so checkpoints keep their spacing.
@@ -453,6 +457,15 @@ class TrainingSession:
                 return min(remaining, to_checkpoint)
         return remaining
 
+    def _rollout_steps(self) -> int:
+        """Timesteps of one rollout: what one learn() call collects at the least."""
+        model = self.model
+        if hasattr(model, "n_steps"):  # on-policy: n_steps per env
+            return int(model.n_steps * model.n_envs)
+        freq = getattr(model, "train_freq", None)
+        per_env = freq.frequency if freq is not None and freq.unit.value == "step" else 1
+        return max(1, int(per_env * model.n_envs))
+
     def _learn_chunk(self, steps: int) -> None:
         before = self.model.num_timesteps
         began = time.monotonic()
@@ -462,7 +475,9 @@ class TrainingSession:
         self.budget.record_steps(self.model.num_timesteps - before, seconds)
 
     def _after_chunk(self) -> None:
-        self._collect_checkpoint(block=False)
+        # A write still in flight after the rollout that followed it is waited for (see
+        # `_wanted_steps`): a kill never redoes more than one interval plus one rollout.
+        self._collect_checkpoint(block=self.writer.in_flight)
         step = self.model.num_timesteps
         now = time.monotonic()
         if (

@@ -279,17 +279,6 @@ def run_and_compare(tmp_path: Path, kills: int, seed: int) -> Attempts:
     return attempts
 
 
-# Steps redone after a kill exceed one interval plus one rollout whenever the kill lands while a
-# checkpoint is being written in the background: the previous checkpoint is the newest committed
-# one, and training has gone past the one in flight. A kernel-side fix (checkpoint.py) turns the
-# bound tests below into XPASS, which fails them: then drop the marker.
-ASYNC_WRITE_OVERSHOOT = pytest.mark.xfail(
-    strict=True,
-    reason="background checkpoint writes: a kill during a write loses the interval plus the "
-    "steps trained while writing",
-)
-
-
 @pytest.fixture(scope="module")
 def random_kills(tmp_path_factory) -> Attempts:
     return run_and_compare(tmp_path_factory.mktemp("random-kills"), kills=10, seed=1234)
@@ -303,7 +292,6 @@ def test_random_sigkills_then_resume_end_exactly_like_an_uninterrupted_run(rando
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=ASYNC_WRITE_OVERSHOOT.kwargs["reason"])  # random: not every run
 def test_random_sigkills_redo_at_most_one_interval_plus_one_rollout(random_kills):
     assert_redone_within_bound(random_kills)
 
@@ -351,7 +339,6 @@ def test_kills_inside_a_checkpoint_commit_and_during_finalisation(point_kills):
 
 
 @pytest.mark.slow
-@ASYNC_WRITE_OVERSHOOT
 def test_kill_inside_a_slow_commit_redoes_at_most_one_interval_plus_one_rollout(point_kills):
     assert_redone_within_bound(point_kills)
 
