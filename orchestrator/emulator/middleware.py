@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
+from orchestrator.emulator.api import RPC_METHODS
 from orchestrator.emulator.auth import authenticate
 from orchestrator.emulator.faults import FaultBook, FaultRule
 
@@ -99,20 +100,7 @@ class RateLimiter:
 
 def rate_limited(method: str) -> bool:
     """The RPC methods and the live log (not downloads, not the token check)."""
-    return method == "logs_stream" or method in KERNEL_METHODS
-
-
-KERNEL_METHODS = frozenset(
-    {
-        "SaveKernel",
-        "GetKernelSessionStatus",
-        "ListKernelSessionOutput",
-        "GetKernel",
-        "ListKernels",
-        "DeleteKernel",
-        "GetAcceleratorQuotaStatistics",
-    }
-)
+    return method == "logs_stream" or method in RPC_METHODS
 
 
 class EmulatorMiddleware:
