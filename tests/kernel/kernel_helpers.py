@@ -177,3 +177,32 @@ def mount_as_parent(input_dir: Path, parent_working: Path, slug: str, owner: str
         "step": left.step,
         "manifest_sha256": left.manifest_sha256,
     }
+
+
+BARE_SCRIPT = """
+import json, sys, numpy as np, torch
+from kernel_template.config import RunConfig
+from kernel_template.train import bare_learn
+model = bare_learn(RunConfig.model_validate(json.loads(sys.argv[1])))
+out = {"policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict()}
+buffer = getattr(model, "replay_buffer", None)
+if buffer is not None:
+    from kernel_template.checkpoint import buffer_arrays
+    rows = model.num_timesteps // buffer.n_envs
+    order = np.arange(max(0, rows - buffer.buffer_size), rows) % buffer.buffer_size
+    out["buffer"] = {k: v[order] for k, v in buffer_arrays(buffer).items()}
+out["episodes"] = model._episode_num
+torch.save(out, sys.argv[2])
+"""
+
+
+def run_bare(base: dict, root) -> dict:
+    """Plain SB3 `learn(total)` in a fresh process: the runtime must not change the result."""
+    out = root / "bare.pt"
+    subprocess.run(
+        [sys.executable, "-c", BARE_SCRIPT, json.dumps(base), str(out)],
+        check=True,
+        env=kernel_env(),
+        timeout=300,
+    )
+    return torch.load(out, weights_only=False)

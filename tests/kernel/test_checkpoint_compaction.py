@@ -8,8 +8,6 @@ import contextlib
 import json
 import math
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,9 +18,9 @@ from kernel_helpers import (
     DQN_CONFIG,
     assert_same,
     config_with,
-    kernel_env,
     mount_as_parent,
     newest_checkpoint,
+    run_bare,
     run_kernel,
     summary_of,
     training_result,
@@ -234,23 +232,6 @@ def test_1m_buffer_wrapped_stays_in_few_files_and_restores_exactly(tmp_path, opt
 # -- resume after compaction and wrap ------------------------------------------------------
 
 
-BARE_SCRIPT = """
-import json, sys, numpy as np, torch
-from kernel_template.config import RunConfig
-from kernel_template.train import bare_learn
-from kernel_template.checkpoint import buffer_arrays
-model = bare_learn(RunConfig.model_validate(json.loads(sys.argv[1])))
-buffer = model.replay_buffer
-rows = model.num_timesteps // buffer.n_envs
-order = np.arange(max(0, rows - buffer.buffer_size), rows) % buffer.buffer_size
-torch.save({
-    "policy": model.policy.state_dict(),
-    "optimizer": model.policy.optimizer.state_dict(),
-    "buffer": {k: v[order] for k, v in buffer_arrays(buffer).items()},
-    "episodes": model._episode_num,
-}, sys.argv[2])
-"""
-
 # Checkpoints every 50 steps into a 1000-row buffer (merged chunks of up to 250 rows): by
 # the resume points the chunks have been merged many times and the buffer has wrapped twice.
 COMPACTING = config_with(
@@ -263,20 +244,8 @@ SEGMENTS = [2137, 411]
 
 
 def test_resume_after_compaction_and_wrap_equals_bare_learn(tmp_path):
-    def bare():
-        out = tmp_path / "bare.pt"
-        subprocess.run(
-            [sys.executable, "-c", BARE_SCRIPT, json.dumps(COMPACTING), str(out)],
-            check=True,
-            env=kernel_env(),
-            timeout=300,
-        )
-        import torch
-
-        return torch.load(out, weights_only=False)
-
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        bare_future = pool.submit(bare)
+        bare_future = pool.submit(run_bare, COMPACTING, tmp_path)
         parent = tmp_path / "no-input"
         parent.mkdir()
         for index, length in enumerate([*SEGMENTS, None], start=1):
