@@ -58,6 +58,25 @@ _GREEN, _YELLOW, _ALL_RED = 0, 1, 2
 RED, YELLOW, GREEN = 0, 1, 2
 
 
+_INT_TYPES = (int, np.int64, np.int32, np.intp)
+_add_reduce = np.add.reduce  # ndarray.sum without its Python wrapper: the same reduction
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """One decision's signal states per tick, replayed from `_signal_schedule`'s cache."""
+
+    signals: tuple[int, ...]
+    switches: int
+    stage: int
+    stage_elapsed: int  # the final value, or what to add when `stage_elapsed_relative`
+    stage_elapsed_relative: bool
+    green_elapsed: int  # likewise
+    green_elapsed_relative: bool
+    phase: int
+    caps: list  # per tick: min(send cap, receiving cap) of its signal state
+
+
 @dataclass(frozen=True)
 class TrafficConfig:
     """Everything `TrafficSignalEnv(**env_kwargs)` accepts; units in the names."""
@@ -287,11 +306,36 @@ class TrafficSignalEnv(gym.Env):
         self._lights[: self.n_phases] = self.phase_movements * GREEN
         self._lights[self.n_phases : 2 * self.n_phases] = self.phase_movements * YELLOW
 
+        # min(send_cap, receiving cap) per signal state: min is exact, so folding the two
+        # caps into one table (one op per tick fewer) leaves every flow bit for bit the same.
+        self._cap = np.minimum(self._send_cap[None, :], self._recv_cap)
+        self._n_mov = n_mov
+        self._n_cells = cells
+        # The same constants as (movements, cells) tables, for the per-decision queue and
+        # observation work on views of the state.
+        as_cells = (n_mov, cells)
+        cell_slots = self._cell_slots
+        self._fwd_cells = self._fwd[cell_slots].reshape(as_cells)
+        self._jam_next_cells = self._jam_next[cell_slots].reshape(as_cells)
+        self._back_next_cells = self._back_next[cell_slots].reshape(as_cells)
+        self._cap_cells = self._cap[:, cell_slots].reshape(-1, *as_cells)
+        self._inv_fwd_cells2d = self._inv_fwd_cells.reshape(as_cells)
+        self._inv_jam_cells2d = self._inv_jam_cells.reshape(as_cells)
+        layout = self.layout
+        self._obs_size = layout.size
+        self._obs_queue = layout.queue
+        self._obs_density = layout.density
+        self._obs_phase = layout.phase
+        self._obs_phase_start = layout.phase.start
+        self._obs_time_in_phase = layout.time_in_phase
+        self._obs_time_of_day = layout.time_of_day
+
         size = n_mov * block
         self._send = np.empty(size - 1)
         self._recv = np.empty(size - 1)
         self._flows = np.empty((self.ticks_per_decision, size - 1))
-        self._arrivals_flat = np.zeros((self.ticks_per_decision, size))
+        # Signal schedules seen so far (see `_signal_schedule`): a handful of keys per config.
+        self._schedules: dict[tuple, _Schedule] = {}
         flows = np.asarray(config.base_flows_vph)
         if config.protected_lefts:
             flows = np.concatenate(
@@ -315,6 +359,9 @@ class TrafficSignalEnv(gym.Env):
         else:
             arrivals = self.np_random.poisson(rates) if self._started else np.zeros(rates.shape)
         self._arrivals = arrivals.astype(np.int16)
+        # As float, added to the entry backlogs tick by tick; and the per-tick totals.
+        self._arrivals_f = self._arrivals.astype(np.float64)
+        self._arrived_per_tick = self._arrivals.sum(axis=1)
         self._state = np.zeros(n_mov * self._block)
         self.phase = 0  # green phase shown, or the one being cleared during a change
         self.target_phase = 0
@@ -340,56 +387,55 @@ class TrafficSignalEnv(gym.Env):
         return self._observation(), {"queue": 0.0, "phase": 0}
 
     def step(self, action):
-        if not self.action_space.contains(action):
+        if not (type(action) in _INT_TYPES and 0 <= action < self.n_phases) and (
+            not self.action_space.contains(action)
+        ):
             raise ValueError(f"action {action!r} is not in {self.action_space}")
         if not 0 <= self.decision < self.decisions_per_episode or not self._started:
             raise RuntimeError("the episode is over or never started; call reset() before step()")
         self.target_phase = int(action)
         ticks = self.ticks_per_decision
         t0 = self.decision * ticks
-        arrivals = self._arrivals[t0 : t0 + ticks]
-        arrivals_flat = self._arrivals_flat
-        arrivals_flat[:, self._backlog_slots] = arrivals
         queue_before = self._queue_total
-        signals, switches = self._signal_schedule(ticks)
+        schedule = self._signal_schedule()
 
         x, send, recv, flows = self._state, self._send, self._recv, self._flows
         x_from, x_to = x[:-1], x[1:]
-        fwd, send_cap, jam_next, back_next = (
-            self._fwd,
-            self._send_cap,
-            self._jam_next,
-            self._back_next,
-        )
-        recv_caps = self._recv_cap
-        in_network = x.sum() - x[self._sink_slots].sum()
-        for t, signal in enumerate(signals):
-            x += arrivals_flat[t]
-            np.multiply(x_from, fwd, out=send)
-            np.minimum(send, send_cap, out=send)
-            np.subtract(jam_next, x_to, out=recv)
-            recv *= back_next
-            np.minimum(recv, recv_caps[signal], out=recv)
-            flow = flows[t]
-            np.minimum(send, recv, out=flow)
-            x_from -= flow
-            x_to += flow
+        backlogs = x[:: self._block]  # entry backlogs: a strided view, one per movement
+        fwd, jam_next, back_next = self._fwd, self._jam_next, self._back_next
+        multiply, subtract, minimum, add = np.multiply, np.subtract, np.minimum, np.add
+        in_network = _add_reduce(x) - _add_reduce(x[self._sink_slots])
+        # One CTM tick: send = min(v n, Q), receive = min(w (N - n), Q) (both caps folded
+        # into `cap`), flow = min(send, receive). Adding arrivals only to the backlog
+        # slots is the same as adding a row that is zero elsewhere (x + 0.0 == x).
+        for arrivals_t, cap, flow in zip(
+            self._arrivals_f[t0 : t0 + ticks], schedule.caps, flows, strict=True
+        ):
+            add(backlogs, arrivals_t, backlogs)
+            multiply(x_from, fwd, send)
+            subtract(jam_next, x_to, recv)
+            multiply(recv, back_next, recv)
+            minimum(send, recv, out=flow)
+            minimum(flow, cap, out=flow)
+            subtract(x_from, flow, x_from)
+            add(x_to, flow, x_to)
 
         dt = self.config.tick_s
-        discharged = flows[:, self._stop_line_slots].sum(axis=1)
-        arrived = arrivals.sum(axis=1)
+        discharged = _add_reduce(flows[:, self._stop_line_slots], axis=1)
+        arrived = self._arrived_per_tick[t0 : t0 + ticks]
         # Vehicles in the network at the start of each tick, before its arrivals.
-        net_change = np.cumsum(arrived - discharged)
-        vehicle_ticks = ticks * in_network + net_change[:-1].sum()
+        net_change = np.add.accumulate(arrived - discharged)
+        vehicle_ticks = ticks * in_network + _add_reduce(net_change[:-1])
         # Delay: time spent minus the free-flow travel time of the cell-to-cell moves made.
-        moved_from_cells = flows[:, self._cell_slots].sum()
+        moved_from_cells = _add_reduce(flows[:, self._cell_slots], axis=None)
         delay = float(dt * vehicle_ticks - self._travel_s * moved_from_cells)
-        throughput = float(discharged.sum())
-        self.total_arrived += float(arrived.sum())
+        throughput = float(_add_reduce(discharged))
+        self.total_arrived += float(_add_reduce(arrived))
         self.decision += 1
         self._update_queues()
 
         config = self.config
+        switches = schedule.switches
         reward = (
             -config.queue_weight * (self._queue_total - queue_before)
             - config.delay_weight * delay
@@ -416,19 +462,77 @@ class TrafficSignalEnv(gym.Env):
         return "\n".join(rows)
 
     # -- internals --------------------------------------------------------------
-    def _signal_schedule(self, ticks: int) -> tuple[list[int], int]:
-        """The signal state index of each tick of this decision, and the changes started."""
-        if self._stage == _GREEN and self.target_phase == self.phase:
-            self.green_elapsed += ticks
-            self._stage_elapsed += ticks
-            signals = self._last_signals = [self.phase] * ticks
-            return signals, 0
-        switches = 0
-        signals = self._last_signals = []
-        for _ in range(ticks):
+    def _signal_schedule(self) -> _Schedule:
+        """Advance the signal over this decision; its ticks' signal states and changes.
+
+        The outcome depends only on the stage, the time in a yellow/all-red stage, the green
+        time up to `min_green` (only `>= min_green` is ever asked), the phase and the target:
+        each such key is simulated once with `_advance_signal` and replayed after.
+        """
+        stage = self._stage
+        key = (
+            stage,
+            self._stage_elapsed if stage != _GREEN else 0,
+            min(self.green_elapsed, self._min_green),
+            self.phase,
+            self.target_phase,
+        )
+        schedule = self._schedules.get(key)
+        if schedule is None:
+            schedule = self._schedules[key] = self._simulate_schedule(key)
+        self._stage = schedule.stage
+        self._stage_elapsed = schedule.stage_elapsed + (
+            self._stage_elapsed if schedule.stage_elapsed_relative else 0
+        )
+        self.green_elapsed = schedule.green_elapsed + (
+            self.green_elapsed if schedule.green_elapsed_relative else 0
+        )
+        self.phase = schedule.phase
+        self._signal = schedule.signals[-1]
+        self._last_signals = schedule.signals
+        return schedule
+
+    def _simulate_schedule(self, key: tuple) -> _Schedule:
+        saved = (
+            self._stage,
+            self._stage_elapsed,
+            self.green_elapsed,
+            self.phase,
+            self.target_phase,
+            self._signal,
+        )
+        stage, stage_elapsed, green_elapsed, phase, target = key
+        self._stage, self._stage_elapsed, self.green_elapsed = stage, stage_elapsed, green_elapsed
+        self.phase, self.target_phase = phase, target
+        switches, signals = 0, []
+        stage_reset = green_reset = False
+        for _ in range(self.ticks_per_decision):
+            before = (self._stage, self.phase)
             switches += self._advance_signal()
+            # A stage change restarts its clock; a new green phase restarts the green clock.
+            stage_reset |= self._stage != before[0]
+            green_reset |= self._stage == _GREEN and before[0] != _GREEN
             signals.append(self._signal)
-        return signals, switches
+        schedule = _Schedule(
+            signals=tuple(signals),
+            switches=switches,
+            stage=self._stage,
+            stage_elapsed=self._stage_elapsed - (0 if stage_reset else stage_elapsed),
+            stage_elapsed_relative=not stage_reset,
+            green_elapsed=self.green_elapsed - (0 if green_reset else green_elapsed),
+            green_elapsed_relative=not green_reset,
+            phase=self.phase,
+            caps=list(self._cap[np.asarray(signals, dtype=np.int64)]),
+        )
+        (
+            self._stage,
+            self._stage_elapsed,
+            self.green_elapsed,
+            self.phase,
+            self.target_phase,
+            self._signal,
+        ) = saved
+        return schedule
 
     def _advance_signal(self) -> int:
         """Move the signal one tick forward; returns 1 when a change starts this tick."""
@@ -452,29 +556,38 @@ class TrafficSignalEnv(gym.Env):
         return started
 
     def _update_queues(self) -> None:
-        """Queued vehicles per movement: what the CTM holds back now (see module doc)."""
-        x = self._state
-        send = np.minimum(x[:-1] * self._fwd, self._send_cap)
-        recv = np.minimum(self._back_next * (self._jam_next - x[1:]), self._recv_cap[self._signal])
-        cells = self._cell_slots
-        held = x[cells] - np.minimum(send[cells], recv[cells]) * self._inv_fwd_cells
+        """Queued vehicles per movement: what the CTM holds back now (see module doc).
+
+        Computed on the cells only, as (movements, cells) views of the state: the same
+        element-wise operations as over the whole state, so the same bits.
+        """
+        blocks = self._state.reshape(self._n_mov, self._block)
+        cells = blocks[:, 1 : self._n_cells + 1]
+        flow = cells * self._fwd_cells
+        recv = np.subtract(self._jam_next_cells, blocks[:, 2 : self._n_cells + 2])
+        np.multiply(self._back_next_cells, recv, out=recv)
+        np.minimum(flow, recv, out=flow)
+        np.minimum(flow, self._cap_cells[self._signal], out=flow)
+        np.multiply(flow, self._inv_fwd_cells2d, out=flow)
+        held = np.subtract(cells, flow, out=flow)
         np.maximum(held, 0.0, out=held)
-        per_movement = held.reshape(len(self.movements), -1).sum(axis=1)
-        self._queues = per_movement + x[self._backlog_slots]
-        self._queue_total = float(self._queues.sum())
+        per_movement = _add_reduce(held, axis=1)
+        self._queues = queues = per_movement + blocks[:, 0]
+        self._queue_total = float(_add_reduce(queues))
 
     def _observation(self) -> np.ndarray:
-        layout = self.layout
-        obs = np.empty(layout.size, dtype=np.float32)
+        obs = np.empty(self._obs_size, dtype=np.float32)
         queues = self._queues
-        obs[layout.queue] = queues / (queues + self.storage)
-        obs[layout.density] = np.minimum(self._state[self._cell_slots] * self._inv_jam_cells, 1.0)
-        obs[layout.phase] = 0.0
-        obs[layout.phase.start + self.current_phase] = 1.0
-        obs[layout.time_in_phase] = min(
+        obs[self._obs_queue] = queues / (queues + self.storage)
+        blocks = self._state.reshape(self._n_mov, self._block)
+        density = blocks[:, 1 : self._n_cells + 1] * self._inv_jam_cells2d
+        np.minimum(density, 1.0, out=obs[self._obs_density].reshape(density.shape))
+        obs[self._obs_phase] = 0.0
+        obs[self._obs_phase_start + self.current_phase] = 1.0
+        obs[self._obs_time_in_phase] = min(
             self.green_elapsed * self.config.tick_s / TIME_IN_PHASE_NORM_S, 1.0
         )
-        obs[layout.time_of_day] = self.decision / self.decisions_per_episode
+        obs[self._obs_time_of_day] = self.decision / self.decisions_per_episode
         return obs
 
     # -- read-only views for controllers and tests --------------------------------

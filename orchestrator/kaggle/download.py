@@ -1,5 +1,8 @@
 """Resumable, constant-memory download of one output file with its sha256 computed while writing.
 
+The hashing runs on a helper thread fed through a bounded queue (sha256 releases the GIL), so
+it overlaps the network reads and file writes instead of adding to them.
+
 Bytes go to `dest.part`; a leftover `.part` (or a connection that drops mid-body) is continued
 with `Range: bytes=N-` after re-hashing the bytes already there. The finished file is renamed into
 place atomically, so `dest` either does not exist or is complete.
@@ -10,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +46,43 @@ def _hash_prefix(path: Path) -> tuple[hashlib._Hash, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest, size
+
+
+HASH_QUEUE_CHUNKS = 64  # at most this many received chunks wait for the hashing thread
+
+
+class _BackgroundHash:
+    """Feeds chunks to `digest.update` on a helper thread; leaving the block waits until
+    every chunk given is hashed (also when the block raises), so the digest then matches the
+    bytes written."""
+
+    def __init__(self, digest) -> None:
+        self._digest = digest
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=HASH_QUEUE_CHUNKS)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="download-sha256", daemon=True)
+
+    def _run(self) -> None:
+        update, get = self._digest.update, self._chunks.get
+        while (chunk := get()) is not None:
+            if self._error is None:
+                try:
+                    update(chunk)
+                except BaseException as error:  # noqa: BLE001 - re-raised in the caller
+                    self._error = error
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def __enter__(self) -> _BackgroundHash:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._chunks.put(None)
+        self._thread.join()
+        if self._error is not None and exc[0] is None:
+            raise self._error
 
 
 class _Progress:
@@ -180,11 +222,14 @@ def _fetch_into(
             )
             # Chunks are taken as they arrive (none is lost to a half-filled buffer when the
             # connection drops) and written through a 1 MiB buffer.
-            with state.part.open("ab", buffering=CHUNK_SIZE) as handle:
+            with (
+                state.part.open("ab", buffering=CHUNK_SIZE) as handle,
+                _BackgroundHash(state.digest) as hasher,
+            ):
                 try:
                     for chunk in response.iter_bytes():
                         handle.write(chunk)
-                        state.digest.update(chunk)
+                        hasher.update(chunk)
                         state.size += len(chunk)
                         if progress is not None:
                             progress(state.size, total)

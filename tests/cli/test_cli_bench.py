@@ -23,7 +23,8 @@ def best_of(n, fn):
     return min(times)
 
 
-def test_help_startup_against_bare_python():
+def test_help_startup_against_bare_python(bench_record):
+    """Target (DESIGN: `orchestrate --help` answers in a blink): <= 0.5 s, best of 5."""
     bare = best_of(5, lambda: subprocess.run([sys.executable, "-c", "pass"], check=True))
     typer_only = best_of(
         5, lambda: subprocess.run([sys.executable, "-c", "import typer, rich.console"], check=True)
@@ -34,20 +35,32 @@ def test_help_startup_against_bare_python():
             [sys.executable, "-m", "orchestrator", "--help"], check=True, capture_output=True
         ),
     )
-    print(
-        f"\nBENCH orchestrate --help: {helped:.3f}s (baseline: python -c pass {bare:.3f}s, ratio: {helped / bare:.1f}x)"
-    )
-    print(
-        f"BENCH orchestrate --help vs import typer+rich: {helped:.3f}s (baseline: {typer_only:.3f}s, ratio: {helped / typer_only:.1f}x)"
+    assert bench_record(
+        "orchestrate_help_s",
+        helped,
+        unit=" s",
+        baseline=typer_only,
+        ratio=helped / typer_only,
+        target="<= 0.5 s",
+        met=helped <= 0.5,
+        bare_python_s=bare,
+        baseline_is="python -c 'import typer, rich.console'",
     )
 
 
-def test_render_kernel_time(tmp_path):
+def test_render_kernel_time(tmp_path, bench_record):
+    """Target: rendering a kernel (embedding the runtime) <= 0.25 s, best of 5."""
     settings = settings_from_dict({"kaggle": {"owner": "alice"}, "kernel": {"slug": "bench-run"}})
     baseline = best_of(3, lambda: settings.run.config_hash())
     rendered = best_of(
         5, lambda: render_kernel(settings, settings.run, slug="bench-run", out_dir=tmp_path / "k")
     )
-    print(
-        f"\nBENCH render_kernel: {rendered:.4f}s (baseline: config_hash {baseline:.6f}s, ratio: {rendered / baseline:.0f}x)"
+    assert bench_record(
+        "render_kernel_s",
+        rendered,
+        unit=" s",
+        baseline=baseline,
+        ratio=rendered / baseline,
+        target="<= 0.25 s",
+        met=rendered <= 0.25,
     )

@@ -136,7 +136,10 @@ def test_extraction_needs_an_empty_directory(tmp_path):
 
 
 @pytest.mark.bench
-def test_bench_safe_extract_against_extractall(tmp_path):
+def test_bench_safe_extract_against_extractall(tmp_path, bench_record):
+    """Target: <= 4x zipfile's extractall on a checkpoint-like archive of many small files (the
+    per-entry checks: path resolution, O_EXCL|O_NOFOLLOW opens, the running byte cap). Set as a
+    regression guard from the 1.4-3.0x measured on a loaded 2-core machine."""
     import os
     import time
 
@@ -147,14 +150,11 @@ def test_bench_safe_extract_against_extractall(tmp_path):
     entries += [(f"figures/f{i}.png", os.urandom(20_000), None) for i in range(300)]
     archive = make_zip(tmp_path / "bench.zip", entries)
 
-    def timed(fn) -> float:
-        best = float("inf")
-        for round_ in range(3):
-            out = tmp_path / f"out-{fn.__name__}-{round_}"
-            start = time.perf_counter()
-            fn(out)
-            best = min(best, time.perf_counter() - start)
-        return best
+    def timed(fn, round_) -> float:
+        out = tmp_path / f"out-{fn.__name__}-{round_}"
+        start = time.perf_counter()
+        fn(out)
+        return time.perf_counter() - start
 
     def baseline(out):
         with zipfile.ZipFile(archive) as z:
@@ -163,6 +163,18 @@ def test_bench_safe_extract_against_extractall(tmp_path):
     def checked(out):
         safe_extract(archive, out)
 
-    base = timed(baseline)
-    ours = timed(checked)
-    print(f"BENCH safe_extract_s: {ours:.3f} (baseline: {base:.3f}, ratio: {ours / base:.2f})")
+    timed(baseline, "warm-up")  # the archive into the page cache
+    times = {baseline: [], checked: []}
+    for round_ in range(5):  # interleaved, best of 5
+        for fn in (baseline, checked) if round_ % 2 == 0 else (checked, baseline):
+            times[fn].append(timed(fn, round_))
+    base, ours = min(times[baseline]), min(times[checked])
+    assert bench_record(
+        "safe_extract_s",
+        ours,
+        unit=" s",
+        baseline=base,
+        ratio=ours / base,
+        target="ratio <= 4 (vs zipfile extractall)",
+        met=ours / base <= 4.0,
+    )

@@ -18,6 +18,10 @@ from pathlib import Path
 import pytest
 
 SIZE_MB = int(os.environ.get("ORCHESTRATE_BENCH_DOWNLOAD_MB", "1024"))
+ROUNDS = int(os.environ.get("ORCHESTRATE_BENCH_DOWNLOAD_ROUNDS", "3"))
+TARGET_VS_OFFICIAL = 0.9  # our end-to-end fetch at least 0.9x the official CLI's speed
+TARGET_VS_PLAIN = 0.8  # hashing on the side: at least 0.8x a plain streaming copy's speed
+MAX_RSS_MB = 150
 OFFICIAL_CLI = Path(sys.executable).parent / "kaggle"
 OWNER, SLUG = "alice", "bench-big-output"
 
@@ -82,19 +86,25 @@ with KaggleClient.from_env(timeout=120) as client:
 """
 
 # Runs a command as its only child: wall time from spawn to exit, and the child's peak RSS.
+# `durable_seconds` adds the writeback of what it left in the page cache (`sync` after it):
+# our client fsyncs its file before renaming it into place, the official CLI does not, and
+# without this its writeback would be charged to whichever downloader runs next.
 TIMED_CHILD = """
-import json, resource, subprocess, sys, time
+import json, os, resource, subprocess, sys, time
 start = time.perf_counter()
 done = subprocess.run(sys.argv[1:], capture_output=True, text=True, check=False)
 seconds = time.perf_counter() - start
+os.sync()
+durable = time.perf_counter() - start
 if done.returncode != 0:
     sys.exit(f"{sys.argv[1:]} exited {done.returncode}:\\n{done.stdout}\\n{done.stderr}")
-print(json.dumps({"seconds": seconds,
+print(json.dumps({"seconds": seconds, "durable_seconds": durable,
                   "maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
 
 def run_python(code: str, *args: str, env: dict[str, str]) -> dict:
+    os.sync()  # every downloader starts with no dirty pages of another one to write back
     done = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, check=False
     )
@@ -121,11 +131,18 @@ def expected_sha256() -> str:
 
 def push_big_output(client) -> None:
     from orchestrator.kaggle import PushSpec
+    from orchestrator.kaggle.errors import KernelNotVisible
 
     client.push(PushSpec(id=f"{OWNER}/{SLUG}", title="Bench big output", text=WRITER))
     deadline = time.monotonic() + 600
-    while not (status := client.status(OWNER, SLUG)).is_terminal:
+    while True:
         assert time.monotonic() < deadline, "the writer kernel did not finish in 600 s"
+        try:
+            status = client.status(OWNER, SLUG)
+        except KernelNotVisible:  # Kaggle's read-after-write lag right after the push
+            status = None
+        if status is not None and status.is_terminal:
+            break
         time.sleep(0.5)
     assert status.status == "COMPLETE", status
 
@@ -137,7 +154,9 @@ def check_fetched_dir(target: Path, listed: set[str], expected: str) -> None:
 
 
 @pytest.mark.bench
-def test_bench_large_download_with_hash_vs_plain_copy_and_official_cli(emulator, tmp_path):
+def test_bench_large_download_with_hash_vs_plain_copy_and_official_cli(
+    emulator, tmp_path, bench_record
+):
     from orchestrator.kaggle import KaggleClient, RetryPolicy
 
     env = emulator.subprocess_env(OWNER)
@@ -147,9 +166,9 @@ def test_bench_large_download_with_hash_vs_plain_copy_and_official_cli(emulator,
     url = listed["big.bin"]
     expected = expected_sha256()
 
-    # Alternate and keep the best of two, so page-cache warmth favours no side.
+    # Interleaved, best of ROUNDS (the first round warms the page cache for every side).
     plain_runs, client_runs, fetch_runs, cli_runs = [], [], [], []
-    for round_ in range(2):
+    for round_ in range(ROUNDS):
         dest = tmp_path / f"plain-{round_}.bin"
         plain_runs.append(run_python(PLAIN_COPY, url, str(dest), env=env))
         dest.unlink()
@@ -177,26 +196,63 @@ def test_bench_large_download_with_hash_vs_plain_copy_and_official_cli(emulator,
     mb = SIZE_MB
     plain, ours = _best(plain_runs), _best(client_runs)
     rss, plain_rss = _peak_rss(client_runs), _peak_rss(plain_runs)
-    fetch, official = _best(fetch_runs), _best(cli_runs)
+    fetch, official = _best(fetch_runs, "durable_seconds"), _best(cli_runs, "durable_seconds")
+    fetch_raw, official_raw = _best(fetch_runs), _best(cli_runs)
     fetch_rss, official_rss = _peak_rss(fetch_runs), _peak_rss(cli_runs)
-    print(
-        f"\nBENCH download {mb} MiB with sha256 (MiB/s): {mb / ours:.0f} (baseline: {mb / plain:.0f} plain copy, ratio: {plain / ours:.2f}x)"
-    )
-    print(
-        f"BENCH download peak RSS (MB): {rss:.0f} (baseline: {plain_rss:.0f} plain copy, ratio: {rss / plain_rss:.2f}x)"
-    )
-    print(
-        f"BENCH download vs official CLI (MiB/s): {mb / fetch:.0f} (baseline: {mb / official:.0f} official CLI, ratio: {official / fetch:.2f}x)"
-    )
-    print(
-        f"BENCH download vs official CLI peak RSS (MB): {fetch_rss:.0f} (baseline: {official_rss:.0f} official CLI, ratio: {fetch_rss / official_rss:.2f}x)"
-    )
-    assert rss < 150
-    assert fetch_rss < 150
+    load = os.getloadavg()[0]
+    checks = [
+        bench_record(
+            f"download_{mb}MiB_sha256_vs_plain_copy",
+            mb / ours,
+            unit=" MiB/s",
+            baseline=mb / plain,
+            ratio=plain / ours,
+            target=f"speed ratio >= {TARGET_VS_PLAIN}",
+            met=plain / ours >= TARGET_VS_PLAIN,
+            rounds=ROUNDS,
+            load_avg_1m=load,
+        ),
+        bench_record(
+            f"download_{mb}MiB_vs_official_cli",
+            mb / fetch,
+            unit=" MiB/s",
+            baseline=mb / official,
+            ratio=official / fetch,
+            target=f"speed ratio >= {TARGET_VS_OFFICIAL} (end to end, file on disk)",
+            met=official / fetch >= TARGET_VS_OFFICIAL,
+            durable_seconds=fetch,
+            official_durable_seconds=official,
+            # Until each process exits, before the page cache is written back:
+            seconds=fetch_raw,
+            official_seconds=official_raw,
+            ratio_until_exit=official_raw / fetch_raw,
+            rounds=ROUNDS,
+            load_avg_1m=load,
+        ),
+        bench_record(
+            "download_peak_rss_mb",
+            rss,
+            unit=" MB",
+            baseline=plain_rss,
+            ratio=rss / plain_rss,
+            target=f"peak RSS < {MAX_RSS_MB} MB",
+            met=rss < MAX_RSS_MB,
+        ),
+        bench_record(
+            "download_vs_official_cli_peak_rss_mb",
+            fetch_rss,
+            unit=" MB",
+            baseline=official_rss,
+            ratio=fetch_rss / official_rss,
+            target=f"peak RSS < {MAX_RSS_MB} MB",
+            met=fetch_rss < MAX_RSS_MB,
+        ),
+    ]
+    assert all(checks), "a download target was missed (see the BENCH lines)"
 
 
-def _best(runs: list[dict]) -> float:
-    return min(run["seconds"] for run in runs)
+def _best(runs: list[dict], key: str = "seconds") -> float:
+    return min(run[key] for run in runs)
 
 
 def _peak_rss(runs: list[dict]) -> float:

@@ -168,17 +168,21 @@ def test_a_bad_env_raises_a_clear_error(tiny_model):
 
 
 @pytest.mark.bench
-def test_bench_evaluation_costs(tiny_model):
+def test_bench_evaluation_costs(tiny_model, bench_record):
+    """Targets: evaluation <= 1 ms per step of CartPole; the traffic best-model evaluation (run at
+    every export) <= 1 s (DESIGN: ~1 s; the ratio to bare env episodes is recorded); the final evaluation against the baselines <= 5 s (end-of-session work)."""
     from stable_baselines3 import DQN
 
     from kernel_template.envs import make_env
 
     def timed(fn, repeats=3):
-        fn()
-        started = time.perf_counter()
-        for _ in range(repeats):
+        fn()  # warm-up
+        best = float("inf")
+        for _ in range(repeats):  # best of N: the box is shared
+            started = time.perf_counter()
             fn()
-        return (time.perf_counter() - started) / repeats
+            best = min(best, time.perf_counter() - started)
+        return best
 
     cartpole_episodes = 2
     cartpole = timed(lambda: evaluate_agent(tiny_model, CARTPOLE, episodes=cartpole_episodes))
@@ -186,9 +190,18 @@ def test_bench_evaluation_costs(tiny_model):
         evaluate_agent(tiny_model, CARTPOLE, episodes=cartpole_episodes)["mean_length"]
         * cartpole_episodes
     )
-    print(
-        f"\nBENCH evaluate_agent CartPole, {cartpole_episodes} episodes ({steps:.0f} steps): {cartpole:.3f} s (baseline: per step, ratio: {cartpole / steps * 1000:.3f} ms/step)"
-    )
+    per_step_ms = cartpole / steps * 1000
+    checks = [
+        bench_record(
+            "evaluate_agent_cartpole_ms_per_step",
+            per_step_ms,
+            unit=" ms",
+            target="<= 1 ms per step",
+            met=per_step_ms <= 1.0,
+            episodes=cartpole_episodes,
+            steps=steps,
+        )
+    ]
 
     traffic = RunConfig(env="traffic-signal")
     model = DQN(
@@ -209,16 +222,36 @@ def test_bench_evaluation_costs(tiny_model):
             _, _, terminated, truncated, _ = bare_env.step(0)
             done = terminated or truncated
 
-    bare = timed(bare_episode)
-    best = timed(
-        lambda: evaluate_agent(model, traffic, episodes=traffic.evaluation.best_model_episodes),
-        repeats=2,
-    )
+    def best_model_evaluation():
+        evaluate_agent(model, traffic, episodes=traffic.evaluation.best_model_episodes)
+
+    # Interleaved: the bare episode and the evaluation alternate, best of each.
+    bare = best = float("inf")
+    for _ in range(3):
+        bare = min(bare, timed(bare_episode, repeats=1))
+        best = min(best, timed(best_model_evaluation, repeats=1))
     final = timed(lambda: evaluate_against_baselines(model, traffic), repeats=1)
     per_episode = best / traffic.evaluation.best_model_episodes
-    print(
-        f"BENCH traffic best-model evaluation ({traffic.evaluation.best_model_episodes} episodes): {best:.3f} s (baseline: bare env episode {bare:.3f} s, ratio: {per_episode / bare:.1f} per episode)"
-    )
-    print(
-        f"BENCH traffic final evaluation vs baselines ({traffic.evaluation.final_episodes} episodes each): {final:.3f} s (baseline: best-model evaluation {best:.3f} s, ratio: {final / best:.1f})"
-    )
+    checks += [
+        bench_record(
+            "traffic_best_model_evaluation_s",
+            best,
+            unit=" s",
+            baseline=bare,
+            ratio=per_episode / bare,
+            target="<= 1 s",
+            met=best <= 1.0,
+            episodes=traffic.evaluation.best_model_episodes,
+        ),
+        bench_record(
+            "traffic_final_evaluation_vs_baselines_s",
+            final,
+            unit=" s",
+            baseline=best,
+            ratio=final / best,
+            target="<= 5 s",
+            met=final <= 5.0,
+            episodes_each=traffic.evaluation.final_episodes,
+        ),
+    ]
+    assert all(checks)

@@ -237,7 +237,8 @@ def test_bad_state_version_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.bench
-def test_bench_log_lines_per_step_default_config(tmp_path):
+def test_bench_log_lines_per_step_default_config(tmp_path, bench_record):
+    """Target: a step that logs every time prints at most the default max_lines_per_step."""
     stream = io.StringIO()
     logger = ThrottledLogger(LoggingConfig(), tmp_path / "events.jsonl", stream=stream)
     steps = 10_000
@@ -246,8 +247,15 @@ def test_bench_log_lines_per_step_default_config(tmp_path):
         if step % 1000 == 0:
             logger.event("progress", step=step, total=steps)
     rate = logger.lines_written / steps
-    print(
-        f"\nBENCH log lines per step (default config, 10k steps, 1 attempt/step): {rate:.3f} (baseline: 1.000, ratio: {rate:.3f})"
+    budget = LoggingConfig().max_lines_per_step
+    assert bench_record(
+        "throttled_log_lines_per_step",
+        rate,
+        baseline=1.0,
+        ratio=rate,
+        target=f"<= max_lines_per_step ({budget})",
+        met=rate <= budget,
+        attempts_per_step=1,
     )
 
 
@@ -289,7 +297,8 @@ def test_a_torn_last_line_is_cut_when_reopened(tmp_path):
 
 
 @pytest.mark.bench
-def test_bench_cost_of_a_log_call(tmp_path):
+def test_bench_cost_of_a_log_call(tmp_path, bench_record):
+    """Target: <= 30 us a call, i.e. <= 3 % of a ~1 ms default-config training step."""
     import time
 
     logger = ThrottledLogger(LoggingConfig(), tmp_path / "events.jsonl", stream=io.StringIO())
@@ -306,7 +315,12 @@ def test_bench_cost_of_a_log_call(tmp_path):
     for step in range(calls):
         logger.log("step", "step done", step=step, reward=0.5)
     per_call = (time.perf_counter() - started) / calls
-    print(
-        f"\nBENCH ThrottledLogger.log per call (default config, ~0.5 printed/step): {per_call * 1e6:.2f} us "
-        f"(baseline: empty call {baseline * 1e6:.2f} us, ratio: {per_call / baseline:.1f})"
+    assert bench_record(
+        "throttled_log_call_us",
+        per_call * 1e6,
+        unit=" us",
+        baseline=baseline * 1e6,
+        ratio=per_call / baseline,
+        target="<= 30 us per call",
+        met=per_call <= 30e-6,
     )
