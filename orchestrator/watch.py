@@ -46,6 +46,8 @@ SAVED_SUMMARY_STATUSES = frozenset({"budget_stop", "signal_stop", "complete"})
 FIRST_ENTRY_WAIT_S = 5.0
 # A run this ledger did not push is polled through 403s this long before the denial is said.
 UNKNOWN_RUN_DENIAL_GRACE_S = 30.0
+# Through the 403s after a push: the first look again after this long, then twice as long.
+DENIAL_FIRST_PAUSE_S = 1.0
 # Log lines shown when a run failed, so the cause is on screen.
 FAILURE_TAIL_LINES = 15
 
@@ -361,6 +363,7 @@ class _Follower:
 
         began = time.monotonic()
         said = False
+        pause = DENIAL_FIRST_PAUSE_S
         while True:
             try:
                 return self.poll_status(first=True)
@@ -374,7 +377,10 @@ class _Follower:
                             style="yellow",
                         )
                         said = True
-                    time.sleep(min(self.poll_s, max(self.denial_grace_s - waited, 0.05)))
+                    # The lag is seconds to minutes: look again soon, then back off to the
+                    # poll interval (a short session must not end unseen for a whole poll).
+                    time.sleep(min(pause, self.poll_s, max(self.denial_grace_s - waited, 0.05)))
+                    pause *= 2
                     continue
                 if _is_denied(error):
                     self.client.verify_credentials()  # a refused key says so, with its fix
