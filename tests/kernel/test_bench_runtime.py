@@ -91,6 +91,7 @@ def _runtime_steps_per_s(config: RunConfig, working) -> tuple[float, dict, dict[
 
 
 @pytest.mark.bench
+@pytest.mark.timeout(1800)  # several interleaved runs of 2 minutes each
 def test_bench_runtime_against_bare_learn(tmp_path, bench_record):
     probe = RunConfig.model_validate({"total_timesteps": 5000})
     speed = _steady_steps_per_s(probe)
