@@ -423,7 +423,7 @@ def _chain(client, settings, run_id, report, poll_s, timeout_s, say) -> None:
     outcome = results[name].outcome
     second = next((r for r in runs if r.segment == 2 and r.state == "pulled"), None)
     resumed = ((second.summary or {}).get("resumed_from") or {}) if second else {}
-    mount = resumed.get("source") or resumed.get("path")
+    mount = resumed.get("path")
     report.observe(
         "mounts",
         "where the parent's output was mounted",
