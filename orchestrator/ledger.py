@@ -96,6 +96,11 @@ class RunRecord(BaseModel):
     def ref(self) -> str:
         return f"{self.owner}/{self.run}"
 
+    def seconds_since_push(self) -> float:
+        """Since the push (or, unconfirmed, the intent before it): Kaggle's read lag counts
+        from there."""
+        return seconds_since(self.pushed_at or self.created_at)
+
 
 class Note(BaseModel):
     """A line in a chain's history: decisions worth keeping, and alerts."""

@@ -94,11 +94,10 @@ def _denied_status(owner: str, slug: str, record, client) -> tuple[str, str]:
     """(status, note) for a kernel Kaggle denies (403): deleted by us, or not visible yet
     within the grace after its push; past that, the denial is said plainly (exit 2)."""
     from .kaggle import VISIBILITY_GRACE_S
-    from .ledger import seconds_since
 
     if record is not None and getattr(record, "deleted_at", None):
         return "NOT_FOUND", "deleted with `orchestrate delete`"
-    age = seconds_since((record.pushed_at or record.created_at) if record is not None else None)
+    age = record.seconds_since_push() if record is not None else float("inf")
     if age >= VISIBILITY_GRACE_S:
         client.verify_credentials()  # refused credentials: exit 2 with the fix
         how_long = f"{age:.0f} s after its push" if record is not None else "no push recorded"

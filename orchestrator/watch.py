@@ -342,7 +342,7 @@ class _Follower:
             status = self.client.status(self.owner, self.slug)
         except Exception as error:  # the client already retried; keep watching, try again later
             # Unreachable from the start: say so (exit 3) rather than wait on nothing.
-            if first or (_is_not_found(error) and not _is_denied(error)) or _is_refused(error):
+            if first or _is_not_found(error) or _is_refused(error):
                 raise
             self.view.say(f"status check failed ({error}); still watching", style="yellow")
             return self.result.status
@@ -466,9 +466,9 @@ class _Follower:
 
 
 def _is_not_found(error: Exception) -> bool:
-    from orchestrator.kaggle.errors import KernelNotVisible, NotFoundError
+    from orchestrator.kaggle.errors import NotFoundError
 
-    return isinstance(error, NotFoundError | KernelNotVisible)
+    return isinstance(error, NotFoundError)
 
 
 def _is_denied(error: Exception) -> bool:
@@ -522,12 +522,10 @@ def denial_grace_for(record) -> float:
     """How long to wait through 403s for a ledger run: the rest of the visibility grace since
     its push (at least a short grace), or the short grace for a run pushed elsewhere."""
     from orchestrator.kaggle import VISIBILITY_GRACE_S
-    from orchestrator.ledger import seconds_since
 
     if record is None:
         return UNKNOWN_RUN_DENIAL_GRACE_S
-    age = seconds_since(record.pushed_at or record.created_at)
-    return max(VISIBILITY_GRACE_S - age, UNKNOWN_RUN_DENIAL_GRACE_S)
+    return max(VISIBILITY_GRACE_S - record.seconds_since_push(), UNKNOWN_RUN_DENIAL_GRACE_S)
 
 
 def watch(
