@@ -87,7 +87,8 @@ def stop_margin_floor_s(session_limit_s: float, min_margin_s: float | None = Non
 
 
 class ParentRef(_Strict):
-    """The checkpoint a chain segment continues: the parent kernel and the manifest it left.
+    """The checkpoint a chain segment continues: the parent kernel (or dataset) and the
+    manifest it holds.
 
     Not a result field: it names where the state comes from, not what training does."""
 
@@ -95,6 +96,11 @@ class ParentRef(_Strict):
     slug: str = Field(min_length=1)
     manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     step: int = Field(ge=0)
+    kind: Literal["kernel", "dataset"] = Field(
+        default="kernel",
+        description="a kernel's output (kernel_sources) or a dataset uploaded from a local "
+        "checkpoint (dataset_sources)",
+    )
 
     @field_validator("owner", "slug")
     @classmethod

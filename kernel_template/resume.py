@@ -7,9 +7,10 @@ a parent left. The newest checkpoint that verifies wins; corrupt ones are skippe
 warning naming the bad file. A checkpoint made under a different config is refused,
 naming the differing fields, unless each is listed in `allow_config_change`.
 
-A chain segment names its parent (`RunConfig.parent`: owner, slug, step, manifest hash).
-Then only that checkpoint will do, and only the parent's exact mounts are looked at
-(`<input>/notebooks/<owner>/<slug>/`, legacy `<input>/<slug>/`; never a walk of `<input>`,
+A chain segment names its parent (`RunConfig.parent`: owner, slug, step, manifest hash,
+kind). Then only that checkpoint will do, and only the parent's exact mounts are looked at
+(`<input>/notebooks/<owner>/<slug>/` for a kernel, `<input>/datasets/<owner>/<slug>/` for a
+dataset, legacy `<input>/<slug>/` for both; never a walk of `<input>`,
 which can take minutes on Kaggle), re-checked for `parent_wait_s` since a just-finished
 parent may be attached late. Not found in time: `ParentMissing`, and the session trains
 nothing. A later segment (segment_index > 1) without a parent is refused the same way.
@@ -36,6 +37,8 @@ from kernel_template.config import ParentRef, RunConfig, changes_allowed, diff_r
 PARENT_POLL_S = 2.0
 # Most names listed per directory in a ParentMissing report.
 LISTING_LIMIT = 50
+# Where a dataset's uploaded artifacts.zip lands when Kaggle decompresses it into a folder.
+DATASET_ARCHIVE_DIR = "artifacts"
 
 
 class ResumeRefused(RuntimeError):
@@ -270,8 +273,20 @@ def _bring_in(
 
 
 def parent_mounts(input_dir: Path, parent: ParentRef) -> list[Path]:
-    """Where Kaggle mounts the parent's output: today's layout first, then the legacy one."""
-    return [input_dir / "notebooks" / parent.owner / parent.slug, input_dir / parent.slug]
+    """Where Kaggle mounts the parent's output (a kernel) or files (a dataset): today's
+    layout first, then the legacy flat one."""
+    kind_dir = "datasets" if parent.kind == "dataset" else "notebooks"
+    return [input_dir / kind_dir / parent.owner / parent.slug, input_dir / parent.slug]
+
+
+def parent_output_dirs(input_dir: Path, parent: ParentRef) -> list[Path]:
+    """The dirs that may hold the parent's `checkpoints/` or `artifacts.zip`. A dataset holds
+    an uploaded `artifacts.zip`, which Kaggle may keep as is or decompress, at the top or
+    into `artifacts/` (as the CLI's zipped folders come out): all three are looked at."""
+    mounts = parent_mounts(input_dir, parent)
+    if parent.kind != "dataset":
+        return mounts
+    return [d for m in mounts for d in (m, m / DATASET_ARCHIVE_DIR)]
 
 
 def _list_dir(directory: Path) -> list[str] | None:
@@ -292,15 +307,15 @@ def input_listing(input_dir: Path, parent: ParentRef | None) -> dict[str, list[s
     dirs = [input_dir, input_dir / "notebooks"]
     if parent is not None:
         mounts = parent_mounts(input_dir, parent)
-        dirs += [input_dir / "notebooks" / parent.owner, *mounts]
-        dirs += [m / layout.CHECKPOINTS_DIR for m in mounts]
+        dirs += [mounts[0].parent, *mounts]
+        dirs += [d / layout.CHECKPOINTS_DIR for d in parent_output_dirs(input_dir, parent)]
     return {str(d): _list_dir(d) for d in dict.fromkeys(dirs)}
 
 
 def _parent_candidates(input_dir: Path, parent: ParentRef) -> list[Candidate]:
     found: list[Candidate] = []
     name = layout.checkpoint_dir_name(parent.step)
-    for mount in parent_mounts(input_dir, parent):
+    for mount in parent_output_dirs(input_dir, parent):
         directory = mount / layout.CHECKPOINTS_DIR / name
         if directory.is_dir():
             found.append(Candidate(parent.step, directory, origin="input"))
@@ -352,10 +367,16 @@ def find_parent_checkpoint(
     raise ParentMissing(
         f"parent checkpoint {parent.owner}/{parent.slug} step {parent.step} "
         f"(manifest {parent.manifest_sha256[:12]}) not found or not verifying in {where} "
-        f"after {config.parent_wait_s:g} s; was the parent attached (kernel_sources) and finished?",
+        f"after {config.parent_wait_s:g} s; {_attach_hint(parent)}",
         layout.PARENT_MISSING_REASON,
         seen,
     )
+
+
+def _attach_hint(parent: ParentRef) -> str:
+    if parent.kind == "dataset":
+        return "was the dataset attached (dataset_sources) and READY when the kernel was pushed?"
+    return "was the parent attached (kernel_sources) and finished?"
 
 
 def find_resume_point(

@@ -110,6 +110,26 @@ class Note(BaseModel):
     message: str
 
 
+class StartPoint(BaseModel):
+    """A verified checkpoint from outside the chain's own runs that it continues: another
+    run's kernel output, or a dataset uploaded from a local checkpoint dir."""
+
+    kind: Literal["kernel", "dataset"]
+    owner: str
+    slug: str = Field(description="the kernel's or the dataset's slug")
+    checkpoint_hash: str
+    step: int
+    source: str = Field(description="what the user named: a run, or a local checkpoint dir")
+    ready: bool = Field(
+        default=True, description="a dataset: Kaggle has processed it (READY), so it attaches"
+    )
+    created_at: str = Field(default_factory=utc_now_iso)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.slug}"
+
+
 class ChainRecord(BaseModel):
     """A training run split into segments that each fit one session."""
 
@@ -160,6 +180,13 @@ class ChainRecord(BaseModel):
         description="the first pulled segment's versions, which later segments must match",
     )
     reference_run: str | None = Field(default=None, description="the run they came from")
+    start_from: StartPoint | None = Field(
+        default=None, description="`chain start --from` / `chain resume --from`"
+    )
+    forgiven_runs: list[str] = Field(
+        default_factory=list,
+        description="runs whose failures `chain resume` forgave: no longer counted in max_retries",
+    )
     notes: list[Note] = Field(default_factory=list)
 
     def note(self, message: str, level: Literal["info", "warning", "alert"] = "info") -> None:

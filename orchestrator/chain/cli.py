@@ -54,6 +54,14 @@ RetriesOpt = Annotated[
     int | None,
     typer.Option("--max-retries", min=0, help="retries of a segment that fails without progress"),
 ]
+FromOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--from",
+        help="a pulled run (its kernel output is attached) or a verified local checkpoint dir "
+        "(uploaded as a private Kaggle dataset) to continue from",
+    ),
+]
 PollOpt = Annotated[
     float, typer.Option("--poll-interval", min=0.1, help="seconds between status checks")
 ]
@@ -110,9 +118,15 @@ def _start(
     timesteps,
     plan_from,
     max_retries,
+    start_from=None,
 ):
     from orchestrator.chain.start import parse_segments, start_chain
 
+    source = None
+    if start_from is not None:
+        from orchestrator.chain.start_point import resolve_source
+
+        source = resolve_source(ledger, start_from)
     return start_chain(
         settings,
         ledger,
@@ -124,6 +138,8 @@ def _start(
         count=count,
         plan_from=plan_from,
         max_retries=max_retries,
+        start_from=source,
+        client=client,
     )
 
 
@@ -136,13 +152,17 @@ def start_command(
     timesteps: TimestepsOpt = None,
     plan_from: PlanFromOpt = None,
     max_retries: RetriesOpt = None,
+    start_from: FromOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Record a new chain (run config + segment plan); nothing is pushed until `step` or `run`.
 
+    With --from, the first segment resumes that checkpoint and the segments cover the rest.
+
     Example: orchestrate chain start ppo-long --segments 12000,12000
+    Example: orchestrate chain start ppo-more --from runs/ppo-s2/checkpoints/000000024000
     """
     settings = _settings(config, sets)
     with _client(settings) as client:
@@ -157,14 +177,94 @@ def start_command(
             timesteps=timesteps,
             plan_from=plan_from,
             max_retries=max_retries,
+            start_from=start_from,
         )
     if json_output:
         _emit(record.model_dump(mode="json"))
     else:
+        start = record.start_from
+        origin = f" from step {start.step} ({start.kind} {start.ref})" if start else ""
         typer.echo(
             f"chain {record.name}: {len(record.segments)} segment(s) {record.segments} for "
-            f"{record.total_timesteps} timesteps; next: orchestrate chain run {record.name}"
+            f"{record.total_timesteps} timesteps{origin}; next: orchestrate chain run {record.name}"
         )
+
+
+@app.command("resume")
+def resume_command(
+    name: NameArg,
+    start_from: FromOpt = None,
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Take a failed or cancelled chain on from its newest verified checkpoint.
+
+    Earlier failures are forgiven; nothing is pushed until `step` or `run`. With --from, the
+    chain continues from that checkpoint instead (e.g. when the kernel holding its newest one
+    was deleted): a local dir is uploaded as a private Kaggle dataset.
+
+    Example: orchestrate chain resume ppo-long
+    Example: orchestrate chain resume ppo-long --from runs/ppo-long-s2/checkpoints/000000024000
+    """
+    from orchestrator.chain.restart import resume_chain
+
+    settings = _settings(config)
+    ledger = _ledger(settings)
+    with _client(settings) as client:
+        source = None
+        if start_from is not None:
+            from orchestrator.chain.start_point import resolve_source
+
+            source = resolve_source(ledger, start_from)
+        record = resume_chain(ledger, name, source=source, client=client)
+    _print_record(record, json_output, f"chain {name} is active again: {record.notes[-1].message}")
+
+
+@app.command("extend")
+def extend_command(
+    name: NameArg,
+    to: Annotated[int, typer.Option("--to", min=1, help="the new total timesteps")],
+    segments: SegmentsOpt = None,
+    segment_timesteps: SegmentSizeOpt = None,
+    count: CountOpt = None,
+    config: ConfigOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Raise a chain's total; a finished chain becomes active and trains on from its last checkpoint.
+
+    The new segments default to the chain's largest planned segment. Nothing is pushed until
+    `step` or `run`.
+
+    Example: orchestrate chain extend ppo-long --to 2000000
+    """
+    from orchestrator.chain.restart import extend_chain
+    from orchestrator.chain.start import parse_segments
+
+    settings = _settings(config)
+    record = extend_chain(
+        _ledger(settings),
+        name,
+        to,
+        segments=parse_segments(segments) if segments else None,
+        segment_timesteps=segment_timesteps,
+        count=count,
+    )
+    warnings = [n.message for n in record.notes[-3:] if n.level == "warning"]
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    _print_record(
+        record,
+        json_output,
+        f"chain {name}: {record.total_timesteps} timesteps, segments {record.segments}; "
+        f"next: orchestrate chain run {name}",
+    )
+
+
+def _print_record(record, json_output: bool, line: str) -> None:
+    if json_output:
+        _emit(record.model_dump(mode="json"))
+    else:
+        typer.echo(line)
 
 
 @app.command("step")

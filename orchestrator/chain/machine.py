@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from orchestrator.ledger import ChainRecord, RunRecord
+from orchestrator.ledger import ChainRecord, RunRecord, StartPoint
 
 ACTIVE_STATES = ("pushed", "running")
 # Push refusals that mean "not now" (a full slot, a spent quota, rate limiting): the slug was
@@ -40,12 +40,14 @@ def segment_slug(chain: str, segment: int, attempt: int = 0) -> str:
 
 @dataclass(frozen=True)
 class ResumePoint:
-    """The newest verified checkpoint the chain holds, and the kernel whose output has it."""
+    """The newest verified checkpoint the chain holds, and the kernel whose output (or the
+    dataset, for a checkpoint uploaded by `--from`) has it."""
 
     run: str
     owner: str
     checkpoint_hash: str
     step: int
+    kind: str = "kernel"  # or "dataset"
 
     @property
     def ref(self) -> str:
@@ -95,7 +97,11 @@ class Push:
 
     @property
     def kernel_sources(self) -> list[str]:
-        return [self.resume.ref] if self.resume else []
+        return [self.resume.ref] if self.resume and self.resume.kind == "kernel" else []
+
+    @property
+    def dataset_sources(self) -> list[str]:
+        return [self.resume.ref] if self.resume and self.resume.kind == "dataset" else []
 
 
 @dataclass(frozen=True)
@@ -115,9 +121,18 @@ def latest_run(runs: list[RunRecord]) -> RunRecord | None:
     return max(runs, key=lambda r: (r.segment or 0, r.attempt), default=None)
 
 
-def resume_point(runs: list[RunRecord], before: RunRecord | None = None) -> ResumePoint | None:
-    """The pulled run with the furthest verified checkpoint (optionally: pulled before `before`)."""
-    best: ResumePoint | None = None
+def start_point(start: StartPoint | None) -> ResumePoint | None:
+    if start is None:
+        return None
+    return ResumePoint(start.slug, start.owner, start.checkpoint_hash, start.step, start.kind)
+
+
+def resume_point(
+    runs: list[RunRecord], before: RunRecord | None = None, start: StartPoint | None = None
+) -> ResumePoint | None:
+    """The pulled run with the furthest verified checkpoint (optionally: pulled before `before`).
+    A chain's `start_from` counts as a checkpoint it holds, and wins a tie (the user named it)."""
+    best: ResumePoint | None = start_point(start)
     for run in sorted(runs, key=lambda r: (r.segment or 0, r.attempt)):
         if before is not None and run.run == before.run:
             break
@@ -128,11 +143,11 @@ def resume_point(runs: list[RunRecord], before: RunRecord | None = None) -> Resu
     return best
 
 
-def made_progress(runs: list[RunRecord], run: RunRecord) -> bool:
+def made_progress(runs: list[RunRecord], run: RunRecord, start: StartPoint | None = None) -> bool:
     """Whether a pulled run left a checkpoint further than the chain had before it."""
     if run.checkpoint_step is None or not run.checkpoint_hash:
         return False
-    previous = resume_point(runs, before=run)
+    previous = resume_point(runs, before=run, start=start)
     return run.checkpoint_step > (previous.step if previous else 0)
 
 
@@ -147,14 +162,21 @@ def is_failed_push(run: RunRecord) -> bool:
     return run.state == "failed_push" and run.refusal not in WAIT_REFUSALS
 
 
-def failed_attempts(runs: list[RunRecord], segment: int) -> int:
+def failed_attempts(
+    runs: list[RunRecord],
+    segment: int,
+    start: StartPoint | None = None,
+    forgiven: list[str] | tuple[str, ...] = (),
+) -> int:
     """Attempts at a segment that came to nothing: sessions that left no new checkpoint, and
-    refused pushes (so a chain whose pushes are refused every time ends after max_retries)."""
+    refused pushes (so a chain whose pushes are refused every time ends after max_retries).
+    Runs `chain resume` forgave do not count."""
     return sum(
         1
         for r in runs
         if r.segment == segment
-        and ((r.state == "pulled" and not made_progress(runs, r)) or is_failed_push(r))
+        and r.run not in forgiven
+        and ((r.state == "pulled" and not made_progress(runs, r, start)) or is_failed_push(r))
     )
 
 
@@ -194,18 +216,19 @@ def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Act
     if until is not None and now < until:
         return Wait(chain.waiting_reason or "waiting", until)
 
-    resume = resume_point(runs)
+    start = chain.start_from
+    resume = resume_point(runs, start=start)
     done_steps = resume.step if resume else 0
     if latest is None:
         segment, attempt = 1, 0
     elif latest.state == "failed_push" and latest.refusal in WAIT_REFUSALS:
         # Refused for now (and the wait is over): the slug was not spent, push it again.
         segment, attempt = latest.segment or 1, latest.attempt
-    elif made_progress(runs, latest):
+    elif made_progress(runs, latest, start):
         segment, attempt = (latest.segment or 0) + 1, 0
     else:
         segment = latest.segment or 1
-        failures = failed_attempts(runs, segment)
+        failures = failed_attempts(runs, segment, start, chain.forgiven_runs)
         if failures > chain.max_retries:
             if latest.state == "failed_push":
                 why = f"Kaggle refused the push: {latest.failure_message or 'no reason given'}"

@@ -106,18 +106,33 @@ def start_chain(
     count: int | None = None,
     plan_from: Path | None = None,
     max_retries: int | None = None,
+    start_from=None,
+    client=None,
 ) -> ChainRecord:
+    """`start_from`: a `start_point.CheckpointSource` (`--from`) the first segment resumes;
+    a local dir among them is uploaded as a dataset through `client`."""
     check_chain_name(name)
+    if start_from is not None and ledger.get_chain(name) is not None:  # before any upload
+        raise UserError(
+            f"chain {name!r} already exists; to continue it from a checkpoint use "
+            f"`orchestrate chain resume {name} --from DIR`, or pick another name"
+        )
     extra = settings.chain.model_extra or {}
+    start_step = start_from.step if start_from is not None else 0
     total = (
         total_timesteps
-        or (sum(segments) if segments else None)
+        or (start_step + sum(segments) if segments else None)
         or settings.chain.total_timesteps
         or settings.run.total_timesteps
     )
+    if start_step >= total:
+        raise UserError(
+            f"--from {start_from.label} is at step {start_step}, already at or past the "
+            f"chain's {total} timesteps; pass a larger --timesteps"
+        )
     sizes, seconds = plan_segments(
         settings,
-        total,
+        total - start_step,
         segments=segments,
         segment_timesteps=segment_timesteps,
         count=count,
@@ -127,6 +142,9 @@ def start_chain(
         update={"total_timesteps": total, "segment_timesteps": None, "segment_index": 0}
     )
     run_config = type(run_config).model_validate(run_config.model_dump())  # re-validate the copy
+    start_point = None
+    if start_from is not None:
+        start_point, run_config = _start_point(start_from, run_config, owner, client)
     record = ChainRecord(
         name=name,
         owner=owner,
@@ -145,8 +163,32 @@ def start_chain(
             extra.get("parent_retry_s", ChainRecord.model_fields["parent_retry_s"].default)
         ),
         docker_image=settings.kernel.docker_image,  # else the first segment's image, once known
+        start_from=start_point,
     )
     record.note(
         f"chain of {len(sizes)} segment(s) {sizes} for {total} timesteps, config {record.config_hash[:12]}"
     )
+    if start_point is not None:
+        record.note(
+            f"starts from {start_from.label}: step {start_point.step}, manifest "
+            f"{start_point.checkpoint_hash[:12]}, attached as {start_point.kind} {start_point.ref}"
+        )
     return ledger.create_chain(record)
+
+
+def _start_point(source, run_config, owner: str, client):
+    """Check the checkpoint fits this config (a different total is allowed: the chain
+    continues to its own), then upload it when it is a local dir."""
+    from orchestrator.chain.start_point import (
+        allowing_total_change,
+        config_changes,
+        refuse_changes,
+        upload_start_point,
+    )
+
+    changed = config_changes(source, run_config)
+    if changed == ["total_timesteps"]:
+        run_config = allowing_total_change(run_config)
+        changed = []
+    refuse_changes(source, changed)
+    return upload_start_point(client, owner, source), run_config

@@ -37,7 +37,7 @@ def chain_status(ledger: Ledger, name: str) -> dict[str, Any]:
     if chain is None:
         raise UserError(f"no chain {name!r} in {ledger.path}; see `orchestrate chain status`")
     runs = ledger.runs(name)
-    resume = machine.resume_point(runs)
+    resume = machine.resume_point(runs, start=chain.start_from)
     return {
         "name": chain.name,
         "owner": chain.owner,

@@ -310,7 +310,7 @@ class ChainStepper:
 
         summary = result.summary.model_dump(mode="json") if result.summary is not None else None
         step = checkpoint_step(dest, result.checkpoint_hash, result.summary)
-        expected = machine.resume_point(runs, before=run)
+        expected = machine.resume_point(runs, before=run, start=chain.start_from)
         self.ledger.update(
             run.run,
             state="pulled",
@@ -388,6 +388,13 @@ class ChainStepper:
         if chain.image_unpinned and settings.kernel.docker_image:
             kernel = settings.kernel.model_copy(update={"docker_image": None})
             settings = settings.model_copy(update={"kernel": kernel})
+        if push.dataset_sources:  # a checkpoint uploaded by `--from`: attach the dataset
+            from orchestrator.chain.start_point import dataset_gate, with_dataset_sources
+
+            gate = dataset_gate(self, chain)
+            if gate is not None:
+                return gate
+            settings = with_dataset_sources(settings, push.dataset_sources)
         try:
             record = self.launch(
                 settings,
@@ -575,6 +582,7 @@ def segment_run_config(
             "slug": parent.run,
             "manifest_sha256": parent.checkpoint_hash,
             "step": parent.step,
+            "kind": parent.kind,
         }
     config = RunConfig.model_validate(data)
     if config.config_hash() != chain.config_hash:  # the stored config was edited by hand

@@ -275,6 +275,7 @@ class KernelsService:
                 session_limit_s=limit,
                 run=run,
                 kernel_sources=visible_sources,
+                dataset_sources=list(req.dataset_data_sources),
                 status="NEW_SCRIPT" if run else "COMPLETE",
                 pushed_docker_image=req.docker_image or None,
                 docker_image=image,

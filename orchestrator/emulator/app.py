@@ -17,6 +17,12 @@ from starlette.routing import Route
 
 from orchestrator.emulator.api import RPC_METHODS, ApiError, KernelsService, Limits
 from orchestrator.emulator.auth import authenticate, user_for_token
+from orchestrator.emulator.datasets import (
+    BLOB_METHODS,
+    DATASET_METHODS,
+    DatasetError,
+    DatasetsService,
+)
 from orchestrator.emulator.executor import (
     Executor,
     ExecutorOptions,
@@ -50,6 +56,7 @@ class EmulatorOptions:
     rate_limit: tuple[int, float] = (40, 60.0)
     honest_exit_status: bool = False
     legacy_mounts: bool = False
+    dataset_processing_s: float = 30.0
     image_lacks: tuple[str, ...] = ("stable-baselines3", "sb3-contrib")
     known_images: tuple[str, ...] = ()
     faults: str = ""
@@ -85,6 +92,10 @@ def create_app(options: EmulatorOptions) -> Starlette:
         known_images=tuple(options.known_images),
     )
     service = KernelsService(store, executor, limits, faults)
+    datasets = DatasetsService(
+        options.root, processing_s=options.dataset_processing_s, draw_lag=service._draw_lag
+    )
+    executor.datasets = datasets  # dataset sources are mounted from here
     users = options.users
 
     async def read_body(request: Request) -> dict:
@@ -112,6 +123,30 @@ def create_app(options: EmulatorOptions) -> Starlette:
             return await asyncio.to_thread(handler, user, body, request)
         except ApiError as exc:
             return error(exc.code, exc.message)
+
+    def other_rpc(service_name: str, methods: tuple[str, ...], handlers):
+        async def handle(request: Request) -> Response:
+            method = request.path_params["method"]
+            if method not in methods:
+                return error(404, f"Unknown method {service_name}/{method}")
+            user = authenticate(request, users)
+            if user is None:
+                return error(401, "Unauthenticated: send HTTP Basic user:key or a Bearer token")
+            try:
+                body = await read_body(request)
+                return await asyncio.to_thread(getattr(handlers, method), user, body, request)
+            except (ApiError, DatasetError) as exc:
+                return error(exc.code, exc.message)
+
+        return handle
+
+    async def upload(request: Request) -> Response:
+        try:
+            data = await request.body()
+            await asyncio.to_thread(datasets.receive_upload, request.path_params["token"], data)
+        except DatasetError as exc:
+            return error(exc.code, exc.message)
+        return JSONResponse({})
 
     async def introspect(request: Request) -> Response:
         try:
@@ -235,6 +270,17 @@ def create_app(options: EmulatorOptions) -> Starlette:
     routes = [
         Route("/api/v1/kernels.KernelsApiService/{method}", rpc, methods=["POST"]),
         Route("/api/v1/security.OAuthService/IntrospectToken", introspect, methods=["POST"]),
+        Route(
+            "/api/v1/datasets.DatasetApiService/{method}",
+            other_rpc("datasets.DatasetApiService", DATASET_METHODS, datasets),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/v1/blobs.BlobApiService/{method}",
+            other_rpc("blobs.BlobApiService", BLOB_METHODS, datasets),
+            methods=["POST"],
+        ),
+        Route("/_upload/{token}", upload, methods=["PUT"]),
         Route("/api/v1/kernels/logs/stream/{owner}/{slug}", log_stream, methods=["GET"]),
         Route("/_out/{token}/{path:path}", download, methods=["GET", "HEAD"]),
         Route("/_emulator/health", health, methods=["GET"]),

@@ -86,6 +86,11 @@ def serve(
         "--legacy-mounts",
         help="Also mount kernel sources at the old flat input/<slug>/.",
     ),
+    dataset_processing: float = typer.Option(
+        30,
+        "--dataset-processing",
+        help="Seconds a new dataset is processed before it is READY and attachable.",
+    ),
     faults: str = typer.Option("", "--faults", help="Fault spec, e.g. 'SaveKernel=503*1,seed=7'."),
     test_api: bool = typer.Option(
         False, "--test-api", help="Enable the /_emulator/ control API (loopback clients only)."
@@ -143,6 +148,7 @@ def serve(
         rate_limit=limit,
         honest_exit_status=honest_exit_status,
         legacy_mounts=legacy_mounts,
+        dataset_processing_s=dataset_processing,
         image_lacks=tuple(filter(None, (d.strip() for d in image_lacks.split(",")))),
         known_images=tuple(filter(None, (i.strip() for i in known_images.split(",")))),
         faults=faults,

@@ -234,6 +234,7 @@ class Executor:
         self._sessions: dict[tuple[str, str, int], _Session] = {}
         self._planned_kills: dict[tuple[str, str], tuple[float, bool]] = {}
         self._lock = threading.Lock()
+        self.datasets = None  # DatasetsService, set by the app: where dataset sources come from
         # sitecustomize.py that hides from kernels the host packages Kaggle's image lacks
         self.image_dir = store.root / "image-runtime"
         self.image_dir.mkdir(parents=True, exist_ok=True)
@@ -390,6 +391,7 @@ class Executor:
         started = time.time()
         self._set(session, status="RUNNING", started_at=started)
         self._mount_sources(version.kernel_sources, input_dir)
+        self._mount_datasets(version.dataset_sources, input_dir, session.owner)
         env = self._kernel_env(session, version, version_dir, working, input_dir, started)
         log_path = self.store.log_path(session.owner, session.slug, session.number)
         log = _LogWriter(log_path, started)
@@ -567,6 +569,19 @@ class Executor:
             copy_read_only(output, input_dir / "notebooks" / owner / slug)
             if self.options.legacy_mounts:
                 copy_read_only(output, input_dir / slug)
+
+    def _mount_datasets(self, sources: list[str], input_dir: Path, viewer: str) -> None:
+        """Each ready dataset under datasets/<owner>/<slug>/ (and the legacy <slug>/ with
+        legacy_mounts). One still processing, or not the viewer's to see, mounts nothing."""
+        for ref in sources:
+            files = self.datasets.ready_files(ref, viewer) if self.datasets else None
+            if files is None or not files.is_dir():
+                continue
+            owner, _, slug = ref.partition("/")
+            slug = slug.split("/")[0]
+            copy_read_only(files, input_dir / "datasets" / owner / slug)
+            if self.options.legacy_mounts:
+                copy_read_only(files, input_dir / slug)
 
 
 def _exit_message(exit_code: int, last_stderr: str | None) -> str:

@@ -19,9 +19,15 @@ from starlette.requests import Request
 
 from orchestrator.emulator.api import RPC_METHODS
 from orchestrator.emulator.auth import authenticate
+from orchestrator.emulator.datasets import BLOB_METHODS, DATASET_METHODS
 from orchestrator.emulator.faults import FaultBook, FaultRule
 
-RPC_PREFIXES = ("/api/v1/kernels.KernelsApiService/", "/api/v1/security.OAuthService/")
+RPC_PREFIXES = (
+    "/api/v1/kernels.KernelsApiService/",
+    "/api/v1/security.OAuthService/",
+    "/api/v1/datasets.DatasetApiService/",
+    "/api/v1/blobs.BlobApiService/",
+)
 
 HTML_PAGE = (
     b"<!DOCTYPE html><html><head><title>Error %d</title></head><body>"
@@ -51,6 +57,8 @@ def method_name(path: str) -> str | None:
         return "logs_stream"
     if path.startswith("/_out/"):
         return "download"
+    if path.startswith("/_upload/"):
+        return "upload"
     return None
 
 
@@ -100,7 +108,12 @@ class RateLimiter:
 
 def rate_limited(method: str) -> bool:
     """The RPC methods and the live log (not downloads, not the token check)."""
-    return method == "logs_stream" or method in RPC_METHODS
+    return (
+        method == "logs_stream"
+        or method in RPC_METHODS
+        or method in DATASET_METHODS
+        or method in BLOB_METHODS
+    )
 
 
 class EmulatorMiddleware:

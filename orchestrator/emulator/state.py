@@ -58,6 +58,7 @@ class Version(BaseModel):
     run: bool = True
     output_token: str = Field(default_factory=lambda: secrets.token_urlsafe(16))
     kernel_sources: list[str] = []
+    dataset_sources: list[str] = []
     # What SaveKernel's dockerImage asked for (None: nothing), and the image the session runs
     # on, given to the kernel as KAGGLE_DOCKER_IMAGE.
     pushed_docker_image: str | None = None

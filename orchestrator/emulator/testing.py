@@ -35,6 +35,7 @@ TEST_TIMINGS = {
     "gpu_queue_delay": 0.1,
     "boot_time": 0.1,
     "read_lag": "0.2:0.8",
+    "dataset_processing": 1.0,
     "rate_limit": "1000/1",
 }
 
@@ -57,6 +58,7 @@ _FLAGS = {
     "known_images": "--known-images",
     "honest_exit_status": "--honest-exit-status",
     "legacy_mounts": "--legacy-mounts",
+    "dataset_processing": "--dataset-processing",
     "faults": "--faults",
 }
 
@@ -333,7 +335,7 @@ def start_emulator(
     are the defaults): max_session, gpu_slots, cpu_slots, tpu_slots, weekly_gpu_quota,
     queue_delay, gpu_queue_delay, boot_time, kill_grace, read_lag ("MIN:MAX"), seed,
     rate_limit ("N/S" or "off"), image_lacks, known_images (str or list),
-    honest_exit_status, legacy_mounts (bools), faults.
+    honest_exit_status, legacy_mounts (bools), dataset_processing (seconds), faults.
     """
     if users is None:
         users = {"alice": secrets.token_hex(8), "bob": secrets.token_hex(8)}

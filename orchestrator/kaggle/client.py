@@ -466,6 +466,24 @@ class KaggleClient:
         )
         return AcceleratorQuota(time_used_s=used, total_allowed_s=total, refresh_time=refresh)
 
+    # -- datasets ---------------------------------------------------------------------------
+
+    @_redacting
+    def create_dataset(
+        self, owner: str, slug: str, title: str, files: list[Path], *, private: bool = True
+    ):
+        """A new (private) dataset from local files; see `orchestrator.kaggle.datasets`."""
+        from .datasets import create_dataset
+
+        return create_dataset(self, owner, slug, title, files, private=private)
+
+    @_redacting
+    def dataset_status(self, owner: str, slug: str) -> str:
+        """READY, a processing status, or NOT_VISIBLE (denied: unknown or just created)."""
+        from .datasets import dataset_status
+
+        return dataset_status(self, owner, slug)
+
     # -- push -------------------------------------------------------------------------------
 
     @_redacting
