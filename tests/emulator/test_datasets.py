@@ -9,11 +9,10 @@ import json
 import time
 import zipfile
 
-from tests.conftest import TEST_USERS
-
 from orchestrator.emulator.testing import start_emulator
 from orchestrator.kaggle import Credentials, KaggleClient
 from orchestrator.kaggle.datasets import NOT_VISIBLE, READY
+from tests.conftest import TEST_USERS
 
 # Lists the dataset mount (one level below it, too) into the log, as JSON.
 LIST_INPUT = """
