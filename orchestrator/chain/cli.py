@@ -182,7 +182,8 @@ def step_command(
 ) -> None:
     """Make one idempotent advance and exit (for cron, systemd timers, CI schedules).
 
-    Exit 0 advanced / running / waiting / done, 1 chain failed, 2 bad input, 3 Kaggle unreadable.
+    Exit 0 advanced / running / waiting / done, 1 chain failed or ALERT, 2 bad input,
+    3 Kaggle unreadable.
 
     Example: orchestrate chain step ppo-long
     """

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,7 +208,7 @@ def plot_curve(
     curve: pd.DataFrame,
     boundaries: list[tuple[int, str]],
     out: Path,
-    gaps: list[tuple[int, int]] = (),
+    gaps: Sequence[tuple[int, int]] = (),
 ) -> Path:
     plt = _pyplot()
     panels = [
