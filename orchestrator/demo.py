@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"report (open in a browser):  {report.html}",
                 f"figures:                     {', '.join(str(p) for p in report.images)}",
                 "verified segment outputs:    "
-                + ", ".join(r.pulled_dir for r in ledger.runs(CHAIN) if r.pulled_dir),
+                + ", ".join(str(ledger.pulled_path(r)) for r in ledger.runs(CHAIN) if r.pulled_dir),
                 f"ledger:                      {ledger.path}",
                 f"config used:                 {project / 'orchestrate.toml'}",
                 "",

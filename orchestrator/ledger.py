@@ -32,6 +32,7 @@ from orchestrator.kaggle.models import VISIBILITY_GRACE_S
 
 LEDGER_DIR = ".orchestrate"
 LEDGER_FILE = "ledger.json"
+RUNS_DIR = "runs"  # runs/<slug>/: where a run's verified outputs are pulled to
 LOCK_FILE = "ledger.lock"
 FORMAT_VERSION = 1
 
@@ -213,6 +214,33 @@ class Ledger:
         self.path = self.dir / LEDGER_FILE
         self.lock_path = self.dir / LOCK_FILE
 
+    # -- paths -----------------------------------------------------------------------------
+    # Paths are stored relative to the project, so a ledger still finds its files after the
+    # project moved or on a fresh checkout (a CI runner). Older ledgers hold absolute ones.
+
+    def project_relative(self, path: str | Path) -> str:
+        """`path` relative to the project when it lies inside it, else absolute."""
+        absolute = Path(path).resolve()
+        try:
+            return absolute.relative_to(self.project_dir.resolve()).as_posix()
+        except ValueError:
+            return str(absolute)
+
+    def pulled_path(self, run: RunRecord) -> Path | None:
+        """Where the run's pulled outputs are now (they may have been deleted since)."""
+        if not run.pulled_dir:
+            return None
+        stored = Path(run.pulled_dir)
+        if not stored.is_absolute():
+            return self.project_dir / stored
+        moved = self.project_dir / RUNS_DIR / run.run  # an absolute path from before a move
+        return moved if not stored.exists() and moved.exists() else stored
+
+    def _relative_paths(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if fields.get("pulled_dir"):
+            fields = {**fields, "pulled_dir": self.project_relative(fields["pulled_dir"])}
+        return fields
+
     # -- locking ---------------------------------------------------------------------------
 
     @contextmanager
@@ -310,7 +338,9 @@ class Ledger:
                     f"run {record.run!r} is already in the ledger; pick a new slug "
                     "(Kaggle shows only the latest session of a slug)"
                 )
-            record = record.model_copy(update={"state": "intent"})
+            record = record.model_copy(
+                update=self._relative_paths({"state": "intent", "pulled_dir": record.pulled_dir})
+            )
             document.runs[record.run] = record
         return record
 
@@ -319,7 +349,9 @@ class Ledger:
             current = document.runs.get(run)
             if current is None:
                 raise KeyError(f"run {run!r} is not in the ledger")
-            updated = RunRecord.model_validate({**current.model_dump(), **fields})
+            updated = RunRecord.model_validate(
+                {**current.model_dump(), **self._relative_paths(fields)}
+            )
             document.runs[run] = updated
         return updated
 

@@ -486,12 +486,10 @@ def find_quick_summary(ledger: Ledger | None, slug: str | None) -> Path | None:
         return None
     base = slug.removesuffix("-quick")
     for record in reversed(ledger.runs()):
-        if not record.run.startswith(f"{base}-quick") or not record.pulled_dir:
+        pulled = ledger.pulled_path(record)
+        if not record.run.startswith(f"{base}-quick") or pulled is None:
             continue
-        candidates = [
-            Path(record.pulled_dir) / "session_summary.json",
-            *Path(record.pulled_dir).glob("*/session_summary.json"),
-        ]
+        candidates = [pulled / "session_summary.json", *pulled.glob("*/session_summary.json")]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate

@@ -282,7 +282,8 @@ def step_command(
 ) -> None:
     """Make one idempotent advance and exit (for cron, systemd timers, CI schedules).
 
-    Exit 0 advanced / running / waiting / done, 1 chain failed, 2 bad input, 3 Kaggle unreadable.
+    Exit 0 advanced / running / waiting / done, 1 chain failed or ALERT, 2 bad input,
+    3 Kaggle unreadable.
 
     Example: orchestrate chain step ppo-long
     """
@@ -412,30 +413,71 @@ def status_command(
 
 @app.command("report")
 def report_command(
-    name: NameArg,
+    name: Annotated[str | None, typer.Argument(help="chain name; none with --all")] = None,
+    all_chains: Annotated[
+        bool, typer.Option("--all", help="every chain with a pulled segment: OUT/NAME/ each")
+    ] = False,
     out: Annotated[
-        Path | None, typer.Option("--out", help="folder for report.html and PNGs")
+        Path | None,
+        typer.Option("--out", help="folder for report.html and PNGs (default reports/NAME)"),
     ] = None,
+    pull: Annotated[
+        bool,
+        typer.Option(
+            "--pull/--no-pull", help="pull segment outputs missing from runs/ again from Kaggle"
+        ),
+    ] = True,
     config: ConfigOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Learning curve stitched across segments, time per segment, GPU hours, evaluation: PNG + HTML.
 
+    Segment outputs missing from runs/ (a fresh checkout, a CI runner) are pulled again from
+    Kaggle; any that stay missing are named on stderr and in the report.
+
     Example: orchestrate chain report ppo-long --out reports/ppo-long
     """
+    from contextlib import ExitStack
+
     from orchestrator.chain.report import build_report
+    from orchestrator.chain.report_inputs import pull_again
 
     settings = _settings(config)
     ledger = _ledger(settings)
-    if ledger.get_chain(name) is None:
-        raise UserError(f"no chain {name!r} in {ledger.path}; see `orchestrate chain status`")
-    report = build_report(ledger, name, out or settings.project_dir / "reports" / name)
+    names = _report_names(ledger, name, all_chains)
+    base = out or settings.project_dir / "reports"
+    reports = []
+    with ExitStack() as stack:
+        fetch = pull_again(settings.kaggle.api_url, stack) if pull else None
+        for chain_name in names:
+            target = base / chain_name if all_chains or out is None else base
+            report = build_report(ledger, chain_name, target, fetch=fetch)
+            reports.append(report)
+            for line in report.missing_lines():
+                typer.echo(f"warning: chain {chain_name} report is incomplete: {line}", err=True)
     if json_output:
-        _emit(report.to_json())
-    else:
+        _emit([r.to_json() for r in reports] if all_chains else reports[0].to_json())
+        return
+    if not reports:
+        typer.echo("no chain has a pulled segment yet: no report", err=True)
+    for report in reports:
         typer.echo(f"report: {report.html}")
         for image in report.images:
             typer.echo(f"figure: {image}")
+
+
+def _report_names(ledger, name: str | None, all_chains: bool) -> list[str]:
+    if all_chains:
+        if name:
+            raise UserError("name a chain or pass --all, not both")
+        from orchestrator.chain.report import pulled_segments
+
+        return [c.name for c in ledger.chains() if pulled_segments(ledger.runs(c.name))]
+    if not name:
+        raise UserError("name a chain (orchestrate chain report NAME) or pass --all")
+    if ledger.get_chain(name) is None:
+        raise UserError(f"no chain {name!r} in {ledger.path}; see `orchestrate chain status`")
+    return [name]
 
 
 @app.command("cancel")

@@ -3,7 +3,9 @@
 * learning curve stitched across the segments' `metrics/metrics.csv`, boundaries marked;
 * time per segment (setup, training, checkpointing, evaluation, exports, finalisation);
 * GPU hours and steps redone per segment;
-* the last segment's agent-vs-baselines evaluation (`evaluation/evaluation.csv`).
+* the last segment's agent-vs-baselines evaluation (`evaluation/evaluation.csv`);
+* what is missing: a segment whose outputs are gone locally is pulled again from Kaggle
+  (`report_inputs`); one that cannot be is named, shaded on the curve and listed.
 
 The HTML inlines its images as base64 data URIs and its CSS: no external resource, so it
 opens anywhere, offline, and can be mailed as one file.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ import pandas as pd
 
 from kernel_template import layout
 from orchestrator.chain import machine
+from orchestrator.chain.report_inputs import Fetch, SegmentOutputs, locate_outputs
 from orchestrator.errors import UserError
 from orchestrator.ledger import ChainRecord, Ledger, RunRecord
 
@@ -45,6 +49,8 @@ class SegmentFacts:
     checkpoint_hash: str | None
     verified: bool
     pulled_dir: Path | None
+    missing: str | None = None  # why its outputs could not be read: folder and cause
+    repulled: bool = False
 
 
 @dataclass
@@ -59,11 +65,29 @@ class ChainReport:
     steps_redone: int
     evaluation: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def missing(self) -> list[SegmentFacts]:
+        return [s for s in self.segments if s.missing]
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+    def missing_lines(self) -> list[str]:
+        """One line per segment the report lacks: which, what steps, where, why."""
+        return [
+            f"segment {s.segment} ({s.slug}, steps {s.start}–{s.end}): {s.missing}"
+            for s in self.missing
+        ]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "chain": self.chain,
             "html": str(self.html),
             "images": [str(p) for p in self.images],
+            "complete": self.complete,
+            "missing": self.missing_lines(),
+            "repulled": [s.slug for s in self.segments if s.repulled],
             "curve_points": self.curve_points,
             "gpu_hours": self.gpu_hours,
             "steps_redone": self.steps_redone,
@@ -83,7 +107,8 @@ def pulled_segments(runs: list[RunRecord]) -> list[RunRecord]:
     return [r for r in runs if r.state == "pulled" and machine.made_progress(runs, r)]
 
 
-def segment_facts(run: RunRecord) -> SegmentFacts:
+def segment_facts(outputs: SegmentOutputs) -> SegmentFacts:
+    run = outputs.run
     summary = run.summary or {}
     resumed = summary.get("resumed_from") or {}
     return SegmentFacts(
@@ -97,7 +122,9 @@ def segment_facts(run: RunRecord) -> SegmentFacts:
         wall={part: float((summary.get("wall") or {}).get(part) or 0.0) for part in WALL_PARTS},
         checkpoint_hash=run.checkpoint_hash,
         verified=run.artifacts_sha256 is not None,
-        pulled_dir=Path(run.pulled_dir) if run.pulled_dir else None,
+        pulled_dir=outputs.dir,
+        missing=outputs.missing,
+        repulled=outputs.repulled,
     )
 
 
@@ -112,6 +139,15 @@ def read_metrics(directory: Path | None) -> pd.DataFrame | None:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         return None
     return frame if "step" in frame.columns and len(frame) else None
+
+
+def exported_nothing(directory: Path) -> bool:
+    """metrics.csv holds its header only: the session ended before its first export."""
+    try:
+        frame = pd.read_csv(directory / layout.METRICS_CSV)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+        return False
+    return "step" in frame.columns and not len(frame)
 
 
 def stitch_curve(parts: list[tuple[int, pd.DataFrame]]) -> pd.DataFrame:
@@ -165,7 +201,15 @@ def _pyplot():
     return plt
 
 
-def plot_curve(curve: pd.DataFrame, boundaries: list[tuple[int, str]], out: Path) -> Path:
+FEW_POINTS = 50  # up to this many points a curve gets markers: one point draws no line
+
+
+def plot_curve(
+    curve: pd.DataFrame,
+    boundaries: list[tuple[int, str]],
+    out: Path,
+    gaps: Sequence[tuple[int, int]] = (),
+) -> Path:
     plt = _pyplot()
     panels = [
         c for c in ("episode_reward", "delay", "queue") if c in curve and curve[c].notna().any()
@@ -176,10 +220,23 @@ def plot_curve(curve: pd.DataFrame, boundaries: list[tuple[int, str]], out: Path
     )
     for ax, column in zip(axes[:, 0], panels, strict=True):
         data = curve[["step", column]].dropna()
-        ax.plot(data["step"], data[column], color="#9ab", linewidth=0.8, label=column)
+        few = len(data) <= FEW_POINTS
+        ax.plot(
+            data["step"],
+            data[column],
+            color="#9ab",
+            linewidth=0.8,
+            marker="o" if few else None,
+            markersize=5,
+            markerfacecolor="#146",
+            markeredgewidth=0,
+            label=column,
+        )
         if len(data) >= 5:
             smooth = data[column].rolling(max(len(data) // 20, 3), min_periods=1).mean()
             ax.plot(data["step"], smooth, color="#146", linewidth=1.8, label="rolling mean")
+        for first, last in gaps:
+            ax.axvspan(first, last, color="#c33", alpha=0.12, linewidth=0)
         for step, label in boundaries:
             ax.axvline(step, color="#c33", linestyle="--", linewidth=1)
             ax.annotate(
@@ -197,7 +254,10 @@ def plot_curve(curve: pd.DataFrame, boundaries: list[tuple[int, str]], out: Path
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     axes[-1, 0].set_xlabel("timestep")
-    axes[0, 0].set_title("Learning curve across segments (dashed: segment boundaries)")
+    title = "Learning curve across segments (dashed: segment boundaries)"
+    if gaps:
+        title += "\nshaded: steps whose metrics are missing"
+    axes[0, 0].set_title(title)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -295,6 +355,11 @@ def render_html(chain: ChainRecord, report: ChainReport, evaluation: pd.DataFram
         f"{len(report.segments)} segment(s); {report.gpu_hours:.3f} GPU hours; {report.steps_redone} steps redone; "
         f"config hash <code>{chain.config_hash[:16]}</code>.</p>",
     ]
+    if report.missing:
+        parts.append(
+            f"<p class='alert'><b>Incomplete:</b> the outputs of {len(report.missing)} segment(s) "
+            "could not be read; see <a href='#missing'>Missing</a>.</p>"
+        )
     sections = {
         CURVE_PNG: "Learning curve",
         TIMING_PNG: "Time per segment",
@@ -325,6 +390,10 @@ def render_html(chain: ChainRecord, report: ChainReport, evaluation: pd.DataFram
             "segments",
         )
     )
+    if report.missing:
+        parts.append("<h2>Missing</h2><ul id='missing'>")
+        parts += [f"<li class='alert'>{html.escape(line)}</li>" for line in report.missing_lines()]
+        parts.append("</ul>")
     alerts = [n for n in chain.notes if n.level == "alert"]
     if alerts:
         parts.append("<h2>Alerts</h2><ul>")
@@ -337,7 +406,11 @@ def render_html(chain: ChainRecord, report: ChainReport, evaluation: pd.DataFram
     return "\n".join(parts)
 
 
-def build_report(ledger: Ledger, name: str, out_dir: Path) -> ChainReport:
+def build_report(
+    ledger: Ledger, name: str, out_dir: Path, *, fetch: Fetch | None = None
+) -> ChainReport:
+    """The report from each pulled segment's outputs; `fetch` pulls missing ones again (None:
+    only name them)."""
     chain = ledger.get_chain(name)
     if chain is None:
         raise UserError(f"no chain {name!r} in {ledger.path}; see `orchestrate chain status`")
@@ -349,9 +422,9 @@ def build_report(ledger: Ledger, name: str, out_dir: Path) -> ChainReport:
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    segments = [segment_facts(r) for r in segments_runs]
+    segments = [segment_facts(o) for o in locate_outputs(ledger, segments_runs, fetch)]
 
-    parts, boundaries = [], []
+    parts, boundaries, gaps = [], [], []
     for facts in segments:
         frame = read_metrics(facts.pulled_dir)
         start = facts.start or 0
@@ -359,10 +432,18 @@ def build_report(ledger: Ledger, name: str, out_dir: Path) -> ChainReport:
             boundaries.append((start, f"s{facts.segment}"))
         if frame is not None:
             parts.append((start, frame))
+            continue
+        if not facts.missing and exported_nothing(facts.pulled_dir):
+            continue
+        if facts.end is not None:
+            gaps.append((start, facts.end))
+        if not facts.missing:  # the folder is there, its metrics.csv does not parse
+            where = ledger.project_relative(facts.pulled_dir / layout.METRICS_CSV)
+            facts.missing = f"{where} is unreadable"
     images = []
     curve = stitch_curve(parts) if parts else pd.DataFrame()
     if len(curve):
-        images.append(plot_curve(curve, boundaries, out_dir / CURVE_PNG))
+        images.append(plot_curve(curve, boundaries, out_dir / CURVE_PNG, gaps))
         curve.to_csv(out_dir / "learning_curve.csv", index=False)
     images.append(plot_timing(segments, out_dir / TIMING_PNG))
     evaluation_frame = read_evaluation(segments[-1].pulled_dir)

@@ -72,6 +72,8 @@ class StepResult:
 
     @property
     def exit_code(self) -> int:
+        if self.alerts:  # an ALERT needs a person: a scheduler must see this step fail
+            return int(ExitCode.RUN_FAILED)
         return int(OUTCOME_EXIT_CODES[self.outcome])
 
     @property

@@ -46,6 +46,9 @@ def test_bad_input_exits_2_with_one_line(emulator, chain_project) -> None:
         (("chain", "start", "cli-chain"), "no segment plan"),
         (("chain", "step"), "name a chain"),
         (("chain", "step", "missing-chain"), "no chain 'missing-chain'"),
+        (("chain", "report"), "name a chain"),
+        (("chain", "report", "cli-chain", "--all"), "not both"),
+        (("chain", "report", "missing-chain"), "no chain 'missing-chain'"),
     ]:
         done = project.cli(*args)
         assert done.returncode == 2, (args, done.stderr)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,7 +77,8 @@ def test_chain_completes_with_one_push_per_segment(finished_chain) -> None:
     # The pulled outputs are the verified ones: the zip matches its recorded hash.
     for run in runs:
         assert (
-            layout.sha256_file(Path(run.pulled_dir) / layout.ARTIFACTS_ZIP) == run.artifacts_sha256
+            layout.sha256_file(ledger.pulled_path(run) / layout.ARTIFACTS_ZIP)
+            == run.artifacts_sha256
         )
 
 
@@ -126,7 +126,7 @@ def test_final_model_is_bit_identical_to_one_session(finished_chain, tmp_path) -
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
 
     name = layout.checkpoint_dir_name(chain.total_timesteps)
-    chained_dir = Path(ledger.get("tiny-chain-s3").pulled_dir) / layout.CHECKPOINTS_DIR / name
+    chained_dir = ledger.pulled_path(ledger.get("tiny-chain-s3")) / layout.CHECKPOINTS_DIR / name
     alone_dir = working / layout.CHECKPOINTS_DIR / name
     chained, alone = read_policy_tensors(chained_dir), read_policy_tensors(alone_dir)
     assert {"policy.pth", "policy.optimizer.pth"} <= chained.keys()

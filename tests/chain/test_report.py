@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -36,7 +38,7 @@ def _segment_dir(root: Path, slug: str, steps: range, segment: int) -> Path:
     return directory
 
 
-def _make_chain(project: Path) -> Ledger:
+def _make_chain(project: Path, bounds=((0, 1000), (1000, 2000))) -> Ledger:
     ledger = Ledger(project)
     ledger.create_chain(
         ChainRecord(
@@ -44,11 +46,11 @@ def _make_chain(project: Path) -> Ledger:
             owner="alice",
             run_config={},
             config_hash="c" * 64,
-            total_timesteps=2000,
-            segments=[1000, 1000],
+            total_timesteps=bounds[-1][1],
+            segments=[end - start for start, end in bounds],
         )
     )
-    for segment, (start, end) in enumerate([(0, 1000), (1000, 2000)], start=1):
+    for segment, (start, end) in enumerate(bounds, start=1):
         slug = f"demo-s{segment}"
         directory = _segment_dir(project, slug, range(start + 100, end + 1, 100), segment)
         ledger.record_intent(
@@ -83,7 +85,7 @@ def _make_chain(project: Path) -> Ledger:
                 },
             },
         )
-    last = project / "runs" / "demo-s2" / "evaluation"
+    last = project / "runs" / f"demo-s{len(bounds)}" / "evaluation"
     last.mkdir()
     pd.DataFrame(
         [
@@ -129,3 +131,79 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     )
     assert seen["tables"]["segments"] == 2 and seen["tables"]["evaluation"] == 3
     assert seen["title"] == "Chain report: demo"
+
+
+MARKER_RGB = (0x11, 0x44, 0x66)  # report.py draws points of short curves in #146
+
+
+def _marker_pixels_near_centre(png: Path) -> int:
+    """Pixels of the point colour in the middle of a one-panel curve, where matplotlib puts a
+    lone point (the legend, bottom right, is outside this box)."""
+    from PIL import Image
+
+    image = Image.open(png).convert("RGB")
+    cx, cy = image.width // 2, image.height // 2
+    return sum(
+        1
+        for x in range(cx - 80, cx + 80)
+        for y in range(cy - 50, cy + 50)
+        if sum(abs(a - b) for a, b in zip(image.getpixel((x, y)), MARKER_RGB, strict=True)) < 40
+    )
+
+
+def test_a_segment_with_a_single_export_draws_a_visible_point(tmp_path: Path) -> None:
+    ledger = _make_chain(tmp_path, bounds=[(0, 1000)])
+    csv = tmp_path / "runs" / "demo-s1" / layout.METRICS_CSV
+    frame = pd.read_csv(csv)
+    frame[frame["step"] == 1000][["step", "segment", "episode_reward"]].to_csv(csv, index=False)
+    report = build_report(ledger, "demo", tmp_path / "out")
+    assert report.curve_points == 1 and report.complete
+    assert _marker_pixels_near_centre(report.images[0]) > 20  # a dot, not blank axes
+
+
+def test_an_older_ledgers_absolute_paths_still_work_after_the_project_moved(
+    tmp_path: Path,
+) -> None:
+    old = tmp_path / "old-place"
+    ledger = _make_chain(old)
+    # What ledgers written before relative paths hold: absolute folders.
+    document = json.loads(ledger.path.read_text())
+    for record in document["runs"].values():
+        record["pulled_dir"] = str(old / record["pulled_dir"])
+    ledger.path.write_text(json.dumps(document))
+    assert Path(Ledger(old).get("demo-s1").pulled_dir).is_absolute()
+
+    moved = tmp_path / "new-place"
+    shutil.move(old, moved)
+    report = build_report(Ledger(moved), "demo", moved / "out")
+    assert report.complete and report.curve_points == 20
+
+
+def test_new_pulls_are_stored_relative_to_the_project(tmp_path: Path) -> None:
+    ledger = _make_chain(tmp_path)
+    assert ledger.get("demo-s1").pulled_dir == "runs/demo-s1"
+    ledger.update("demo-s1", pulled_dir=str(tmp_path / "elsewhere" / ".." / "runs" / "demo-s1"))
+    assert ledger.get("demo-s1").pulled_dir == "runs/demo-s1"
+    outside = tmp_path.parent / "outside-the-project"
+    ledger.update("demo-s2", pulled_dir=str(outside))
+    assert ledger.get("demo-s2").pulled_dir == str(outside.resolve())
+
+
+def test_a_segment_that_exported_nothing_is_not_missing(tmp_path: Path) -> None:
+    ledger = _make_chain(tmp_path)
+    csv = tmp_path / "runs" / "demo-s2" / layout.METRICS_CSV
+    csv.write_text(csv.read_text().splitlines()[0] + "\n")  # the header only
+    report = build_report(ledger, "demo", tmp_path / "out")
+    assert report.complete and report.curve_points == 10
+
+
+def test_missing_segment_is_named_shaded_and_listed(tmp_path: Path) -> None:
+    ledger = _make_chain(tmp_path)
+    shutil.rmtree(tmp_path / "runs" / "demo-s1")
+    report = build_report(ledger, "demo", tmp_path / "out")  # no fetch: nothing pulled again
+    assert not report.complete and report.curve_points == 10
+    [line] = report.missing_lines()
+    assert line.startswith("segment 1 (demo-s1, steps 0–1000): runs/demo-s1 is missing")
+    assert report.to_json()["complete"] is False
+    html = report.html.read_text()
+    assert "Incomplete:" in html and "runs/demo-s1 is missing" in html
