@@ -436,6 +436,8 @@ class TrainingSession:
                     self.reason = "stopped mid-rollout: out of time"
                     break
                 self._after_chunk()
+            if model.num_timesteps != self.last_progress_step:
+                self._maybe_progress(force=True)  # the bar ends where training ended
         finally:
             self.signals.uninstall()
             if self.signals.requested and self.status != "signal_stop":
@@ -502,11 +504,15 @@ class TrainingSession:
         ):
             return
         sps = 1.0 / self.budget.seconds_per_step if self.budget.seconds_per_step else None
-        remaining = self.config.total_timesteps - step
+        # `total` and the ETA are this session's end (a chain segment's last step); the
+        # chain's whole length travels as `chain_total`.
+        target = self._target_step()
+        remaining = max(target - step, 0)
         self.logger.event(
             "progress",
             step=step,
-            total=self.config.total_timesteps,
+            total=target,
+            chain_total=self.config.total_timesteps,
             sps=round(sps, 1) if sps else None,
             eta_s=round(remaining / sps, 1) if sps else None,
             session_left_s=round(self.budget.session_seconds_left(), 1),

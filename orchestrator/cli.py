@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
 from .errors import ExitCode, OrchestrateError, UserError
+from .help_text import use_plain_help
 
 # --------------------------------------------------------------------------- error handling
 
@@ -51,9 +52,18 @@ def one_line(text: str) -> str:
     return " ".join(str(text).split()) or "unknown error"
 
 
-def fail(message: str, code: int) -> typer.Exit:
+def fail(message: str, code: int, *, json_mode: bool = False) -> typer.Exit:
+    """The one `error:` line on stderr; under --json also `{"error", "exit_code"}` on stdout,
+    so a script reading stdout always gets a document."""
     typer.echo(f"error: {one_line(message)}", err=True)
+    if json_mode:
+        typer.echo(json.dumps({"error": one_line(message), "exit_code": int(code)}))
     return typer.Exit(code)
+
+
+def wants_json(args: list[str]) -> bool:
+    """`--json` among the command-line arguments (before a `--`)."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
 def show_help(error: Any) -> None:
@@ -66,7 +76,16 @@ def show_help(error: Any) -> None:
 class OrchestrateGroup(TyperGroup):
     """The root group: turns every known error of every command into one line and an exit code."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        use_plain_help(self)  # flag names never cut at 80 columns, example lines kept
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        ctx.meta[JSON_ERRORS] = wants_json(list(args))  # every sub-context shares ctx.meta
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: Any) -> Any:
+        json_mode = bool(ctx.meta.get(JSON_ERRORS))
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort):
@@ -77,15 +96,20 @@ class OrchestrateGroup(TyperGroup):
         except click_exceptions.UsageError as error:
             where = error.ctx.command_path if error.ctx else "orchestrate"
             raise fail(
-                f"{error.format_message()} (see `{where} --help`)", ExitCode.BAD_INPUT
+                f"{error.format_message()} (see `{where} --help`)",
+                ExitCode.BAD_INPUT,
+                json_mode=json_mode,
             ) from None
         except KeyboardInterrupt:
-            raise fail("interrupted", 130) from None
+            raise fail("interrupted", 130, json_mode=json_mode) from None
         except Exception as error:
             code = exit_code_for(error)
             if code is None:
                 raise
-            raise fail(str(error), code) from None
+            raise fail(str(error), code, json_mode=json_mode) from None
+
+
+JSON_ERRORS = "orchestrate.json_errors"
 
 
 app = typer.Typer(
@@ -165,9 +189,24 @@ def load(
     settings = load_settings(config)
     if sets:
         settings = apply_overrides(settings, sets)
+    if slug is not None and title is None:
+        title = derived_title(settings.kernel.title, slug)
     return with_kernel_overrides(
         settings, slug=slug, title=title, machine_shape=accelerator, owner=owner, api_url=api_url
     )
+
+
+def derived_title(configured: str | None, slug: str) -> str | None:
+    """The title for a `--slug` given without `--title`: the configured one when it fits the
+    slug (or names its prefix), else one made from the slug (Kaggle wants them to match)."""
+    from .build import title_for_slug
+    from .settings import check_slug
+
+    try:
+        check_slug(slug, error=UserError)
+    except UserError:
+        return None  # the slug's own error is the one to show
+    return title_for_slug(configured, slug, strict=False)
 
 
 def make_client(settings):
@@ -297,9 +336,16 @@ def launch_command(
             help="a short real session (slug suffix -quick) whose summary feeds `plan`",
         ),
     ] = False,
+    quick_minutes: Annotated[
+        float,
+        typer.Option(
+            "--quick-minutes", min=0.1, help="session minutes of a --quick-test (trains until then)"
+        ),
+    ] = 5.0,
     quick_steps: Annotated[
-        int, typer.Option("--quick-steps", help="timesteps of a --quick-test", min=1)
-    ] = 2000,
+        int | None,
+        typer.Option("--quick-steps", min=1, help="stop a --quick-test after this many timesteps"),
+    ] = None,
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="follow the run until it ends")
     ] = False,
@@ -318,7 +364,9 @@ def launch_command(
     run_config = settings.run
     chosen = settings.require_slug()
     if quick_test:
-        run_config, chosen = quick_test_variant(run_config, chosen, steps=quick_steps)
+        run_config, chosen = quick_test_variant(
+            run_config, chosen, steps=quick_steps, minutes=quick_minutes
+        )
         chosen = next_free_slug(make_ledger(settings), chosen)
     out = console(json_mode)
     with make_client(settings) as client:
@@ -561,6 +609,7 @@ _COMMANDS = (
     ("pull-artifacts", "orchestrator.artifacts", "pull_artifacts_command"),
     ("plan", "orchestrator.plan", "plan_command"),
     ("sweep", "orchestrator.chain.cli", "sweep_command"),
+    ("quota", "orchestrator.quota", "quota_command"),
 )
 _SUB_APPS = (
     ("chain", "orchestrator.chain.cli", "app", "Run a training as a chain of resumed sessions."),
@@ -606,18 +655,18 @@ _mount_others()
 def main(argv: list[str] | None = None) -> int:
     """The `orchestrate` console script."""
     command = typer.main.get_command(app)
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        code = command.main(args=argv, prog_name="orchestrate", standalone_mode=False)
+        code = command.main(args=arguments, prog_name="orchestrate", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as error:
         show_help(error)
         return 0
     except click_exceptions.UsageError as error:  # before any command runs: an unknown command
-        typer.echo(
-            f"error: {one_line(error.format_message())} (see `orchestrate --help`)", err=True
-        )
+        message = f"{error.format_message()} (see `orchestrate --help`)"
+        fail(message, ExitCode.BAD_INPUT, json_mode=wants_json(arguments))
         return ExitCode.BAD_INPUT
     except typer.Abort:
-        typer.echo("error: aborted", err=True)
+        fail("aborted", 130, json_mode=wants_json(arguments))
         return 130
     return code if isinstance(code, int) else 0
 

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 QUICK_SUFFIX = "-quick"
 QUICK_SESSION_LIMIT_S = 3600.0  # a quick test that hangs must not burn a 12-hour session
+QUICK_MINUTES = 5.0  # long enough to measure speed and costs, short enough to spend little quota
+QUICK_MARGIN_SHARE = 0.1  # the most of a quick session its stop margin may take
 TERMINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
 # Kaggle's own maximum session: SaveKernel's sessionTimeoutSeconds "must be lower than the
 # global maximum", so a push for the whole session sends none.
@@ -38,19 +40,32 @@ WAIT_REFUSALS = ("capacity", "quota", "throttled")
 
 
 def quick_test_variant(
-    run_config: RunConfig, slug: str, *, steps: int = 2000
+    run_config: RunConfig,
+    slug: str,
+    *,
+    steps: int | None = None,
+    minutes: float = QUICK_MINUTES,
 ) -> tuple[RunConfig, str]:
-    """A short real session of the same training: few steps, its own `-quick` slug.
+    """A short real session of the same training, under its own `-quick` slug: it trains
+    until `minutes` of session time are spent (or `steps`, when given, are done).
 
-    Intervals, logging and evaluation stay as configured, so the session's summary measures
-    what `plan` needs (seconds per step, checkpoint and finalisation costs).
+    A time rather than a step count: 2,000 steps of a fast env pass in 2 s, too short to
+    measure anything. Intervals, logging and evaluation stay as configured, so the summary
+    measures what `plan` needs (seconds per step, checkpoint and finalisation costs).
     """
+    limit = min(run_config.session_limit_s, minutes * 60, QUICK_SESSION_LIMIT_S)
+    margin = run_config.min_margin_s
+    if margin is not None and margin > limit * QUICK_MARGIN_SHARE:
+        margin = limit * QUICK_MARGIN_SHARE  # a 15-minute floor would leave no time to train
     quick = run_config.model_copy(
         update={
-            "total_timesteps": min(steps, run_config.total_timesteps),
+            "total_timesteps": min(steps, run_config.total_timesteps)
+            if steps
+            else run_config.total_timesteps,
             "segment_timesteps": None,
             "segment_index": 0,
-            "session_limit_s": min(run_config.session_limit_s, QUICK_SESSION_LIMIT_S),
+            "session_limit_s": limit,
+            "min_margin_s": margin,
         }
     )
     quick = RunConfig.model_validate(quick.model_dump())

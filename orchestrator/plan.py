@@ -40,6 +40,7 @@ LONG_TEST_SAFETY_FACTOR = 1.25
 # A Kaggle log entry is `{"stream_name":..,"time":..,"data":..}` around the line itself.
 DEFAULT_LOG_BYTES_PER_LINE = 100.0
 HIGH_LOG_VOLUME_MB = 50.0
+KAGGLE_WEEKLY_GPU_QUOTA_S = 30 * 3600.0  # when Kaggle was not asked (--no-quota)
 
 
 class TimingMeasure(BaseModel):
@@ -177,6 +178,10 @@ class Plan(BaseModel):
     log_mb: float
     gpu: bool
     quota: QuotaView | None = None
+    calendar_weeks: int | None = Field(
+        default=None, description="weeks of GPU quota the run needs, when more than one"
+    )
+    weekly_gpu_h: float | None = Field(default=None, description="the weekly quota it assumed")
     device_advice: DeviceAdvice | None = None
     notes: list[str] = Field(default_factory=list)
 
@@ -291,6 +296,19 @@ def make_plan(
                     else ""
                 )
             )
+    calendar_weeks = None
+    weekly_s = (
+        quota.total_allowed_s
+        if quota is not None and quota.total_allowed_s > 0
+        else KAGGLE_WEEKLY_GPU_QUOTA_S
+    )
+    if gpu_session and total * factor > weekly_s:
+        # More GPU hours than one week gives: the chain waits for the weekly refreshes.
+        calendar_weeks = math.ceil(total * factor / weekly_s)
+        notes.append(
+            f"{total * factor / 3600:.0f} GPU h ≈ {calendar_weeks} weeks at "
+            f"{weekly_s / 3600:.0f} h/week (the quota refreshes Saturday 00:00 UTC)"
+        )
     if recommendation == "chain" and sessions == 2 and target_timesteps <= capacity * 1.1:
         notes.append(
             f"{capacity} steps would fit one session: shortening the run by ~{target_timesteps - capacity} steps saves a segment"
@@ -318,6 +336,8 @@ def make_plan(
         log_mb=log_mb,
         gpu=gpu_session,
         quota=quota_view,
+        calendar_weeks=calendar_weeks,
+        weekly_gpu_h=weekly_s / 3600 if calendar_weeks else None,
         device_advice=advice,
         notes=notes,
     )
@@ -387,6 +407,14 @@ def _hours(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+def segment_sizes(sizes: list[int]) -> str:
+    """`1000, 1000, 999` for a few segments; `1000 x12, 999 x3` for many."""
+    if len(sizes) <= 6:
+        return ", ".join(str(size) for size in sizes)
+    counts = {size: sizes.count(size) for size in dict.fromkeys(sizes)}
+    return ", ".join(f"{size} x{count}" for size, count in counts.items())
+
+
 def describe_recommendation(plan: Plan) -> str:
     if plan.recommendation == "one_run":
         return (
@@ -398,7 +426,7 @@ def describe_recommendation(plan: Plan) -> str:
             f"shorter run: the GPU quota left fits about {plan.suggested_timesteps} steps; "
             f"run those now, or wait for the refresh for all {plan.target_timesteps}"
         )
-    sizes = ", ".join(str(s) for s in plan.segment_timesteps)
+    sizes = segment_sizes(plan.segment_timesteps)
     return (
         f"chain of {plan.segments} segments ({sizes} steps), about "
         f"{_hours(max(plan.session_wall_s))} each: orchestrate chain start"
@@ -409,13 +437,24 @@ def plan_rows(plan: Plan) -> list[tuple[str, str]]:
     rows = [
         ("target", f"{plan.target_timesteps} steps"),
         ("total time", f"{_hours(plan.total_time_s)} ({plan.total_time_s:.0f} s)"),
+        *(
+            [
+                (
+                    "calendar time",
+                    f"about {plan.calendar_weeks} weeks ({plan.total_time_s * plan.safety_factor / 3600:.0f} "
+                    f"GPU h at {plan.weekly_gpu_h:.0f} h/week)",
+                )
+            ]
+            if plan.calendar_weeks
+            else []
+        ),
         ("session limit", _hours(plan.session_limit_s)),
         ("safety factor", f"{plan.safety_factor:g}"),
         ("stop margin", f"{plan.margin_s:.0f} s"),
         ("steps per session", f"at most {plan.steps_per_session}"),
         (
             "sessions",
-            f"{plan.segments}: " + ", ".join(str(s) for s in plan.segment_timesteps) + " steps",
+            f"{plan.segments}: {segment_sizes(plan.segment_timesteps)} steps",
         ),
         ("log volume", f"{plan.log_lines} lines, {plan.log_mb:.1f} MB"),
     ]

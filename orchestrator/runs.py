@@ -26,8 +26,14 @@ RUN_COLUMNS = (
     "version",
     "created_at",
 )
-HEADERS = {"segment": "seg", "attempt": "try", "kernel_status": "kernel", "version": "ver"}
-SHRINKABLE = frozenset({"chain", "kernel_status", "created_at"})
+HEADERS = {
+    "segment": "seg",
+    "attempt": "try",
+    "kernel_status": "kernel",
+    "version": "ver",
+    "created_at": "created (UTC)",
+}
+SHRINKABLE = frozenset({"chain", "kernel_status"})  # the slug and the time stay whole
 
 
 def resolve(
@@ -73,7 +79,7 @@ def run_status(
         status = client.status(owner, slug)
         kernel_status, failure = status.status, status.failure_message
     except NotFoundError:
-        kernel_status, failure = "NOT_FOUND", None
+        kernel_status, failure = _missing_status(owner, slug, record)
     except KernelNotVisible:
         kernel_status, failure = _denied_status(owner, slug, record, client)
     if record is not None and kernel_status not in ("NOT_FOUND", "NOT_VISIBLE_YET"):
@@ -88,6 +94,17 @@ def run_status(
         "url": record.url if record and record.url else client.web_url(owner, slug),
         "ledger": record.model_dump(mode="json") if record is not None else None,
     }
+
+
+def _missing_status(owner: str, slug: str, record) -> tuple[str, str]:
+    """A kernel Kaggle says is not there (404): fine for one we deleted; otherwise exit 2,
+    as `watch` and `pull-artifacts` do."""
+    if record is not None and getattr(record, "deleted_at", None):
+        return "NOT_FOUND", "deleted with `orchestrate delete`"
+    raise UserError(
+        f"kernel {owner}/{slug} not found on Kaggle; check the name with `orchestrate runs` "
+        "or kaggle.com/code"
+    )
 
 
 def _denied_status(owner: str, slug: str, record, client) -> tuple[str, str]:
@@ -157,21 +174,43 @@ def print_runs(records: list[RunRecord], console: Console) -> None:
     from rich import box
     from rich.table import Column, Table
 
-    # Short headers, no outer border, and the slug and small numbers never cut (the slug is
-    # what the other commands take); chain, kernel status and date give way on 80 columns.
+    # Short headers, no outer border, and the slug, small numbers and time never cut (the slug
+    # is what the other commands take); chain and kernel status give way on 80 columns.
     rows = [[*row[:-1], row[-1].replace("T", " ")[:16]] for row in rows]  # created, to the minute
     headers = [HEADERS.get(name, name) for name in RUN_COLUMNS]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    columns = [
-        Column(h, no_wrap=True, min_width=None if name in SHRINKABLE else widths[i])
-        for i, (name, h) in enumerate(zip(RUN_COLUMNS, headers, strict=True))
-    ]
+    gaps = COLUMN_GAP * (len(widths) - 1)
+    shrinkable = [i for i, name in enumerate(RUN_COLUMNS) if name in SHRINKABLE]
+    widths = fit_widths(widths, shrinkable, console.width - gaps)
+    # Cut here, not in rich: rich shrinks every column once the total is too wide.
+    rows = [[_clip(cell, widths[i]) for i, cell in enumerate(row)] for row in rows]
+    headers = [_clip(h, widths[i]) for i, h in enumerate(headers)]
+    columns = [Column(h, no_wrap=True, width=widths[i]) for i, h in enumerate(headers)]
     table = Table(
         *columns, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
     )
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+COLUMN_GAP = 2  # the table's padding between two columns
+NARROWEST = 4  # a shrunk column keeps this many characters ("CAN…")
+
+
+def fit_widths(widths: list[int], shrinkable: list[int], room: int) -> list[int]:
+    """Column widths within `room` characters: the shrinkable columns give way, widest first."""
+    widths = list(widths)
+    while sum(widths) > room:
+        candidates = [i for i in shrinkable if widths[i] > NARROWEST]
+        if not candidates:
+            break
+        widths[max(candidates, key=lambda i: widths[i])] -= 1
+    return widths
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
 def _cell(value: Any) -> str:

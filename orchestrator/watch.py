@@ -163,6 +163,9 @@ def describe_progress(event: dict[str, Any]) -> str:
     pct = f" ({100 * step / total:.0f}%)" if isinstance(step, int | float) and total else ""
     sps = event.get("sps")
     parts = [f"progress {step}/{total}{pct}"]
+    chain_total = event.get("chain_total")
+    if chain_total and chain_total != total:  # a chain segment: `total` is the segment's end
+        parts.append(f"chain {step}/{chain_total}")
     if sps is not None:
         parts.append(f"{float(sps):.1f} steps/s")
     if event.get("eta_s") is not None:
@@ -240,6 +243,13 @@ class LogView:
             eta=_duration(event.get("eta_s")),
             left=_duration(event.get("session_left_s")),
         )
+
+    def end_progress(self, step: Any) -> None:
+        """Training ended (the kernel's summary): the bar shows the last step, not the last
+        progress event before it."""
+        if self.progress is None or not isinstance(step, int):
+            return
+        self.progress.update(self.task, completed=step, eta=_duration(0))
 
     def close(self) -> None:
         if self.progress is not None:
@@ -334,6 +344,8 @@ class _Follower:
             elif event.get("event") == "progress":
                 self.view.progress_event(event)
             else:
+                if event.get("event") == "summary":
+                    self.view.end_progress(event.get("step", event.get("timesteps_end")))
                 self.view.say(describe_event(event), style="cyan")
 
     # status ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`orchestrate chain start | step | run | status | report | cancel` and `orchestrate sweep`.
+"""`orchestrate chain start | step | run | status | list | report | cancel` and `orchestrate sweep`.
 
 Thin commands: each loads settings, opens the ledger and a client, and calls the library
 (`start_chain`, `ChainStepper.step`, `run_chains`, `chain_status`, `build_report`).
@@ -411,6 +411,23 @@ def status_command(
         print_status(status)
 
 
+@app.command("list")
+def list_command(config: ConfigOpt = None, json_output: JsonOpt = False) -> None:
+    """One line per chain: state, steps done, segments, GPU hours, final evaluation.
+
+    Example: orchestrate chain list
+    """
+    from orchestrator.chain.overview import describe_chain, list_chains
+
+    rows = list_chains(_ledger(_settings(config)))
+    if json_output:
+        _emit(rows)
+    elif not rows:
+        typer.echo("no chains yet; start one with `orchestrate chain start NAME --segments ...`")
+    for row in [] if json_output else rows:
+        typer.echo(describe_chain(row))
+
+
 @app.command("report")
 def report_command(
     name: Annotated[str | None, typer.Argument(help="chain name; none with --all")] = None,
@@ -522,9 +539,12 @@ def sweep_command(
 ) -> None:
     """Run several chains (seeds x config variants), scheduled within the GPU slot and quota limits.
 
-    Rerunning the same sweep continues its chains. Example:
-    orchestrate sweep lr --seeds 0,1 --variant run.hyperparams.learning_rate=0.001 --count 2
+    Rerunning the same sweep continues its chains; at the end a table compares them.
+
+    Example: orchestrate sweep lr --seeds 0,1 --count 2
+      --variant run.hyperparams.learning_rate=0.001
     """
+    from orchestrator.chain.overview import ChangedResults, chain_overview, print_sweep_table
     from orchestrator.chain.scheduler import exit_code, run_chains
     from orchestrator.chain.sweep import plan_sweep, start_sweep
 
@@ -552,10 +572,21 @@ def sweep_command(
                 names,
                 poll_interval=poll_interval,
                 follow=False,
-                on_result=None if json_output else _print_result,
+                on_result=None if json_output else ChangedResults(_print_result),
             )
+    rows = [chain_overview(ledger, n) for n in names]
     if json_output:
-        _emit({"chains": names, "results": {n: r.to_json() for n, r in results.items()}})
+        _emit(
+            {
+                "chains": names,
+                "results": {n: r.to_json() for n, r in results.items()},
+                "table": rows,
+            }
+        )
+    elif results:
+        from rich.console import Console
+
+        print_sweep_table(rows, Console(highlight=False, soft_wrap=True))
     raise typer.Exit(exit_code(results) if results else int(ExitCode.OK))
 
 

@@ -69,6 +69,7 @@ class Limits:
     cpu_slots: int = 5
     tpu_slots: int = 1
     weekly_gpu_quota_s: float = 30 * 3600
+    weekly_tpu_quota_s: float = 20 * 3600
     # Read-after-write lag of a new kernel, drawn uniformly in [min, max] seconds.
     read_lag_s: tuple[float, float] = (2.0, 8.0)
     seed: int | None = None
@@ -440,6 +441,14 @@ class KernelsService:
             v.gpu for k in self.store.all() if k.owner == user for v in k.versions
         )
         response.gpu_quota = gpu
+        tpu = ApiAcceleratorQuota()
+        tpu_used = self.store.tpu_seconds_banked(user) + self.executor.running_gpu_seconds(
+            user, "tpu"
+        )
+        tpu.time_used = timedelta(seconds=round(tpu_used, 3))
+        tpu.total_time_allowed = timedelta(seconds=self.limits.weekly_tpu_quota_s)
+        tpu.time_reserved = timedelta(0)
+        response.tpu_quota = tpu
         response.quota_refresh_time = self.store.quota_refresh_time()
         return ok(response)
 

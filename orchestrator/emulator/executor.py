@@ -255,15 +255,19 @@ class Executor:
             if version.run and version.status in ACTIVE_STATUSES and session_kind(version) == kind
         )
 
-    def running_gpu_seconds(self, user: str) -> float:
-        """GPU seconds of sessions still running (billed to the quota when they end)."""
+    def running_gpu_seconds(self, user: str, kind: str = "gpu") -> float:
+        """GPU (or `kind`) seconds of sessions still running (billed when they end)."""
         total = 0.0
         now = time.time()
         for kernel in self.store.all():
             if kernel.owner != user:
                 continue
             for version in kernel.versions:
-                if version.gpu and version.status == "RUNNING" and version.started_at:
+                if (
+                    session_kind(version) == kind
+                    and version.status == "RUNNING"
+                    and version.started_at
+                ):
                     total += now - version.started_at
         return total
 
@@ -551,6 +555,8 @@ class Executor:
         started = started or version.started_at
         if version.gpu and started:
             self.store.add_gpu_seconds(user, max(0.0, ended - started))
+        elif session_kind(version) == "tpu" and started:  # Kaggle's TPU quota is separate
+            self.store.add_tpu_seconds(user, max(0.0, ended - started))
 
     def _mount_sources(self, sources: list[str], input_dir: Path) -> None:
         """Each source's latest finished output under notebooks/<owner>/<slug>/ (and the

@@ -239,6 +239,17 @@ class Store:
             data["used_s"][user] = data["used_s"].get(user, 0.0) + seconds
             write_json_atomic(self._quota_path(), data)
 
+    def tpu_seconds_banked(self, user: str) -> float:
+        with self.lock:
+            return float(self._read_quota().get("tpu_used_s", {}).get(user, 0.0))
+
+    def add_tpu_seconds(self, user: str, seconds: float) -> None:
+        with self.lock:
+            data = self._read_quota()
+            used = data.setdefault("tpu_used_s", {})
+            used[user] = used.get(user, 0.0) + seconds
+            write_json_atomic(self._quota_path(), data)
+
     def set_gpu_seconds(self, user: str, seconds: float) -> None:
         with self.lock:
             data = self._read_quota()

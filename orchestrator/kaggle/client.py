@@ -447,24 +447,28 @@ class KaggleClient:
     @_redacting
     def quota(self) -> AcceleratorQuota:
         """This account's weekly GPU quota."""
+        return self.accelerator_quotas()["gpu"] or AcceleratorQuota(0.0, 0.0, None)
+
+    @_redacting
+    def accelerator_quotas(self) -> dict[str, AcceleratorQuota | None]:
+        """This account's weekly quotas: {"gpu": ..., "tpu": ...}, None where Kaggle sent none."""
         response = self._call(
             "GetAcceleratorQuotaStatistics",
             ApiGetAcceleratorQuotaStatisticsRequest(),
             ApiGetAcceleratorQuotaStatisticsResponse,
         )
-        gpu = response.gpu_quota
         refresh = response.quota_refresh_time
         if refresh is not None and refresh.tzinfo is None:
             refresh = refresh.replace(tzinfo=timezone.utc)
-        used = (
-            gpu.time_used.total_seconds() if gpu is not None and gpu.time_used is not None else 0.0
-        )
-        total = (
-            gpu.total_time_allowed.total_seconds()
-            if gpu is not None and gpu.total_time_allowed
-            else 0.0
-        )
-        return AcceleratorQuota(time_used_s=used, total_allowed_s=total, refresh_time=refresh)
+
+        def parse(quota) -> AcceleratorQuota | None:
+            if quota is None:
+                return None
+            used = quota.time_used.total_seconds() if quota.time_used is not None else 0.0
+            total = quota.total_time_allowed.total_seconds() if quota.total_time_allowed else 0.0
+            return AcceleratorQuota(time_used_s=used, total_allowed_s=total, refresh_time=refresh)
+
+        return {"gpu": parse(response.gpu_quota), "tpu": parse(response.tpu_quota)}
 
     # -- datasets ---------------------------------------------------------------------------
 

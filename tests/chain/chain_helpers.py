@@ -102,13 +102,17 @@ class ChainProject:
         return env
 
     def cli(
-        self, *args: str, timeout: float = 300, check: bool = False
+        self,
+        *args: str,
+        timeout: float = 300,
+        check: bool = False,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
         """`orchestrate ...` in a subprocess, in the project folder."""
         proc = subprocess.run(
             [sys.executable, "-m", "orchestrator", *args],
             cwd=self.dir,
-            env=self.env(),
+            env={**self.env(), **(extra_env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,
