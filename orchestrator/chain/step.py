@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from kernel_template import layout
 from kernel_template.config import RunConfig
-from orchestrator.chain import machine
+from orchestrator.chain import early_failure, machine
 from orchestrator.chain.machine import (
     Finish,
     Idle,
@@ -311,8 +311,10 @@ class ChainStepper:
         summary = result.summary.model_dump(mode="json") if result.summary is not None else None
         step = checkpoint_step(dest, result.checkpoint_hash, result.summary)
         expected = machine.resume_point(runs, before=run)
+        early_error = self._early_error(run, summary)
         self.ledger.update(
             run.run,
+            early_error=early_error,
             state="pulled",
             pulled_dir=str(dest),
             pulled_at=layout.utc_now_iso(),
@@ -330,6 +332,13 @@ class ChainStepper:
         if not result.verified:
             what += " (no artifacts.zip: the session ended before finalizing; checkpoints verified one by one)"
         self.ledger.note(chain.name, what)
+        if early_error:  # the machine finishes the chain as failed; say why loudly, once
+            self._alert(
+                chain,
+                f"{run.ref} failed before its first training step: {early_error}; the chain "
+                "stops instead of retrying",
+            )
+            return None
         reason = (summary or {}).get("reason")
         if (summary or {}).get("status") == "error" and reason in PARENT_REASONS:
             # Kaggle had not attached the parent's output yet (or a later segment lost its
@@ -346,6 +355,19 @@ class ChainStepper:
             self._alert(chain, f"{run.ref} {mismatch}")
         self._check_versions(chain.name, run, (summary or {}).get("versions"))
         return None
+
+    def _early_error(self, run: RunRecord, summary: dict | None) -> str | None:
+        """The error a session stopped on before training: its summary's, else (no summary:
+        it crashed too early to write one) the last error line of its log."""
+        if summary is not None:
+            return early_failure.from_summary(summary)
+        try:
+            entries = self.client.list_output(run.owner, run.run).log
+        except AuthenticationError:
+            raise
+        except KaggleError:
+            return None  # no log to judge by: an ordinary failed attempt
+        return early_failure.from_log(entries, run.kernel_status)
 
     def _check_versions(self, name: str, run: RunRecord, versions: dict | None) -> None:
         """The first segment that reports its versions fixes them (and the image later segments
