@@ -399,6 +399,7 @@ def check_kaggle(
     owner: str | None,
 ) -> None:
     from .kaggle import AuthenticationError, KaggleError
+    from .kaggle.errors import CREDENTIALS_FIX
 
     if client is None:
         report.add(
@@ -415,7 +416,7 @@ def check_kaggle(
             "credentials",
             "fail",
             f"Kaggle refused them: {error}",
-            "create a new API token at kaggle.com/settings",
+            CREDENTIALS_FIX,
         )
         return
     except KaggleError as error:

@@ -145,12 +145,10 @@ class ChainStepper:
     # -- the loop ------------------------------------------------------------------------
 
     def step(self, name: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> StepResult:
+        from orchestrator.chain.names import require_chain
         from orchestrator.ledger import LedgerBusy
 
-        if self.ledger.get_chain(name) is None:
-            raise UserError(
-                f"no chain {name!r} in {self.ledger.path}; start it with `orchestrate chain start {name}`"
-            )
+        require_chain(self.ledger, name)  # never created here: a misspelt name is exit 2
         try:
             with self.ledger.locked(timeout=lock_timeout):
                 return self._step_locked(name)
@@ -293,6 +291,8 @@ class ChainStepper:
         dest = pull_dir(self.settings, run.run)
         try:
             result = self.pull(self.client, run.owner, run.run, dest)
+        except AuthenticationError:
+            raise  # refused credentials: exit 2 with the fix, never "unknown" (3) for ever
         except KaggleError as error:
             return self._unknown(chain, f"pulling {run.ref} failed", error)
         self._known(chain)
@@ -496,6 +496,8 @@ class ChainStepper:
             return StepResult(chain.name, "waiting", wait.reason)
         try:
             quota = self.client.quota()
+        except AuthenticationError:
+            raise
         except KaggleError as error:
             return self._unknown(chain, "GPU quota unreadable", error)
         need = segment_seconds(chain, push.segment, run_config)
@@ -523,6 +525,8 @@ class ChainStepper:
                 try:
                     if self.client.status(run.owner, run.run).is_terminal:
                         continue
+                except AuthenticationError:
+                    raise  # else the slot looks busy and the chain waits for ever
                 except KaggleError:
                     pass  # unreadable: count it, to stay under the cap
             busy += 1
