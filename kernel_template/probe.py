@@ -21,7 +21,7 @@ from typing import Any
 # Enough steps for one rollout (PPO's default n_steps) or, off-policy, for the first gradient
 # update once learning_starts is lowered below; the deadline keeps a slow env to seconds.
 PROBE_MAX_STEPS = 2048
-PROBE_MAX_S = 10.0
+PROBE_MAX_S = 5.0  # of learning, after the imports and the build
 PROBE_LEARNING_STARTS = 64
 _UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(\w+)'")
 
@@ -65,7 +65,7 @@ def probe_model(config_data: dict[str, Any]) -> dict[str, Any]:
         model = build_model(config, build_vec_env(config), "cpu")
         steps = _steps_to_first_update(model)
         phase = f"{config.algo} built, but learning {steps} steps"
-        model.learn(steps, callback=_deadline(began + PROBE_MAX_S))
+        model.learn(steps, callback=_deadline(time.monotonic() + PROBE_MAX_S))
     except Exception as error:
         return {
             "model_error": f"{phase} failed: {_one_line(error)}",
