@@ -48,6 +48,15 @@ def exit_code_for(error: BaseException) -> int | None:
     return None
 
 
+def with_fix(error: BaseException) -> str:
+    """The error's message, plus the fix for refused credentials when it does not name one."""
+    text = str(error)
+    kaggle = sys.modules.get("orchestrator.kaggle.errors")
+    if kaggle is not None and isinstance(error, kaggle.AuthenticationError) and "fix:" not in text:
+        text = f"{text}; fix: {kaggle.CREDENTIALS_FIX}"
+    return text
+
+
 def one_line(text: str) -> str:
     return " ".join(str(text).split()) or "unknown error"
 
@@ -106,7 +115,7 @@ class OrchestrateGroup(TyperGroup):
             code = exit_code_for(error)
             if code is None:
                 raise
-            raise fail(str(error), code, json_mode=json_mode) from None
+            raise fail(with_fix(error), code, json_mode=json_mode) from None
 
 
 JSON_ERRORS = "orchestrate.json_errors"

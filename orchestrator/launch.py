@@ -186,6 +186,7 @@ def launch(
             report.print(console)
         report.raise_for_failure()
     else:
+        client.verify_credentials()  # a refused key is exit 2 before any intent is written
         check_capacity(settings, client, ledger, owner, shape)
 
     with ledger.locked():

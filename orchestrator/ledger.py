@@ -87,6 +87,11 @@ class RunRecord(BaseModel):
         "image or rejected",
     )
     pull_failures: int = 0
+    early_error: str | None = Field(
+        default=None,
+        description="the error the session stopped on before its first training step (its "
+        "summary's, else its log's): the chain stops on it instead of retrying",
+    )
     terminal_at: str | None = Field(default=None, description="when we first saw it terminal")
     pulled_at: str | None = None
     docker_image: str | None = Field(

@@ -1,7 +1,8 @@
 """The zero-loss checklist before a push, as checks that each say ✔ or ✘ and how to fix it.
 
 Cheap by design: the kernel is rendered and its embedded runtime really unpacked and
-imported in a subprocess (no training); Kaggle is asked one quota call and a status per
+imported in a subprocess, which then builds the env and the model as the kernel does and
+learns a few steps on the CPU (seconds); Kaggle is asked one quota call and a status per
 known running GPU run.
 """
 
@@ -288,27 +289,40 @@ def check_kernel(
             report.add(
                 "env", "pass", f"{run_config.env} builds (observation {probe['obs_bytes']} bytes)"
             )
+            check_model(report, probe)
         return folder, probe
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-_ENV_PROBE = """
-import json, sys
-sys.path.insert(0, sys.argv[1])
-config = json.loads(sys.argv[2])
-try:
-    import numpy as np
-    from kernel_template.envs import make_env
-    env = make_env(config["env"], config.get("env_kwargs") or {}, seed=0)
-    obs_space, act_space = env.observation_space, env.action_space
-    obs = np.asarray(obs_space.sample())
-    act = np.asarray(act_space.sample())
-    n_actions = int(getattr(act_space, "n", 0)) or int(np.prod(act_space.shape or (1,)))
-    print(json.dumps({"obs_bytes": int(obs.nbytes), "obs_dim": int(obs.size), "act_bytes": int(act.nbytes), "n_actions": n_actions}))
-except Exception as error:
-    print(json.dumps({"env_error": f"{type(error).__name__}: {error}"}))
-"""
+# Runs kernel_template.probe from the unpacked runtime (argv[1]), so its embedded copies
+# (kernel_template, stable-baselines3) build the env and the model, as on Kaggle.
+def check_model(report: PreflightReport, probe: dict[str, Any]) -> None:
+    """The model as the kernel builds it, and a few steps learnt: a typo in a hyperparameter
+    fails here instead of in every segment of a chain."""
+    if probe.get("model_error"):
+        report.add("model", "fail", probe["model_error"], probe.get("model_fix", ""))
+        return
+    model = probe.get("model")
+    if not model:
+        return
+    updates = (
+        f"{model['updates']} gradient update(s)"
+        if model["updates"]
+        else "no gradient update yet within the rehearsal"
+    )
+    report.add(
+        "model",
+        "pass",
+        f"{model['algo']} builds and learnt {model['steps']} steps on the CPU ({updates}) "
+        f"in {model['seconds']:.1f} s",
+    )
+
+
+_PROBE = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from kernel_template.probe import main; main()"
+)
 
 
 def selfcheck(folder: KernelFolder, scratch: Path, run_config: RunConfig) -> dict[str, Any]:
@@ -350,7 +364,7 @@ def selfcheck(folder: KernelFolder, scratch: Path, run_config: RunConfig) -> dic
             [
                 sys.executable,
                 "-c",
-                _ENV_PROBE,
+                _PROBE,
                 runtime_dir,
                 json.dumps(run_config.model_dump(mode="json")),
             ],
@@ -369,7 +383,7 @@ def selfcheck(folder: KernelFolder, scratch: Path, run_config: RunConfig) -> dic
             )[-1]
         return result
     except subprocess.TimeoutExpired:
-        result["env_error"] = f"building the env took over {SELFCHECK_TIMEOUT_S} s"
+        result["env_error"] = f"building the env and model took over {SELFCHECK_TIMEOUT_S} s"
         return result
     finally:
         if runtime_dir and Path(runtime_dir).name.startswith("orchestrate-runtime-"):
@@ -385,6 +399,7 @@ def check_kaggle(
     owner: str | None,
 ) -> None:
     from .kaggle import AuthenticationError, KaggleError
+    from .kaggle.errors import CREDENTIALS_FIX
 
     if client is None:
         report.add(
@@ -401,7 +416,7 @@ def check_kaggle(
             "credentials",
             "fail",
             f"Kaggle refused them: {error}",
-            "create a new API token at kaggle.com/settings",
+            CREDENTIALS_FIX,
         )
         return
     except KaggleError as error:

@@ -310,6 +310,10 @@ def _chosen_chains(ledger, names: list[str] | None, all_chains: bool) -> list[st
         return [c.name for c in ledger.chains() if c.state in ("active", "waiting")]
     if not names:
         raise UserError("name a chain (orchestrate chain step NAME) or pass --all")
+    from orchestrator.chain.names import require_chain
+
+    for name in names:  # all checked before any is stepped
+        require_chain(ledger, name)
     return names
 
 
@@ -325,45 +329,27 @@ def run_command(
     follow: Annotated[
         bool, typer.Option("--follow/--no-follow", help="show the live log of each segment")
     ] = True,
-    segments: SegmentsOpt = None,
-    segment_timesteps: SegmentSizeOpt = None,
-    count: CountOpt = None,
-    timesteps: TimestepsOpt = None,
-    plan_from: PlanFromOpt = None,
-    max_retries: RetriesOpt = None,
     config: ConfigOpt = None,
-    sets: SetOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Step the chain in the foreground until it is done (starting it first if it is new).
+    """Step a chain in the foreground until it is done. It never creates one: `chain start` does.
 
     Ctrl-C stops only this loop; `orchestrate chain run NAME` or `chain step NAME` carries on.
 
-    Example: orchestrate chain run ppo-long --segments 12000,12000 --poll-interval 60
+    Example: orchestrate chain start ppo-long --segments 12000,12000, then
+    orchestrate chain run ppo-long --poll-interval 60
     """
+    from orchestrator.chain.names import require_chain
     from orchestrator.chain.scheduler import exit_code, run_chains
 
-    settings = _settings(config, sets)
+    settings = _settings(config)
     ledger = _ledger(settings)
+    require_chain(ledger, name)  # a misspelt name must not start a new training
     from rich.console import Console
 
     # The live log of each segment: stdout, or stderr when stdout carries the JSON result.
     console = _err_console() if json_output else Console(highlight=False, soft_wrap=True)
     with _client(settings) as client:
-        if ledger.get_chain(name) is None:
-            record = _start(
-                settings,
-                ledger,
-                client,
-                name,
-                segments=segments,
-                segment_timesteps=segment_timesteps,
-                count=count,
-                timesteps=timesteps,
-                plan_from=plan_from,
-                max_retries=max_retries,
-            )
-            typer.echo(f"started chain {record.name}: segments {record.segments}", err=json_output)
         stepper = _stepper(settings, client, ledger)
         try:
             results = run_chains(
@@ -399,8 +385,10 @@ def status_command(
     settings = _settings(config)
     ledger = _ledger(settings)
     names = [name] if name else [c.name for c in ledger.chains()]
-    if name and ledger.get_chain(name) is None:
-        raise UserError(f"no chain {name!r} in {ledger.path}; see `orchestrate chain status`")
+    if name:
+        from orchestrator.chain.names import require_chain
+
+        require_chain(ledger, name)
     statuses = [chain_status(ledger, n) for n in names]
     if json_output:
         _emit(statuses[0] if name else statuses)
@@ -492,8 +480,9 @@ def _report_names(ledger, name: str | None, all_chains: bool) -> list[str]:
         return [c.name for c in ledger.chains() if pulled_segments(ledger.runs(c.name))]
     if not name:
         raise UserError("name a chain (orchestrate chain report NAME) or pass --all")
-    if ledger.get_chain(name) is None:
-        raise UserError(f"no chain {name!r} in {ledger.path}; see `orchestrate chain status`")
+    from orchestrator.chain.names import require_chain
+
+    require_chain(ledger, name)
     return [name]
 
 

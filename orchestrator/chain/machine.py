@@ -211,6 +211,9 @@ def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Act
             return Pull(latest)
         if latest.state == "pulled" and training_done(chain, latest):
             return Finish("done", f"{chain.total_timesteps} timesteps reached by {latest.run}")
+        if latest.state == "pulled" and latest.early_error:
+            # Deterministic (a bad hyperparameter, a broken env): a retry burns a session on it.
+            return Finish("failed", early_failure_reason(latest))
 
     until = parse_time(chain.wait_until)
     if until is not None and now < until:
@@ -254,6 +257,15 @@ def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Act
         slug=segment_slug(chain.name, segment, attempt),
         segment_timesteps=segment_size(chain, segment, done_steps),
         resume=resume,
+    )
+
+
+def early_failure_reason(run: RunRecord) -> str:
+    return (
+        f"segment {run.segment} ({run.run}) failed before its first training step: "
+        f"{run.early_error}; not retried, it would fail the same way. Fix the cause "
+        "(`orchestrate preflight` builds the model and trains a few steps locally), then "
+        "start a new chain"
     )
 
 

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 
 from kernel_template import layout
 from kernel_template.config import RunConfig
-from orchestrator.chain import machine
+from orchestrator.chain import early_failure, machine
 from orchestrator.chain.machine import (
     Finish,
     Idle,
@@ -147,12 +147,10 @@ class ChainStepper:
     # -- the loop ------------------------------------------------------------------------
 
     def step(self, name: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> StepResult:
+        from orchestrator.chain.names import require_chain
         from orchestrator.ledger import LedgerBusy
 
-        if self.ledger.get_chain(name) is None:
-            raise UserError(
-                f"no chain {name!r} in {self.ledger.path}; start it with `orchestrate chain start {name}`"
-            )
+        require_chain(self.ledger, name)  # never created here: a misspelt name is exit 2
         try:
             with self.ledger.locked(timeout=lock_timeout):
                 return self._step_locked(name)
@@ -295,6 +293,8 @@ class ChainStepper:
         dest = pull_dir(self.settings, run.run)
         try:
             result = self.pull(self.client, run.owner, run.run, dest)
+        except AuthenticationError:
+            raise  # refused credentials: exit 2 with the fix, never "unknown" (3) for ever
         except KaggleError as error:
             return self._unknown(chain, f"pulling {run.ref} failed", error)
         self._known(chain)
@@ -313,8 +313,10 @@ class ChainStepper:
         summary = result.summary.model_dump(mode="json") if result.summary is not None else None
         step = checkpoint_step(dest, result.checkpoint_hash, result.summary)
         expected = machine.resume_point(runs, before=run, start=chain.start_from)
+        early_error = self._early_error(run, summary)
         self.ledger.update(
             run.run,
+            early_error=early_error,
             state="pulled",
             pulled_dir=str(dest),
             pulled_at=layout.utc_now_iso(),
@@ -332,6 +334,13 @@ class ChainStepper:
         if not result.verified:
             what += " (no artifacts.zip: the session ended before finalizing; checkpoints verified one by one)"
         self.ledger.note(chain.name, what)
+        if early_error:  # the machine finishes the chain as failed; say why loudly, once
+            self._alert(
+                chain,
+                f"{run.ref} failed before its first training step: {early_error}; the chain "
+                "stops instead of retrying",
+            )
+            return None
         reason = (summary or {}).get("reason")
         if (summary or {}).get("status") == "error" and reason in PARENT_REASONS:
             # Kaggle had not attached the parent's output yet (or a later segment lost its
@@ -348,6 +357,19 @@ class ChainStepper:
             self._alert(chain, f"{run.ref} {mismatch}")
         self._check_versions(chain.name, run, (summary or {}).get("versions"))
         return None
+
+    def _early_error(self, run: RunRecord, summary: dict | None) -> str | None:
+        """The error a session stopped on before training: its summary's, else (no summary:
+        it crashed too early to write one) the last error line of its log."""
+        if summary is not None:
+            return early_failure.from_summary(summary)
+        try:
+            entries = self.client.list_output(run.owner, run.run).log
+        except AuthenticationError:
+            raise
+        except KaggleError:
+            return None  # no log to judge by: an ordinary failed attempt
+        return early_failure.from_log(entries, run.kernel_status)
 
     def _check_versions(self, name: str, run: RunRecord, versions: dict | None) -> None:
         """The first segment that reports its versions fixes them (and the image later segments
@@ -483,6 +505,8 @@ class ChainStepper:
             return StepResult(chain.name, "waiting", wait.reason)
         try:
             quota = self.client.quota()
+        except AuthenticationError:
+            raise
         except KaggleError as error:
             return self._unknown(chain, "GPU quota unreadable", error)
         need = segment_seconds(chain, push.segment, run_config)
@@ -510,6 +534,8 @@ class ChainStepper:
                 try:
                     if self.client.status(run.owner, run.run).is_terminal:
                         continue
+                except AuthenticationError:
+                    raise  # else the slot looks busy and the chain waits for ever
                 except KaggleError:
                     pass  # unreadable: count it, to stay under the cap
             busy += 1

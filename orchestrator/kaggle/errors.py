@@ -15,11 +15,19 @@ class CredentialsNotFound(KaggleError):
     """No Kaggle credentials in any of the places the official CLI looks."""
 
 
+# What a user does about refused credentials; the CLI adds it to every such error (exit 2).
+CREDENTIALS_FIX = (
+    "check KAGGLE_USERNAME/KAGGLE_KEY, KAGGLE_API_TOKEN or kaggle.json, or create a new API "
+    "token at https://www.kaggle.com/settings"
+)
+
+
 class AuthenticationError(KaggleError):
     """Kaggle refused the credentials (HTTP 401, or 403 on a call that cannot be confused).
 
     A 403 on a read of one kernel is `KernelNotVisible` instead: kaggle.com answers that
     for kernels that do not exist (yet), so it proves nothing about the credentials.
+    Never "retry later": a wrong or revoked key stays refused, so it is bad input (exit 2).
     """
 
 

@@ -56,3 +56,28 @@ def test_bad_input_exits_2_with_one_line(emulator, chain_project) -> None:
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], (
             done.stderr
         )
+
+
+def test_a_misspelt_chain_name_never_starts_a_training(emulator, chain_project) -> None:
+    """Issue #9 item 5: `chain run my-chian` said `started chain my-chian ... pushed segment 1`.
+    Only `chain start` creates a chain; `run` and `step` exit 2 naming the closest chains."""
+    project = chain_project(emulator, total=1000)
+    assert project.cli("chain", "start", "my-chain", "--count", "1").returncode == 0
+    assert project.cli("chain", "start", "other-chain", "--count", "1").returncode == 0
+    for args in (
+        ("chain", "run", "my-chian", "--poll-interval", "0.3", "--no-follow"),
+        ("chain", "step", "my-chian"),
+        ("chain", "step", "my-chain", "my-chian"),  # checked before any chain is stepped
+        ("chain", "status", "my-chian"),
+    ):
+        done = project.cli(*args)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        [line] = done.stderr.strip().splitlines()
+        assert line.startswith("error: no chain 'my-chian'") and "did you mean my-chain?" in line
+        assert "orchestrate chain start my-chian" in line and done.stdout == ""
+    assert sorted(c.name for c in project.ledger.chains()) == ["my-chain", "other-chain"]
+    assert project.ledger.runs() == []
+    assert emulator.call_counts().get("SaveKernel", 0) == 0
+    # Far from every name: the chains there are listed instead.
+    far = project.cli("chain", "run", "zzz-unrelated")
+    assert far.returncode == 2 and "its chains are my-chain, other-chain" in far.stderr

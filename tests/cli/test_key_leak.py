@@ -131,7 +131,8 @@ def test_the_key_appears_in_no_file_and_no_output(emulator_factory, tmp_path):
 
     orchestrate("launch", "--watch")  # preflight included: it checks the credentials
     orchestrate("pull-artifacts", "leak-run")
-    orchestrate("chain", "run", "leak-chain", "--segments", "300,300", "--poll-interval", "0.3")
+    orchestrate("chain", "start", "leak-chain", "--segments", "300,300")
+    orchestrate("chain", "run", "leak-chain", "--poll-interval", "0.3")
     orchestrate("chain", "report", "leak-chain")
     orchestrate("chain", "status", "leak-chain", "--json")
     orchestrate("runs")

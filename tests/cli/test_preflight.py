@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 
-from cli_helpers import run_main, write_project
+from cli_helpers import clean_env, orchestrate, run_main, write_project
 
 from kernel_template.layout import SessionSummary, WallClock
+from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
+from orchestrator.ledger import Ledger
 from orchestrator.preflight import estimate_output_bytes, run_preflight
 from orchestrator.settings import load_settings
+
+
+def alice_client(emulator) -> KaggleClient:
+    credentials = Credentials(username="alice", key=emulator.users["alice"], source="test")
+    return KaggleClient(emulator.api_url, credentials, retry=RetryPolicy.fast())
 
 
 def checks_of(report):
@@ -50,8 +57,19 @@ def test_offline_checklist_passes_for_a_sound_project(tmp_path):
     report = run_preflight(settings, settings.run, offline=True)
     checks = checks_of(report)
     assert report.ok, [c.line() for c in report.failures]
-    for name in ("config", "kernel renders", "embedded runtime", "env", "intervals", "output size"):
+    for name in (
+        "config",
+        "kernel renders",
+        "embedded runtime",
+        "env",
+        "model",
+        "intervals",
+        "output size",
+    ):
         assert checks[name].status == "pass", checks[name].line()
+    # The kernel's own build_model, then a few steps learnt (to the first gradient update,
+    # unless a loaded machine hits the rehearsal's time bound first).
+    assert "DQN builds and learnt" in checks["model"].detail
     assert checks["credentials"].status == "skip"
     assert checks["session budget"].status == "warn"  # no quick test measured yet
     assert settings.run.config_hash()[:16] in checks["config"].detail
@@ -86,6 +104,27 @@ def test_embedded_user_env_is_built_from_the_unpacked_copy(tmp_path):
     checks = checks_of(report)
     assert checks["env"].status == "pass", checks["env"].line()
     assert "20 bytes" in checks["env"].detail  # 5 float32: the probe really built GridEnv
+
+
+def test_a_misspelt_hyperparameter_fails_the_model_check_naming_the_key(tmp_path):
+    """Issue #9 item 4: the kernel's TypeError, found on this machine before any push."""
+    settings = project_settings(tmp_path)
+    run_config = settings.run.model_copy(
+        update={"hyperparams": {**settings.run.hyperparams, "learning_rte": 0.1}}
+    )
+    report = run_preflight(settings, run_config, offline=True)
+    check = checks_of(report)["model"]
+    assert check.status == "fail" and report.bad_input
+    assert "unexpected keyword argument 'learning_rte'" in check.detail
+    assert "[run.hyperparams] learning_rte" in check.fix and "'learning_rate'" in check.fix
+
+
+def test_a_misspelt_policy_kwarg_names_its_section(tmp_path):
+    settings = project_settings(tmp_path)
+    run_config = settings.run.model_copy(update={"policy_kwargs": {"net_arc": [8]}})
+    check = checks_of(run_preflight(settings, run_config, offline=True))["model"]
+    assert check.status == "fail" and "[run.policy_kwargs] net_arc" in check.fix
+    assert "'net_arch'" in check.fix
 
 
 def test_session_limit_past_kaggle_fails(tmp_path):
@@ -214,3 +253,24 @@ def test_a_user_module_importing_what_the_image_lacks_fails_with_the_fix(tmp_pat
     settings = settings.model_copy(update={"project_dir": tmp_path / "project"})
     check = checks_of(run_preflight(settings, settings.run, offline=True))["image packages"]
     assert check.status == "pass" and "sumo_rl" in check.detail, check.line()
+
+
+def test_launch_with_a_misspelt_hyperparameter_pushes_nothing(emulator, tmp_path):
+    """The trial of issue #9 item 4, end to end: `--set run.hyperparams.learning_rte=0.1`
+    used to pass preflight; now preflight and launch stop at exit 2 naming the key, and
+    nothing reaches Kaggle or the ledger."""
+    project = tmp_path / "project"
+    write_project(project, slug="typo-run", title="Typo Run")
+    env = clean_env(emulator.env())
+    typo = ("--set", "run.hyperparams.learning_rte=0.1")
+    checked = orchestrate("preflight", *typo, "--json", cwd=project, env=env)
+    assert checked.returncode == 2, checked.stderr
+    model = {c["name"]: c for c in json.loads(checked.stdout)["checks"]}["model"]
+    assert model["status"] == "fail" and "learning_rte" in model["detail"]
+    launched = orchestrate("launch", *typo, cwd=project, env=env)
+    assert launched.returncode == 2, launched.stdout + launched.stderr
+    error = launched.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: preflight: model:") and "'learning_rate'" in error
+    assert Ledger(project).runs() == []
+    with alice_client(emulator) as client:
+        assert client.find_own_kernel("alice", "typo-run") is None
