@@ -60,10 +60,13 @@ PollOpt = Annotated[
 
 
 def _settings(config: Path | None, sets: list[str] | None = None):
+    from orchestrator.notify import notifier_for
     from orchestrator.settings import apply_overrides, load_settings
 
     settings = load_settings(config)
-    return apply_overrides(settings, sets) if sets else settings
+    settings = apply_overrides(settings, sets) if sets else settings
+    notifier_for(settings)  # a bad ORCHESTRATE_NOTIFY_URL: exit 2 before anything is written
+    return settings
 
 
 def _client(settings):
