@@ -257,3 +257,4 @@ def test_a_bad_notify_section_exits_2_before_anything_is_pushed(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], done.stderr
     assert "SaveKernel" not in emulator.call_counts()
+    assert project.ledger.get_chain("tiny-chain") is None  # nothing half-written
