@@ -73,7 +73,7 @@ def webhook_host(url: str) -> str:
 
 @dataclass(frozen=True)
 class NotifyEvent:
-    kind: str  # one of EVENT_KINDS
+    kind: str  # one of EVENT_KINDS, or "test" (`chain notify-test`, never filtered out)
     chain: str
     text: str
 
@@ -84,6 +84,7 @@ class NotifyEvent:
             "chain_done": "chain done",
             "chain_failed": "chain FAILED",
             "alert": "ALERT",
+            "test": "test",
         }[self.kind]
         return f"orchestrate: {self.chain}: {what}"
 
@@ -143,7 +144,9 @@ class Notifier:
         return bool(self.url)
 
     def wanted(self, events: Iterable[NotifyEvent]) -> list[NotifyEvent]:
-        return [e for e in events if e.kind in self.events] if self.enabled else []
+        if not self.enabled:
+            return []
+        return [e for e in events if e.kind in self.events or e.kind == "test"]
 
     def send(self, events: Iterable[NotifyEvent]) -> list[str]:
         """Post each wanted event, retrying within one budget; never raises. Returns one line

@@ -357,6 +357,32 @@ def cancel_command(name: NameArg, config: ConfigOpt = None, json_output: JsonOpt
         typer.echo(message)
 
 
+@app.command("notify-test")
+def notify_test_command(config: ConfigOpt = None, json_output: JsonOpt = False) -> None:
+    """Post a test message to the [notify] webhook, to see that chain news will reach you.
+
+    Exit 0 delivered, 2 no webhook configured, 3 not delivered.
+    Example: ORCHESTRATE_NOTIFY_URL=https://ntfy.sh/my-topic orchestrate chain notify-test
+    """
+    from orchestrator.notify import NotifyEvent, notifier_for, webhook_host
+
+    notifier = notifier_for(_settings(config))
+    if not notifier.enabled:
+        raise UserError(
+            "no webhook: set [notify] url in orchestrate.toml or ORCHESTRATE_NOTIFY_URL"
+        )
+    event = NotifyEvent("test", "notify-test", "orchestrate: test message; chain news lands here")
+    failures = notifier.send([event])
+    where = webhook_host(notifier.url)
+    if json_output:
+        _emit({"webhook": where, "format": notifier.fmt, "delivered": not failures})
+    elif not failures:
+        typer.echo(f"delivered to {where} ({notifier.fmt})")
+    for failure in failures:
+        typer.echo(f"error: {failure}", err=True)
+    raise typer.Exit(int(ExitCode.INFRASTRUCTURE) if failures else 0)
+
+
 def sweep_command(
     name: Annotated[str, typer.Argument(help="sweep name: the prefix of its chains")],
     seeds: Annotated[str, typer.Option("--seeds", help="comma-separated seeds, e.g. 0,1,2")] = "0",

@@ -258,3 +258,29 @@ def test_a_bad_notify_section_exits_2_before_anything_is_pushed(
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], done.stderr
     assert "SaveKernel" not in emulator.call_counts()
     assert project.ledger.get_chain("tiny-chain") is None  # nothing half-written
+
+
+def test_notify_test_reaches_the_webhook_or_says_why(emulator, chain_project, receiver) -> None:
+    hook = receiver()
+    project = _project(emulator, chain_project, total=500)
+    missing = project.cli("chain", "notify-test")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no webhook"), missing
+
+    _notify_to(project, hook.url("/my-topic"), "ntfy", 'events = ["chain_failed"]\n')
+    sent = project.cli("chain", "notify-test", "--json")
+    assert sent.returncode == 0, sent.stderr
+    assert json.loads(sent.stdout) == {
+        "webhook": "http://127.0.0.1",
+        "format": "ntfy",
+        "delivered": True,
+    }
+    [post] = hook.requests  # a test message is never filtered out by `events`
+    assert post.path == "/my-topic" and "test message" in post.text
+
+    dead = f"http://127.0.0.1:{_closed_port()}/hooks/token"
+    (project.dir / "orchestrate.toml").write_text(
+        (project.dir / "orchestrate.toml").read_text().replace(hook.url("/my-topic"), dead)
+    )
+    failed = project.cli("chain", "notify-test")
+    assert failed.returncode == 3 and "not delivered" in failed.stderr, failed
+    assert "token" not in failed.stderr
