@@ -97,6 +97,9 @@ class RunRecord(BaseModel):
     docker_image: str | None = Field(
         default=None, description="the image the push asked for; None: Kaggle's choice"
     )
+    progress_watch: dict[str, Any] | None = Field(
+        default=None, description="what a chain's progress checks saw (orchestrator.chain.stall)"
+    )
 
     @property
     def ref(self) -> str:

@@ -1,8 +1,8 @@
 """orchestrate.toml: where it is, what it may say, and how command-line flags override it.
 
 Sections: `[kaggle]` (owner, api_url), `[kernel]` (what kernel-metadata.json says, plus the
-local code to embed), `[run]` (a `kernel_template.config.RunConfig`) and `[chain]` (read by
-`orchestrate chain`). Every problem is reported as one line naming the key and the fix.
+local code to embed), `[run]` (a `kernel_template.config.RunConfig`), `[chain]` (read by
+`orchestrate chain`) and `[notify]` (the chain's webhook, see `orchestrator.notify`). Every problem is reported as one line naming the key and the fix.
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from kernel_template.config import (
     ConfigError,
@@ -158,6 +165,49 @@ class ChainSettings(BaseModel):
     total_timesteps: int | None = Field(default=None, ge=1)
     segment_timesteps: int | None = Field(default=None, ge=1)
     segments: int | None = Field(default=None, ge=1)
+    stall_polls: int = Field(
+        default=6,
+        ge=0,
+        description="ALERT after this many progress checks without progress; 0: off",
+    )
+    stall_check_s: float = Field(
+        default=300.0, ge=0, description="least seconds between two progress checks of a segment"
+    )
+
+
+class NotifySettings(_Section):
+    """`[notify]`: a webhook that hears of segment done, chain done/failed and every ALERT."""
+
+    url: str | None = Field(
+        default=None, description="webhook URL; the environment's ORCHESTRATE_NOTIFY_URL wins"
+    )
+    format: Literal["slack", "discord", "ntfy"] | None = Field(
+        default=None, description="payload shape; default: told by the URL's host"
+    )
+    events: list[Literal["segment_done", "chain_done", "chain_failed", "alert"]] = Field(
+        default_factory=lambda: ["segment_done", "chain_done", "chain_failed", "alert"]
+    )
+    budget_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=120,
+        description="most seconds one step spends posting, retries included",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        from orchestrator.notify import check_webhook_url
+
+        return check_webhook_url(value) if value else None
+
+    @model_validator(mode="after")
+    def _format_known(self) -> NotifySettings:
+        from orchestrator.notify import webhook_format
+
+        if self.url:
+            webhook_format(self.url, self.format)  # ValueError: set format
+        return self
 
 
 class Settings(BaseModel):
@@ -167,6 +217,7 @@ class Settings(BaseModel):
     kernel: KernelSettings = Field(default_factory=KernelSettings)
     run: RunConfig = Field(default_factory=RunConfig)
     chain: ChainSettings = Field(default_factory=ChainSettings)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     config_path: Path | None = Field(default=None, exclude=True)
     project_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 
@@ -262,10 +313,11 @@ def settings_from_dict(
     data: dict[str, Any], *, source: str = CONFIG_FILE_NAME, config_path: Path | None = None
 ) -> Settings:
     data = dict(data)
-    unknown = sorted(set(data) - {"kaggle", "kernel", "run", "chain"})
+    unknown = sorted(set(data) - {"kaggle", "kernel", "run", "chain", "notify"})
     if unknown:
         raise UserError(
-            f"{source}: unknown section [{unknown[0]}]; the sections are [kaggle], [kernel], [run], [chain]"
+            f"{source}: unknown section [{unknown[0]}]; the sections are [kaggle], [kernel], "
+            "[run], [chain], [notify]"
         )
     try:
         run = parse_run_config(data.pop("run", {}), source=f"[run] in {source}")
@@ -364,6 +416,13 @@ net_arch = [64, 64]
 [chain]
 # total_timesteps = 1000000          # the whole training, split across sessions
 # segments = 4
+# stall_polls = 6                    # ALERT when a running segment shows no progress this often
+# stall_check_s = 300                # ... checked at most this often (reads its live log)
+
+[notify]                             # a webhook hears of segments done, chain done/failed, ALERTs
+# url = "https://ntfy.sh/my-secret-topic"   # or Slack/Discord webhook; env ORCHESTRATE_NOTIFY_URL wins
+# format = "ntfy"                    # slack, discord or ntfy; default: told by the URL's host
+# events = ["segment_done", "chain_done", "chain_failed", "alert"]
 """
 
 

@@ -68,10 +68,13 @@ PollOpt = Annotated[
 
 
 def _settings(config: Path | None, sets: list[str] | None = None):
+    from orchestrator.notify import notifier_for
     from orchestrator.settings import apply_overrides, load_settings
 
     settings = load_settings(config)
-    return apply_overrides(settings, sets) if sets else settings
+    settings = apply_overrides(settings, sets) if sets else settings
+    notifier_for(settings)  # a bad ORCHESTRATE_NOTIFY_URL: exit 2 before anything is written
+    return settings
 
 
 def _client(settings):
@@ -500,6 +503,32 @@ def cancel_command(name: NameArg, config: ConfigOpt = None, json_output: JsonOpt
         typer.echo(json.dumps({"chain": name, "message": message}))
     else:
         typer.echo(message)
+
+
+@app.command("notify-test")
+def notify_test_command(config: ConfigOpt = None, json_output: JsonOpt = False) -> None:
+    """Post a test message to the [notify] webhook, to see that chain news will reach you.
+
+    Exit 0 delivered, 2 no webhook configured, 3 not delivered.
+    Example: ORCHESTRATE_NOTIFY_URL=https://ntfy.sh/my-topic orchestrate chain notify-test
+    """
+    from orchestrator.notify import NotifyEvent, notifier_for, webhook_host
+
+    notifier = notifier_for(_settings(config))
+    if not notifier.enabled:
+        raise UserError(
+            "no webhook: set [notify] url in orchestrate.toml or ORCHESTRATE_NOTIFY_URL"
+        )
+    event = NotifyEvent("test", "notify-test", "orchestrate: test message; chain news lands here")
+    failures = notifier.send([event])
+    where = webhook_host(notifier.url)
+    if json_output:
+        _emit({"webhook": where, "format": notifier.fmt, "delivered": not failures})
+    elif not failures:
+        typer.echo(f"delivered to {where} ({notifier.fmt})")
+    for failure in failures:
+        typer.echo(f"error: {failure}", err=True)
+    raise typer.Exit(int(ExitCode.INFRASTRUCTURE) if failures else 0)
 
 
 def sweep_command(

@@ -135,6 +135,7 @@ class ChainStepper:
         clock: Callable[[], datetime] = utc_now,
         launch: Callable[..., RunRecord] = _default_launch,
         pull: Callable[..., Any] = _default_pull,
+        notifier=None,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -143,19 +144,37 @@ class ChainStepper:
         self.clock = clock
         self.launch = launch
         self.pull = pull
+        if notifier is None:
+            from orchestrator.notify import notifier_for
+
+            credentials = getattr(client, "credentials", None)
+            notifier = notifier_for(settings, redact=getattr(credentials, "redact", None))
+        self.notifier = notifier
 
     # -- the loop ------------------------------------------------------------------------
 
     def step(self, name: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S) -> StepResult:
+        from orchestrator.chain.events import before_step
         from orchestrator.chain.names import require_chain
         from orchestrator.ledger import LedgerBusy
 
         require_chain(self.ledger, name)  # never created here: a misspelt name is exit 2
         try:
             with self.ledger.locked(timeout=lock_timeout):
-                return self._step_locked(name)
+                before = before_step(self.ledger, name)
+                result = self._step_locked(name)
         except LedgerBusy as error:
             return StepResult(name, "busy", str(error))
+        self._notify(before, result)  # after the lock: a slow webhook never holds up a step
+        return result
+
+    def _notify(self, before, result: StepResult) -> None:
+        """Post what this step did ([notify]); an undelivered post is noted, never fatal."""
+        from orchestrator.chain.events import step_events
+
+        for failure in self.notifier.send(step_events(self.ledger, before, result)):
+            self._say(f"warning: chain {result.chain}: {failure}")
+            self.ledger.note(result.chain, failure, "warning")
 
     def _step_locked(self, name: str) -> StepResult:
         self._alerts: list[str] = []
@@ -256,6 +275,8 @@ class ChainStepper:
         if not status.is_terminal:
             if run.state != "running" or run.kernel_status != status.status:
                 self.ledger.update(run.run, state="running", kernel_status=status.status)
+            if status.status == "RUNNING":
+                self._check_progress(chain, run)
             return StepResult(
                 chain.name, "running", f"{run.ref} is {status.status}", running=run.ref
             )
@@ -267,6 +288,23 @@ class ChainStepper:
             terminal_at=run.terminal_at or layout.utc_now_iso(),
         )
         return None
+
+    def _check_progress(self, chain: ChainRecord, run: RunRecord) -> None:
+        """The stall ALERT: no training progress in `[chain] stall_polls` checks."""
+        from orchestrator.chain import stall
+
+        alert = stall.check(
+            self.client,
+            self.ledger,
+            run,
+            polls=self.settings.chain.stall_polls,
+            every_s=self.settings.chain.stall_check_s,
+            now=self.clock(),
+        )
+        if alert is not None:
+            self._alerts.append(alert)
+            self.ledger.note(chain.name, alert, "alert")
+            self._say(f"ALERT chain {chain.name}: {alert}")
 
     def _denied(self, chain: ChainRecord, run: RunRecord, error: KaggleError) -> StepResult:
         """Kaggle denies reads of a kernel we pushed: normal for a while after the push (the
@@ -442,7 +480,10 @@ class ChainStepper:
         except QuotaExhausted as error:
             until = self._quota_refresh()
             return self._wait(
-                chain, f"GPU quota spent ({error}); waiting until {machine.iso(until)}", until
+                chain,
+                f"GPU quota spent ({error}); waiting until {machine.iso(until)}",
+                until,
+                alert=True,
             )
         except Throttled as error:
             until = self.clock() + timedelta(seconds=error.retry_after or 60)
@@ -518,7 +559,7 @@ class ChainStepper:
             now=self.clock(),
         )
         if wait is not None:
-            return self._wait(chain, wait.reason, wait.until)
+            return self._wait(chain, wait.reason, wait.until, alert=True)
         return None
 
     def _busy_gpu_sessions(self) -> int:
@@ -550,15 +591,24 @@ class ChainStepper:
             refresh = None
         return refresh if refresh and refresh > self.clock() else self.clock() + timedelta(hours=1)
 
-    def _wait(self, chain: ChainRecord, reason: str, until: datetime | None) -> StepResult:
+    def _wait(
+        self, chain: ChainRecord, reason: str, until: datetime | None, *, alert: bool = False
+    ) -> StepResult:
+        """Wait; with `alert` (the quota is spent until a date: a human may want to know),
+        an ALERT the first time this reason is noted."""
         chain = self.ledger.get_chain(chain.name)
         if until is not None:
             chain.wait_until = machine.iso(until)
             chain.waiting_reason = reason
-        if not chain.notes or chain.notes[-1].message != reason:
-            chain.note(reason, "warning")
+        new = not chain.notes or chain.notes[-1].message != reason
+        if new:
+            chain.note(reason, "alert" if alert else "warning")
         self.ledger.save_chain(chain)
-        self._say(f"chain {chain.name}: {reason}")
+        if alert and new:
+            self._alerts.append(reason)
+            self._say(f"ALERT chain {chain.name}: {reason}")
+        else:
+            self._say(f"chain {chain.name}: {reason}")
         return StepResult(chain.name, "waiting", reason, until=until)
 
     def _known(self, chain: ChainRecord) -> None:

@@ -49,7 +49,7 @@ from .errors import (
     NotFoundError,
     QuotaExhausted,
 )
-from .logstream import parse_log_blob, stream_log
+from .logstream import parse_log_blob, read_log_so_far, stream_log
 from .models import (
     AcceleratorQuota,
     DownloadResult,
@@ -424,6 +424,13 @@ class KaggleClient:
                 self.credentials.redact(a) if isinstance(a, str) else a for a in exc.args
             )
             raise
+
+    @_redacting
+    def log_so_far(self, owner: str, slug: str) -> list[LogEntry]:
+        """The log the slug's latest session has written so far (one read, no waiting for
+        the end): what a chain's progress check reads."""
+        self._ready()
+        return read_log_so_far(self._http, f"{self.api_url}/kernels/logs/stream/{owner}/{slug}")
 
     @_redacting
     def download(

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 import httpx
 
@@ -117,3 +118,51 @@ def stream_log(
         if failures_without_progress > 1:
             logger.info("Log stream connection lost (%s); reconnecting", failure)
         retry.sleep(retry.reconnect_wait(failures_without_progress, failure.retry_after))
+
+
+def read_log_so_far(
+    http: httpx.Client,
+    url: str,
+    *,
+    quiet_s: float = 1.0,
+    max_s: float = 3.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[LogEntry]:
+    """The log a session has written so far, from one connection: the stream replays it from
+    the start in a burst, so reading stops once it goes quiet for `quiet_s`, after `max_s`
+    (a chatty session is never quiet), or at END_OF_LOG. No retries: the caller asks later.
+    Raises KaggleError for an error answer or a failed connection."""
+    headers = {"Accept": "text/event-stream, */*"}
+    timeout = httpx.Timeout(10.0, read=quiet_s)
+    deadline = clock() + max_s
+    entries: list[LogEntry] = []
+    opened = False
+    try:
+        with http.stream("GET", url, headers=headers, timeout=timeout) as response:
+            if response.status_code >= 400:
+                response.read()
+                check_response(response, expect_json=False, method="logs")
+            if not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+                response.read()
+                return parse_log_blob(response.text)
+            opened = True
+
+            def lines() -> Iterator[str]:
+                for line in response.iter_lines():
+                    yield line
+                    if clock() > deadline:
+                        return
+
+            for entry in iter_sse_entries(lines()):
+                if entry is None:
+                    break
+                entries.append(entry)
+    except httpx.ReadTimeout as exc:
+        if not opened:  # no stream within quiet_s: that is no log, not a quiet one
+            raise final_error(transport_failure(exc), "log read") from None
+        # Quiet: everything written so far has arrived.
+    except TRANSPORT_FAILURES as exc:
+        raise final_error(transport_failure(exc), "log read") from None
+    except Transient as exc:
+        raise final_error(exc, "log read") from None
+    return entries
