@@ -133,13 +133,15 @@ def test_spent_quota_waits_until_the_refresh_and_says_so(emulator, chain_project
         emulator.set_gpu_used("alice", quota.total_allowed_s - 60)
         stepper = ChainStepper(project.settings, client, project.ledger)
         result = stepper.step("tiny-chain")
-        assert result.outcome == "waiting" and result.exit_code == 0
+        # Once, an ALERT (exit 1: the scheduler shows it); then quiet waiting until the refresh.
+        assert result.outcome == "waiting" and result.exit_code == 1 and result.alerts
         refresh = client.quota().refresh_time
         assert result.until == refresh
         assert machine.iso(refresh) in result.message and "GPU quota" in result.message
         asked = emulator.call_counts()["GetAcceleratorQuotaStatistics"]
         again = stepper.step("tiny-chain")  # until then, a step answers from the ledger
         assert again.outcome == "waiting" and again.until == refresh
+        assert again.exit_code == 0 and not again.alerts
         assert emulator.call_counts()["GetAcceleratorQuotaStatistics"] == asked
         assert "SaveKernel" not in emulator.call_counts()
         status = project.cli("chain", "status", "tiny-chain")
