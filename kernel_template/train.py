@@ -252,6 +252,12 @@ class TrainingSession:
         self.start_step = 0
         self.last_checkpoint_step = 0
         self.last_checkpoint_time = time.monotonic()
+        # The newest checkpoint on disk (where a kill resumes): its step and when its state
+        # was taken; and until when training may go on while the next one is written.
+        self.durable_step = 0
+        self.durable_time = time.monotonic()
+        self.write_grace_until = 0.0
+        self._in_flight_taken: tuple[int, float] | None = None
         self.last_export_step = 0
         self.last_export_time = time.monotonic()
         self.last_progress_step = 0
@@ -298,6 +304,7 @@ class TrainingSession:
         self.start_step = self.last_checkpoint_step = self.last_export_step = (
             self.model.num_timesteps
         )
+        self.durable_step, self.durable_time = self.start_step, time.monotonic()
         self.last_progress_step = self.start_step
         self.stats = TrainingStats(self._emergency)
         self.clock.add("setup", time.time() - self.clock.started)
@@ -446,11 +453,16 @@ class TrainingSession:
     def _wanted_steps(self, target: int) -> int:
         remaining = target - self.model.num_timesteps
         if self.writer.in_flight:
-            # A kill now loses the interval being written plus what trains meanwhile: train
-            # one rollout, then wait for the write (`_after_chunk`), so at most that is redone.
-            return min(remaining, self._rollout_steps())
+            # A kill now redoes everything since the last durable checkpoint. Train on until
+            # that checkpoint's interval would be up (a write started early has that long to
+            # land), one rollout at least; then `_after_chunk` waits for the write.
+            grace_s = self.write_grace_until - time.monotonic()
+            steps = self._rollout_steps()
+            if grace_s > 0 and self.budget.seconds_per_step:
+                steps = max(steps, int(grace_s / self.budget.seconds_per_step))
+            return min(remaining, steps)
         since = time.monotonic() - self.last_checkpoint_time
-        if since >= self.config.checkpoint_min_seconds:
+        if since >= self._checkpoint_spacing_s():
             # Land the chunk on the checkpoint step, so checkpoints keep their spacing.
             to_checkpoint = self.config.checkpoint_every - (
                 self.model.num_timesteps - self.last_checkpoint_step
@@ -459,10 +471,24 @@ class TrainingSession:
                 return min(remaining, to_checkpoint)
         return remaining
 
+    def _checkpoint_spacing_s(self) -> float:
+        """Seconds between checkpoint starts. A time-spaced checkpoint starts early by its
+        measured cost (at most half the interval), so it is durable when the interval is up
+        and training does not wait for its write."""
+        spacing = self.config.checkpoint_min_seconds
+        cost = self.budget.costs.get("checkpoint")
+        if spacing > 0 and cost is not None and cost.count:
+            spacing -= min(cost.ema_s, spacing / 2)
+        return spacing
+
     def _rollout_steps(self) -> int:
         """Timesteps of one rollout: what one learn() call collects at the least."""
+        from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
         model = self.model
-        if hasattr(model, "n_steps"):  # on-policy: n_steps per env
+        if isinstance(
+            model, OnPolicyAlgorithm
+        ):  # n_steps per env (off-policy n_steps: n-step returns)
             return int(model.n_steps * model.n_envs)
         freq = getattr(model, "train_freq", None)
         per_env = freq.frequency if freq is not None and freq.unit.value == "step" else 1
@@ -477,14 +503,16 @@ class TrainingSession:
         self.budget.record_steps(self.model.num_timesteps - before, seconds)
 
     def _after_chunk(self) -> None:
-        # A write still in flight after the rollout that followed it is waited for (see
-        # `_wanted_steps`): a kill never redoes more than one interval plus one rollout.
-        self._collect_checkpoint(block=self.writer.in_flight)
+        # A write still in flight once its grace is over is waited for (see `_wanted_steps`):
+        # a kill never redoes more than one checkpoint interval plus one rollout.
+        self._collect_checkpoint(
+            block=self.writer.in_flight and time.monotonic() >= self.write_grace_until
+        )
         step = self.model.num_timesteps
         now = time.monotonic()
         if (
             step - self.last_checkpoint_step >= self.config.checkpoint_every
-            and now - self.last_checkpoint_time >= self.config.checkpoint_min_seconds
+            and now - self.last_checkpoint_time >= self._checkpoint_spacing_s()
         ):
             self.checkpoint()
         if (
@@ -548,10 +576,14 @@ class TrainingSession:
             },
         )
         self.clock.add("checkpointing", time.monotonic() - began)
+        # Started early (time-spaced, `_checkpoint_spacing_s`): training may go on until the
+        # interval is up. Step-spaced: no grace, one rollout and the write is waited for.
+        self.write_grace_until = self.last_checkpoint_time + self.config.checkpoint_min_seconds
         self.last_checkpoint_step = self.model.num_timesteps
         self.last_checkpoint_time = time.monotonic()
         if finished is not None:
             self._report_checkpoint(finished)
+        self._in_flight_taken = (self.last_checkpoint_step, began)
 
     def _collect_checkpoint(self, *, block: bool) -> None:
         """Report the checkpoint in flight once it is on disk (raises if writing it failed)."""
@@ -563,6 +595,8 @@ class TrainingSession:
             self._report_checkpoint(finished)
 
     def _report_checkpoint(self, written) -> None:
+        if self._in_flight_taken is not None and self._in_flight_taken[0] == written.ref.step:
+            self.durable_step, self.durable_time = self._in_flight_taken
         # The budget plans for the whole cost: the session's last checkpoint is waited for.
         self.budget.record_cost("checkpoint", written.seconds)
         self.logger.event(

@@ -152,4 +152,5 @@ def test_kernel_resumes_from_exactly_its_parent(tmp_path, parent_run):
     assert summary.resumed_from.manifest_sha256 == parent["manifest_sha256"]
     assert summary.resumed_from.step == 600
     assert "notebooks/alice/run-s1" in summary.resumed_from.path
-    assert json.loads((tmp_path / "out" / layout.RUN_CONFIG_JSON).read_text())["parent"] == parent
+    recorded = json.loads((tmp_path / "out" / layout.RUN_CONFIG_JSON).read_text())["parent"]
+    assert recorded == {**parent, "kind": "kernel"}
