@@ -510,7 +510,7 @@ def runs_command(
     chain: Annotated[str | None, typer.Option("--chain", help="only this chain's runs")] = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """List the runs in the ledger.
+    """List the runs in the ledger, first asking Kaggle about those it thinks still going.
 
     Example: `orchestrate runs --chain ppo-long --json`
     """
