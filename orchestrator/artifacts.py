@@ -432,9 +432,16 @@ def pull_artifacts_command(
     ledger = Ledger(settings.project_dir)
     ref = resolve_run(run, ledger)
     target = dest or settings.project_dir / "runs" / ref.slug
+    record = ledger.get(ref.slug) if ref.in_ledger else None
     with KaggleClient(settings.kaggle.api_url) as client:
         result = pull_artifacts(client, ref.owner, ref.slug, target, force=force)
-    if ref.in_ledger and result.verified and not result.skipped:
+        if record is not None and record.chain is not None and result.verified:
+            # A chain's segment is recorded as its chain records it: with the checkpoint
+            # step that decides what the next segment resumes from.
+            from orchestrator.chain.step import ChainStepper
+
+            ChainStepper(settings, client, ledger).record_hand_pull(ref.slug)
+    if record is not None and record.chain is None and result.verified and not result.skipped:
         ledger.update(
             ref.slug,
             state="pulled",

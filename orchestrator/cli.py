@@ -510,14 +510,16 @@ def runs_command(
     chain: Annotated[str | None, typer.Option("--chain", help="only this chain's runs")] = None,
     json_mode: JsonOpt = False,
 ) -> None:
-    """List the runs in the ledger.
+    """List the runs in the ledger, first asking Kaggle about those it thinks still going.
 
     Example: `orchestrate runs --chain ppo-long --json`
     """
-    from .runs import list_runs, print_runs
+    from .runs import list_runs, print_runs, settle_listed_runs
 
     settings = load(config)
-    records = list_runs(make_ledger(settings), chain=chain)
+    ledger = make_ledger(settings)
+    settle_listed_runs(settings, ledger, console(json_mode=True))  # notes go to stderr
+    records = list_runs(ledger, chain=chain)
     if json_mode:
         emit_json([record.model_dump(mode="json") for record in records])
     else:
@@ -530,23 +532,42 @@ def delete_command(
     config: ConfigOpt = None,
     api_url: ApiUrlOpt = None,
     force: Annotated[
-        bool, typer.Option("--force", help="delete even if its outputs were never pulled")
+        bool,
+        typer.Option(
+            "--force",
+            help="delete even if its outputs were never pulled, or a chain resumes from it",
+        ),
     ] = False,
     json_mode: JsonOpt = False,
 ) -> None:
-    """Delete a run's kernel on Kaggle, only once its outputs were pulled and verified.
+    """Delete a run's kernel on Kaggle, only once its outputs were pulled and verified and
+    no active chain resumes from it.
 
     Example: `orchestrate delete ppo-traffic-s001`
     """
     from .runs import delete_run
 
     settings = load(config, api_url=api_url)
+    from .chain.parent import chains_resuming_from
+
+    ledger = make_ledger(settings)
     with make_client(settings) as client:
-        record = delete_run(settings, make_ledger(settings), client, run, force=force)
+        record = delete_run(settings, ledger, client, run, force=force)
+    told = [
+        n for n, point in chains_resuming_from(ledger, record.run) if point.owner == record.owner
+    ]
     if json_mode:
-        emit_json({"deleted": record.ref, "run": record.model_dump(mode="json")})
+        emit_json(
+            {"deleted": record.ref, "run": record.model_dump(mode="json"), "chains_told": told}
+        )
     else:
         console().print(f"deleted {record.ref} on Kaggle (the ledger keeps its record)")
+        for name in told:
+            console().print(
+                f"chain {name} resumed from it: its next step stops the chain with an ALERT "
+                "naming the choices",
+                markup=False,
+            )
 
 
 @app.command("doctor")

@@ -31,7 +31,6 @@ QUICK_SUFFIX = "-quick"
 QUICK_SESSION_LIMIT_S = 3600.0  # a quick test that hangs must not burn a 12-hour session
 QUICK_MINUTES = 5.0  # long enough to measure speed and costs, short enough to spend little quota
 QUICK_MARGIN_SHARE = 0.1  # the most of a quick session its stop margin may take
-TERMINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
 # Kaggle's own maximum session: SaveKernel's sessionTimeoutSeconds "must be lower than the
 # global maximum", so a push for the whole session sends none.
 PLATFORM_SESSION_LIMIT_S = 43_200
@@ -83,25 +82,12 @@ def next_free_slug(ledger: Ledger, slug: str) -> str:
 
 
 def running_gpu_sessions(ledger: Ledger, client: KaggleClient, owner: str) -> list[str]:
-    """This account's GPU runs (known to the ledger) that Kaggle still reports as not finished."""
-    from .kaggle import KernelNotVisible, NotFoundError
+    """This account's GPU runs (known to the ledger) that Kaggle still reports as not finished;
+    the ledger is settled on the way (`orchestrator.settle`), as `chain step` does."""
+    from .settle import settle_runs
 
-    running = []
-    for record in ledger.runs():
-        if record.owner != owner or record.state not in ("pushed", "running"):
-            continue
-        if not is_gpu_shape(record.machine_shape):
-            continue
-        try:
-            status = client.status(record.owner, record.run)
-        except NotFoundError:
-            continue
-        except KernelNotVisible:  # pushed moments ago (read-after-write lag): it holds a slot
-            running.append(record.run)
-            continue
-        if status.status not in TERMINAL:
-            running.append(record.run)
-    return running
+    settlement = settle_runs(ledger, client, select=lambda record: record.owner == owner)
+    return settlement.busy_gpu()
 
 
 def check_capacity(
@@ -273,6 +259,7 @@ def _settle_before_push(
             version=info.current_version_number,
             url=client.web_url(record.owner, record.run),
             failure_message=None,
+            adopted_at=utc_now_iso(),
         )
     if earlier is not None and earlier.state == "intent":  # a push that may have gone through
         age = seconds_since(earlier.created_at)

@@ -74,6 +74,7 @@ def run_status(
     """
     from .kaggle import KernelNotVisible, NotFoundError
 
+    settle_before_showing(ledger, client)
     owner, slug, record = resolve(settings, ledger, client, run)
     try:
         status = client.status(owner, slug)
@@ -105,6 +106,50 @@ def _missing_status(owner: str, slug: str, record) -> tuple[str, str]:
         f"kernel {owner}/{slug} not found on Kaggle; check the name with `orchestrate runs` "
         "or kaggle.com/code"
     )
+
+
+def settle_before_showing(
+    ledger: Ledger, client: KaggleClient, console: Console | None = None
+) -> None:
+    """Settle the ledger's unsettled runs against Kaggle before showing them; a chain step
+    holding the ledger is left to do it (it settles too)."""
+    from .ledger import LedgerBusy
+    from .settle import settle_runs
+
+    try:
+        settlement = settle_runs(ledger, client, lock_timeout=2.0)
+    except LedgerBusy:
+        if console is not None:
+            console.print(
+                "note: a chain step holds the ledger; runs shown as last recorded", markup=False
+            )
+        return
+    if console is not None and settlement.unreadable:
+        console.print(
+            f"note: Kaggle could not be read about {', '.join(settlement.unreadable)}; "
+            "shown as last recorded",
+            markup=False,
+        )
+
+
+def settle_listed_runs(settings: Settings, ledger: Ledger, console: Console) -> None:
+    """`orchestrate runs`: settle first when a record may be stale. Without credentials or
+    without Kaggle, the ledger is shown as last recorded, and the note says so."""
+    from .kaggle import AuthenticationError, CredentialsNotFound, KaggleClient, KaggleError
+    from .settle import is_unsettled
+
+    if not any(is_unsettled(record) for record in ledger.runs()):
+        return
+    try:
+        with KaggleClient(settings.kaggle.api_url) as client:
+            settle_before_showing(ledger, client, console)
+    except AuthenticationError:
+        raise  # refused credentials: exit 2 with the fix, as every command
+    except (CredentialsNotFound, KaggleError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        console.print(
+            f"note: could not ask Kaggle ({first}); runs shown as last recorded", markup=False
+        )
 
 
 def _denied_status(owner: str, slug: str, record, client) -> tuple[str, str]:
@@ -229,6 +274,11 @@ def delete_run(
         raise UserError(
             f"run {run!r} is not in this project's ledger; pass --force to delete {owner}/{slug} anyway"
         )
+    from .chain import parent
+
+    needed = parent.refusal(ledger, owner, slug)
+    if needed and not force:
+        raise UserError(needed)
     verified = record is not None and record.state == "pulled" and bool(record.artifacts_sha256)
     if not verified and not force:
         state = record.state if record is not None else "unknown"
@@ -239,6 +289,8 @@ def delete_run(
     # Already gone (kaggle.com answers 403 for a kernel that does not exist): the goal is reached.
     with contextlib.suppress(NotFoundError, KernelNotVisible):
         client.delete_kernel(owner, slug)
+    if needed:
+        parent.tell_chains(ledger, owner, slug)
     if record is None:
         return RunRecord(run=slug, owner=owner, state="terminal")
     return ledger.update(slug, deleted_at=utc_now_iso())

@@ -124,6 +124,7 @@ def cancel_chain(ledger: Ledger, name: str) -> str:
         ref = running[-1].ref
         message += (
             f" Kaggle has no usable cancel, so {ref} runs on until it ends (and uses its GPU time);"
-            f" its outputs stay on Kaggle: orchestrate pull-artifacts {ref}"
+            " once it has, the next `orchestrate chain step` (of any chain, or"
+            f" `orchestrate chain step {name}`) records that and keeps its outputs in runs/"
         )
     return message

@@ -178,6 +178,7 @@ class ChainStepper:
 
     def _step_locked(self, name: str) -> StepResult:
         self._alerts: list[str] = []
+        self._settle_others()
         result = self._advance(name)
         result.alerts = [*self._alerts, *(a for a in result.alerts if a not in self._alerts)]
         return result
@@ -210,6 +211,20 @@ class ChainStepper:
             if result is not None:
                 return result
         return StepResult(name, "advanced", "step made its largest number of moves; run it again")
+
+    def record_hand_pull(self, slug: str) -> None:
+        """`orchestrate pull-artifacts` of a chain's segment: recorded as the chain's own pull
+        would be (the verified copy in runs/<slug>/ is reused, nothing is downloaded again),
+        with the checkpoint step that decides what the next segment resumes from."""
+        from orchestrator.settle import settle_runs
+
+        with self.ledger.locked():
+            self._alerts = []
+            settle_runs(self.ledger, self.client, select=lambda r: r.run == slug)
+            run = self.ledger.get(slug)
+            if run is None or run.chain is None or run.state != "terminal":
+                return
+            self._pull(self.ledger.get_chain(run.chain), run, self.ledger.runs(run.chain))
 
     # -- actions -------------------------------------------------------------------------
 
@@ -443,7 +458,7 @@ class ChainStepper:
         run_config = segment_run_config(
             chain, push.segment, push.segment_timesteps, parent=push.resume
         )
-        gate = self._gates(chain, push, run_config)
+        gate = self._parent_gone(chain, push) or self._gates(chain, push, run_config)
         if gate is not None:
             return gate
         settings = self.settings
@@ -500,6 +515,15 @@ class ChainStepper:
             # Refused before the push (launch's own capacity check), or unconfirmed: the
             # ledger holds the intent and the next step settles it with GetKernel.
             return self._unknown(chain, f"push of {push.slug} not done", error)
+        if getattr(record, "adopted_at", None):
+            # The listing showed the slug although the ledger had no push of it (a ledger
+            # restored from before the push): that session is ours, nothing was pushed.
+            message = (
+                f"segment {push.segment} was already on Kaggle as {record.ref} (a push the ledger "
+                "had lost): adopted it, pushed nothing"
+            )
+            self.ledger.note(chain.name, message, "warning")
+            return StepResult(chain.name, "running", message, running=record.ref)
         resume = (
             f"resuming {push.resume.ref} step {push.resume.step} (manifest {push.resume.checkpoint_hash[:12]})"
             if push.resume
@@ -540,7 +564,7 @@ class ChainStepper:
         if not is_gpu_shape(self.settings.kernel.machine_shape):
             return None
         wait = machine.capacity_gate(
-            self._busy_gpu_sessions(), self.settings.kaggle.gpu_session_cap
+            self._busy_gpu_sessions(chain.name), self.settings.kaggle.gpu_session_cap
         )
         if wait is not None:
             return StepResult(chain.name, "waiting", wait.reason)
@@ -562,25 +586,75 @@ class ChainStepper:
             return self._wait(chain, wait.reason, wait.until, alert=True)
         return None
 
-    def _busy_gpu_sessions(self) -> int:
-        """GPU sessions of this project still running. Chain runs are kept current by their
-        steps; a plain launch's record may be stale, so Kaggle is asked about those."""
-        busy = 0
-        for run in self.ledger.runs():
-            if run.state not in ("intent", *machine.ACTIVE_STATES) or not is_gpu_shape(
-                run.machine_shape
-            ):
+    def _busy_gpu_sessions(self, name: str) -> int:
+        """GPU sessions of this account that Kaggle says are running (the ledger's word only
+        where Kaggle cannot be read): the same count as preflight's and launch's."""
+        from orchestrator.settle import is_unsettled, settle_runs
+
+        others = settle_runs(self.ledger, self.client, select=lambda r: r.chain != name)
+        own = [
+            r for r in self.ledger.runs(name) if is_unsettled(r) and is_gpu_shape(r.machine_shape)
+        ]
+        return len(others.busy_gpu()) + len(own)
+
+    def _settle_others(self) -> None:
+        """Runs no active chain steps (plain launches, cancelled chains' segments) are settled
+        against Kaggle on every step; a cancelled chain's ended segment is still pulled and
+        kept, as the chain itself would have. Refused credentials raise; other failures
+        leave the records for the next step."""
+        from orchestrator.settle import settle_runs
+
+        active = {c.name for c in self.ledger.chains() if c.state in ("active", "waiting")}
+        settle_runs(self.ledger, self.client, select=lambda r: r.chain not in active)
+        alerts = self._alerts  # another chain's alerts are its own (notes, stderr), not ours
+        for chain in self.ledger.chains():
+            if chain.state == "cancelled":
+                self._keep_ended_segments(chain)
+        self._alerts = alerts
+
+    def _keep_ended_segments(self, chain: ChainRecord) -> None:
+        from orchestrator.settle import GONE
+
+        runs = self.ledger.runs(chain.name)
+        for run in runs:
+            if run.state != "terminal" or run.kernel_status == GONE:
                 continue
-            if run.chain is None and run.state != "intent":
-                try:
-                    if self.client.status(run.owner, run.run).is_terminal:
-                        continue
-                except AuthenticationError:
-                    raise  # else the slot looks busy and the chain waits for ever
-                except KaggleError:
-                    pass  # unreadable: count it, to stay under the cap
-            busy += 1
-        return busy
+            if run.pull_failures >= MAX_PULL_FAILURES:
+                continue
+            try:
+                failed = self._pull(chain, run, runs) is not None
+            except UserError:  # Kaggle denies it (deleted since it ended): counted, not fatal
+                failed = True
+            if failed:  # bounded: counted whether or not the pull itself counted it
+                if self.ledger.get(run.run).pull_failures == run.pull_failures:
+                    self.ledger.update(run.run, pull_failures=run.pull_failures + 1)
+                continue
+            kept = self.ledger.get(run.run)
+            message = (
+                f"kept {run.ref}, which ended after the chain was cancelled: its outputs are "
+                f"in {kept.pulled_dir} (checkpoint at step {kept.checkpoint_step})"
+            )
+            self.ledger.note(chain.name, message)
+            self._say(f"chain {chain.name}: {message}")
+
+    def _parent_gone(self, chain: ChainRecord, push: Push) -> StepResult | None:
+        """A segment never starts without its parent's checkpoint: if the kernel holding it
+        is gone from Kaggle, the chain stops and asks, never restarting from scratch."""
+        from orchestrator.chain.parent import gone_message, is_gone
+
+        if push.resume is None:
+            return None
+        try:
+            gone = is_gone(self.ledger, self.client, push.resume)
+        except AuthenticationError:
+            raise
+        except KaggleError as error:
+            return self._unknown(
+                chain, f"could not check that {push.resume.ref} is on Kaggle", error
+            )
+        if not gone:
+            return None
+        return self._stop(chain, gone_message(self.ledger, chain.name, push.resume))
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -630,6 +704,18 @@ class ChainStepper:
             self._alerts.append(alert)
         self.ledger.save_chain(chain)
         return StepResult(chain.name, "unknown", detail)
+
+    def _stop(self, chain: ChainRecord, message: str) -> StepResult:
+        """The chain cannot go on without the user: it stops (failed) with an ALERT."""
+        chain = self.ledger.get_chain(chain.name)
+        chain.state = "failed"
+        chain.wait_until = None
+        chain.waiting_reason = None
+        chain.note(message, "alert")
+        self.ledger.save_chain(chain)
+        self._alerts.append(message)
+        self._say(f"ALERT chain {chain.name}: {message}")
+        return StepResult(chain.name, "failed", message, alerts=[message])
 
     def _alert(self, chain: ChainRecord, message: str) -> StepResult:
         self._alerts.append(message)

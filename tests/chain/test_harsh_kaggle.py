@@ -97,8 +97,9 @@ def test_a_refused_pinned_image_is_retried_once_without_the_pin(emulator, chain_
 @pytest.mark.slow
 def test_a_segment_whose_parent_never_arrives_never_trains_from_scratch(emulator, chain_project):
     """The parent's kernel is gone before segment 2 starts, so nothing is mounted: the segment
-    stops at once with an error summary, the chain retries after parent_retry_s, and ends
-    failed after max_retries, never having trained segment 2 from scratch."""
+    stops at once with an error summary. Before pushing it again the chain finds the parent
+    missing from the account's listing and stops with an ALERT naming the choices, never
+    having trained segment 2 from scratch."""
     project = chain_project(emulator, total=1000)
     _append(project, "\n[chain]\nmax_retries = 1\nparent_retry_s = 0.5\n")
     text = (project.dir / "orchestrate.toml").read_text()
@@ -120,8 +121,9 @@ def test_a_segment_whose_parent_never_arrives_never_trains_from_scratch(emulator
         )
         result = run_chains(stepper, ["tiny-chain"], poll_interval=0.3, follow=False)["tiny-chain"]
     assert result.outcome == "failed", result.message
+    assert "is gone from Kaggle" in result.message and "chain cancel tiny-chain" in result.message
     second = [r for r in project.ledger.runs("tiny-chain") if r.segment == 2]
-    assert [r.run for r in second] == ["tiny-chain-s2", "tiny-chain-s2-r1"]
+    assert [r.run for r in second] == ["tiny-chain-s2"]
     for run in second:
         summary = run.summary
         assert summary["status"] == "error" and summary["reason"] == layout.PARENT_MISSING_REASON
