@@ -20,10 +20,12 @@ def test_progress_counts_to_the_segment_end_and_the_bar_ends_at_the_last_step(
     project = chain_project(emulator, total=3000)
     # Progress events far apart: only the kernel's final event can bring a bar to the end.
     env = {"FORCE_COLOR": "1", "COLUMNS": "120"}  # rich draws its bar as on a terminal
-    done = project.cli(
-        "chain", "run", "bar-chain", "--segments", "1500,1500", "--poll-interval", "0.5",
-        "--set", "run.logging.progress_every_s=1000", extra_env=env,
+    started = project.cli(
+        "chain", "start", "bar-chain", "--segments", "1500,1500",
+        "--set", "run.logging.progress_every_s=1000",
     )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    done = project.cli("chain", "run", "bar-chain", "--poll-interval", "0.5", extra_env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     text = ANSI.sub("", done.stdout)
     assert "1500/1500" in text and "3000/3000" in text  # each segment's bar ends at its end

@@ -60,7 +60,12 @@ class World:
 
     def final_checkpoint(self, name: str, total: int) -> Path:
         last = self.status(name)["segments"][-1]
-        return Path(last["pulled_dir"]) / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(total)
+        return (
+            self.project.dir
+            / last["pulled_dir"]
+            / layout.CHECKPOINTS_DIR
+            / layout.checkpoint_dir_name(total)
+        )
 
     def reference(self, total: int) -> Path:
         """The same training in one local session of the kernel: the unbroken run."""
@@ -134,14 +139,21 @@ def test_resume_takes_a_failed_chain_on_and_ends_bit_identical(world, resumed) -
     assert last["checkpoint_step"] == 2000
     assert_same_training(world.final_checkpoint("rchain", 2000), world.reference(2000))
     # It resumed from s1's verified checkpoint, as the ledger recorded it.
-    summary = json.loads((Path(last["pulled_dir"]) / layout.SESSION_SUMMARY_JSON).read_text())
+    summary = json.loads(
+        (world.project.dir / last["pulled_dir"] / layout.SESSION_SUMMARY_JSON).read_text()
+    )
     assert summary["resumed_from"]["manifest_sha256"] == s1["checkpoint_hash"]
 
 
 def test_start_from_a_checkpoint_dir_uploads_a_dataset_and_ends_bit_identical(
     world, resumed
 ) -> None:
-    source = Path(resumed["status"]["segments"][0]["pulled_dir"]) / "checkpoints" / STEP_DIR_1000
+    source = (
+        world.project.dir
+        / resumed["status"]["segments"][0]["pulled_dir"]
+        / "checkpoints"
+        / STEP_DIR_1000
+    )
     start = world.cli("chain", "start", "dchain", "--from", str(source), "--segments", "1000")
     assert start.returncode == 0, start.stderr
     assert "from step 1000 (dataset alice/ckpt-" in start.stdout
@@ -154,7 +166,9 @@ def test_start_from_a_checkpoint_dir_uploads_a_dataset_and_ends_bit_identical(
     assert version["kernel_sources"] == []
     assert version["dataset_sources"] == [status_start(world, "dchain")["ref"]]
     summary = json.loads(
-        (Path(status["segments"][0]["pulled_dir"]) / layout.SESSION_SUMMARY_JSON).read_text()
+        (
+            world.project.dir / status["segments"][0]["pulled_dir"] / layout.SESSION_SUMMARY_JSON
+        ).read_text()
     )
     assert summary["resumed_from"]["manifest_sha256"] == layout.manifest_hash(
         source / layout.MANIFEST_NAME
@@ -187,7 +201,10 @@ def test_resume_from_a_local_dir_when_the_parent_kernel_is_gone(world, resumed) 
     assert step.returncode == 1, step.stdout + step.stderr
     assert "is gone from Kaggle" in step.stdout and "ALERT chain gchain" in step.stderr
     local = (
-        Path(world.status("rchain")["segments"][0]["pulled_dir"]) / "checkpoints" / STEP_DIR_1000
+        world.project.dir
+        / world.status("rchain")["segments"][0]["pulled_dir"]
+        / "checkpoints"
+        / STEP_DIR_1000
     )
     assert f"orchestrate chain resume gchain --from {local}" in step.stdout
     resume = world.cli("chain", "resume", "gchain", "--from", str(local))

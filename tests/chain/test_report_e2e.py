@@ -17,9 +17,8 @@ def test_report_on_a_fresh_checkout_pulls_missing_segments_again(
     emulator, chain_project, tmp_path
 ) -> None:
     project = chain_project(emulator, total=1000)
-    run = project.cli(
-        "chain", "run", CHAIN, "--segments", "500,500", "--no-follow", "--poll-interval", "0.3"
-    )
+    assert project.cli("chain", "start", CHAIN, "--segments", "500,500").returncode == 0
+    run = project.cli("chain", "run", CHAIN, "--no-follow", "--poll-interval", "0.3")
     assert run.returncode == 0, run.stderr[-2000:]
     at_home = project.cli("chain", "report", CHAIN, "--json")
     assert at_home.returncode == 0, at_home.stderr
