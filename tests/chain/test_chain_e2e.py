@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Any
 
-import numpy as np
 import pytest
-from chain_helpers import REPO_ROOT, project_toml
+from chain_helpers import REPO_ROOT, assert_bit_identical, project_toml
 from report_browser import assert_renders_in_chromium
 
 from kernel_template import layout
@@ -143,32 +141,6 @@ def test_final_model_is_bit_identical_to_one_session(finished_chain, tmp_path) -
     buffer = read_replay_buffer(chained_dir)
     assert buffer is not None and len(buffer["observations"]) == 2000  # the buffer is full
     assert_bit_identical(buffer, read_replay_buffer(alone_dir), "replay_buffer")
-
-
-def assert_bit_identical(a: Any, b: Any, where: str) -> list[str]:
-    """Bitwise equality of nested dicts/lists of tensors, arrays and plain values; returns the
-    dotted name of every leaf compared."""
-    import torch
-
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys differ"
-        return [leaf for k in a for leaf in assert_bit_identical(a[k], b[k], f"{where}.{k}")]
-    if isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: lengths differ"
-        return [
-            leaf
-            for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for leaf in assert_bit_identical(x, y, f"{where}[{i}]")
-        ]
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype, f"{where}: types differ"
-        assert torch.equal(a, b), f"{where}: tensors differ"
-    elif isinstance(a, np.ndarray):
-        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, f"{where}: types differ"
-        assert np.array_equal(a, b), f"{where}: arrays differ"
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-    return [where]
 
 
 def test_report_stitches_segments_and_renders_in_a_browser(finished_chain, tmp_path) -> None:

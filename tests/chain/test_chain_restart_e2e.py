@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from chain_helpers import REPO_ROOT, ChainProject, project_toml
+from chain_helpers import REPO_ROOT, ChainProject, assert_bit_identical, project_toml
 
 from kernel_template import layout
 from kernel_template.checkpoint import read_policy_tensors, read_replay_buffer
@@ -247,28 +246,3 @@ def assert_same_training(chained_dir: Path, alone_dir: Path) -> None:
     buffer = read_replay_buffer(chained_dir)
     assert buffer is not None and len(buffer["observations"]) > 0
     assert_bit_identical(buffer, read_replay_buffer(alone_dir), "replay_buffer")
-
-
-def assert_bit_identical(a: Any, b: Any, where: str) -> list[str]:
-    """Bitwise equality of nested dicts/lists of tensors, arrays and plain values."""
-    import torch
-
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys differ"
-        return [leaf for k in a for leaf in assert_bit_identical(a[k], b[k], f"{where}.{k}")]
-    if isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: lengths differ"
-        return [
-            leaf
-            for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for leaf in assert_bit_identical(x, y, f"{where}[{i}]")
-        ]
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype, f"{where}: types differ"
-        assert torch.equal(a, b), f"{where}: tensors differ"
-    elif isinstance(a, np.ndarray):
-        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, f"{where}: types differ"
-        assert np.array_equal(a, b), f"{where}: arrays differ"
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-    return [where]
