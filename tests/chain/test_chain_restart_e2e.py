@@ -205,7 +205,8 @@ def test_resume_from_a_local_dir_when_the_parent_kernel_is_gone(world, resumed) 
         / "checkpoints"
         / STEP_DIR_1000
     )
-    assert f"orchestrate chain resume gchain --from {local}" in step.stdout
+    shown = local.relative_to(world.project.dir)  # as typed in the project, where it runs
+    assert f"orchestrate chain resume gchain --from {shown}" in step.stdout
     resume = world.cli("chain", "resume", "gchain", "--from", str(local))
     assert resume.returncode == 0, resume.stderr
     assert "dataset alice/ckpt-" in resume.stdout
