@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
 from orchestrator.chain import early_failure
 from orchestrator.chain.machine import Finish, Push, next_action
 from orchestrator.kaggle.models import LogEntry
@@ -112,6 +114,7 @@ def test_a_misspelt_hyperparameter_fails_one_session_and_stops_the_chain(
     assert emulator.call_counts().get("SaveKernel.accepted") == 1
 
 
+@pytest.mark.slow
 def test_a_crash_before_the_summary_is_read_from_the_log_and_stops_the_chain(
     emulator_factory, chain_project
 ) -> None:

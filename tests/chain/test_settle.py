@@ -57,6 +57,7 @@ def _records(project: ChainProject) -> dict[str, dict]:
 # -- 1. settlement ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("left", ["cancelled", "unstepped"])
 def test_ended_sessions_free_their_gpu_slots(emulator, chain_project, left) -> None:
     """Two GPU chains mid-segment, cancelled (the review's trial) or simply not stepped since,
@@ -213,6 +214,7 @@ def test_delete_refuses_a_chains_resume_source(emulator, chain_project) -> None:
     assert emulator.call_counts()["SaveKernel.accepted"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["delete --force", "on kaggle.com"])
 def test_a_chain_whose_parent_is_gone_stops_with_an_alert(emulator, chain_project, how) -> None:
     project = chain_project(emulator, total=1000)

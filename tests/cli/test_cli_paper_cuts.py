@@ -93,6 +93,7 @@ def test_json_errors_are_a_json_object_on_stdout(emulator, project, tmp_path, mo
     assert (code, out) == (2, "") and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_status_of_an_unknown_kernel_exits_2_as_watch_and_pull_do(emulator, project, tmp_path):
     env = cli_env(emulator, tmp_path)
     for command in ("status", "watch", "pull-artifacts"):

@@ -243,6 +243,7 @@ COMPACTING = config_with(
 SEGMENTS = [2137, 411]
 
 
+@pytest.mark.slow
 def test_resume_after_compaction_and_wrap_equals_bare_learn(tmp_path):
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         bare_future = pool.submit(run_bare, COMPACTING, tmp_path)
