@@ -461,15 +461,18 @@ class TrainingSession:
             if grace_s > 0 and self.budget.seconds_per_step:
                 steps = max(steps, int(grace_s / self.budget.seconds_per_step))
             return min(remaining, steps)
-        since = time.monotonic() - self.last_checkpoint_time
-        if since >= self._checkpoint_spacing_s():
-            # Land the chunk on the checkpoint step, so checkpoints keep their spacing.
-            to_checkpoint = self.config.checkpoint_every - (
-                self.model.num_timesteps - self.last_checkpoint_step
-            )
-            if to_checkpoint > 0:
-                return min(remaining, to_checkpoint)
-        return remaining
+        # Land the chunk where the next checkpoint is due, so checkpoints keep their spacing
+        # (and a time-spaced one starts when planned, not up to a chunk late).
+        to_checkpoint = self.config.checkpoint_every - (
+            self.model.num_timesteps - self.last_checkpoint_step
+        )
+        until_due_s = self._checkpoint_spacing_s() - (time.monotonic() - self.last_checkpoint_time)
+        if until_due_s > 0 and self.budget.seconds_per_step:
+            by_time = max(self._rollout_steps(), int(until_due_s / self.budget.seconds_per_step))
+            to_checkpoint = max(to_checkpoint, by_time)
+        if until_due_s > 0 and not self.budget.seconds_per_step:
+            return remaining  # speed unknown yet: the budget's probe chunk is small anyway
+        return min(remaining, to_checkpoint) if to_checkpoint > 0 else remaining
 
     def _checkpoint_spacing_s(self) -> float:
         """Seconds between checkpoint starts. A time-spaced checkpoint starts early by its
@@ -478,7 +481,7 @@ class TrainingSession:
         spacing = self.config.checkpoint_min_seconds
         cost = self.budget.costs.get("checkpoint")
         if spacing > 0 and cost is not None and cost.count:
-            spacing -= min(cost.ema_s, spacing / 2)
+            spacing -= min(cost.planning_s, spacing / 2)
         return spacing
 
     def _rollout_steps(self) -> int:
