@@ -489,9 +489,8 @@ class TrainingSession:
         from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
         model = self.model
-        if isinstance(
-            model, OnPolicyAlgorithm
-        ):  # n_steps per env (off-policy n_steps: n-step returns)
+        # On-policy: n_steps per env. (Off-policy models have an n_steps too: n-step returns.)
+        if isinstance(model, OnPolicyAlgorithm):
             return int(model.n_steps * model.n_envs)
         freq = getattr(model, "train_freq", None)
         per_env = freq.frequency if freq is not None and freq.unit.value == "step" else 1
