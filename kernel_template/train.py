@@ -252,7 +252,12 @@ class TrainingSession:
         self.start_step = 0
         self.last_checkpoint_step = 0
         self.last_checkpoint_time = time.monotonic()
-        self.write_grace_until = 0.0  # training may go on while a write lands, until then
+        # The newest checkpoint on disk (where a kill resumes): its step and when its state
+        # was taken; and until when training may go on while the next one is written.
+        self.durable_step = 0
+        self.durable_time = time.monotonic()
+        self.write_grace_until = 0.0
+        self._in_flight_taken: tuple[int, float] | None = None
         self.last_export_step = 0
         self.last_export_time = time.monotonic()
         self.last_progress_step = 0
@@ -299,6 +304,7 @@ class TrainingSession:
         self.start_step = self.last_checkpoint_step = self.last_export_step = (
             self.model.num_timesteps
         )
+        self.durable_step, self.durable_time = self.start_step, time.monotonic()
         self.last_progress_step = self.start_step
         self.stats = TrainingStats(self._emergency)
         self.clock.add("setup", time.time() - self.clock.started)
@@ -468,12 +474,6 @@ class TrainingSession:
             return remaining  # speed unknown yet: the budget's probe chunk is small anyway
         return min(remaining, to_checkpoint) if to_checkpoint > 0 else remaining
 
-    @property
-    def durable_step(self) -> int:
-        """Step of the newest checkpoint on disk: where a kill would resume."""
-        last = self.writer.last if self.writer is not None else None
-        return last.step if last is not None else self.start_step
-
     def _checkpoint_spacing_s(self) -> float:
         """Seconds between checkpoint starts. A time-spaced checkpoint starts early by its
         measured cost (at most half the interval), so it is durable when the interval is up
@@ -585,6 +585,7 @@ class TrainingSession:
         self.last_checkpoint_time = time.monotonic()
         if finished is not None:
             self._report_checkpoint(finished)
+        self._in_flight_taken = (self.last_checkpoint_step, began)
 
     def _collect_checkpoint(self, *, block: bool) -> None:
         """Report the checkpoint in flight once it is on disk (raises if writing it failed)."""
@@ -596,6 +597,8 @@ class TrainingSession:
             self._report_checkpoint(finished)
 
     def _report_checkpoint(self, written) -> None:
+        if self._in_flight_taken is not None and self._in_flight_taken[0] == written.ref.step:
+            self.durable_step, self.durable_time = self._in_flight_taken
         # The budget plans for the whole cost: the session's last checkpoint is waited for.
         self.budget.record_cost("checkpoint", written.seconds)
         self.logger.event(
