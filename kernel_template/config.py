@@ -34,6 +34,8 @@ RESULT_FIELDS = (
 class ConfigError(ValueError):
     """A run config that cannot be used; the message is one line naming the problem and the fix."""
 
+    exit_code = 2  # bad input, as orchestrator.errors.ExitCode says (the kernel cannot import it)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -19,22 +19,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import uuid
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from kernel_template import layout
 from kernel_template.layout import CheckpointManifest, SessionSummary
-from orchestrator.errors import RunFailed, UserError
+from orchestrator.errors import UserError
 from orchestrator.kaggle.errors import KernelNotVisible
 from orchestrator.safe_extract import (
     DEFAULT_MAX_TOTAL_BYTES,
@@ -340,7 +337,7 @@ def _pull_into(
     )
 
 
-# -- the command -----------------------------------------------------------------------------
+# -- the result on screen -----------------------------------------------------------------------------
 
 
 def _size(n: int) -> str:
@@ -396,51 +393,18 @@ def render_result(console: Console, ref: str, result: PullResult) -> None:
         console.print(f"problem: {problem}", markup=False, soft_wrap=True)
 
 
-def pull_artifacts_command(
-    run: Annotated[
-        str | None,
-        typer.Argument(
-            help="ledger run name, or owner/slug for a run started elsewhere; default: the newest run"
-        ),
-    ] = None,
-    dest: Annotated[
-        Path | None, typer.Option("--dest", help="where to extract (default: runs/RUN/)")
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="download again even if a verified pull is there")
-    ] = False,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="orchestrate.toml (default: the nearest one)")
-    ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="print one JSON result on stdout")
-    ] = False,
-) -> None:
-    """Download a finished run's outputs, verify their checksums, extract them into runs/RUN/.
-
-    A rerun after a verified pull downloads nothing. A checksum mismatch or an unsafe archive
-    is refused: the files go to runs/<run>.rejected/ and the command exits 1.
-
-    Example: orchestrate pull-artifacts alice/ppo-traffic-s1
-    """
-    from orchestrator.kaggle import KaggleClient
-    from orchestrator.ledger import Ledger
-    from orchestrator.settings import load_settings
-    from orchestrator.watch import resolve_run
-
-    settings = load_settings(config)
-    ledger = Ledger(settings.project_dir)
-    ref = resolve_run(run, ledger)
+def pull_run(settings, ledger, client, ref, dest: Path | None = None, *, force: bool = False):
+    """`orchestrate pull-artifacts`: pull a named run (a `runs.RunRef`) into `dest` (default
+    runs/SLUG/) and record a verified pull in the ledger; returns the PullResult."""
     target = dest or settings.project_dir / "runs" / ref.slug
-    record = ledger.get(ref.slug) if ref.in_ledger else None
-    with KaggleClient(settings.kaggle.api_url) as client:
-        result = pull_artifacts(client, ref.owner, ref.slug, target, force=force)
-        if record is not None and record.chain is not None and result.verified:
-            # A chain's segment is recorded as its chain records it: with the checkpoint
-            # step that decides what the next segment resumes from.
-            from orchestrator.chain.step import ChainStepper
+    record = ref.record
+    result = pull_artifacts(client, ref.owner, ref.slug, target, force=force)
+    if record is not None and record.chain is not None and result.verified:
+        # A chain's segment is recorded as its chain records it: with the checkpoint
+        # step that decides what the next segment resumes from.
+        from orchestrator.chain.step import ChainStepper
 
-            ChainStepper(settings, client, ledger).record_hand_pull(ref.slug)
+        ChainStepper(settings, client, ledger).record_hand_pull(ref.slug)
     if record is not None and record.chain is None and result.verified and not result.skipped:
         ledger.update(
             ref.slug,
@@ -450,13 +414,4 @@ def pull_artifacts_command(
             checkpoint_hash=result.checkpoint_hash,
             summary=summary_figures(result.summary),
         )
-    if json_output:
-        sys.stdout.write(json.dumps({"run": ref.ref, **result.to_json()}) + "\n")
-    else:
-        render_result(Console(), ref.ref, result)
-    if not result.verified:
-        if json_output:
-            raise typer.Exit(1)
-        raise RunFailed(
-            f"{ref.ref}: outputs did not verify ({'; '.join(result.problems)}); kept in {result.dir}"
-        )
+    return result

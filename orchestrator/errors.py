@@ -1,7 +1,28 @@
-"""Exit codes and the errors the CLI turns into them.
+"""Exit codes, and the whole tree of errors the CLI reports as one line.
 
 0 done, 1 the run failed, 2 bad input (fix the command or config), 3 infrastructure
-(Kaggle or the network: retry later).
+(Kaggle or the network: retry later). Every class carries its code as `exit_code`; the CLI
+reads it at one seam (`orchestrator/commands/exits.py`). Anything else is a bug.
+
+    OrchestrateError                 1  (this module)
+    ├── UserError                    2
+    ├── InfrastructureError          3
+    │   └── LedgerBusy               3  (orchestrator/ledger.py)
+    └── RunFailed                    1
+    KaggleError                      3  (orchestrator/kaggle/errors.py)
+    ├── CredentialsNotFound          2
+    ├── AuthenticationError          2
+    ├── NotFoundError                2
+    ├── KernelNotVisible             2
+    ├── BadRequest                   2
+    │   └── DockerImageRefused       2
+    ├── CapacityRefused              3
+    ├── QuotaExhausted               3
+    ├── Throttled                    3
+    ├── ServiceUnavailable           3
+    ├── AmbiguousPush                3
+    └── IncompleteDownload           3
+    ConfigError                      2  (kernel_template/config.py: a bad run config)
 """
 
 from __future__ import annotations

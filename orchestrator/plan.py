@@ -17,12 +17,10 @@ The seed plan extrapolated one 100-step test straight to 24,000 steps with no ma
 from __future__ import annotations
 
 import math
-import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-import typer
 from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -513,83 +511,28 @@ def _timings_from(summaries: list[Path]) -> tuple[TimingMeasure | None, TimingMe
     return gpu[0], cpu[0]
 
 
-def plan_command(
-    summary: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--summary",
-            help="session_summary.json of a quick test; give a CPU and a GPU one to compare",
-        ),
-    ] = None,
-    timesteps: Annotated[
-        int | None,
-        typer.Option("--timesteps", min=1, help="steps to train (default: [run] total_timesteps)"),
-    ] = None,
-    session_limit_s: Annotated[
-        float | None,
-        typer.Option("--session-limit-s", help="session limit (default: [run] session_limit_s)"),
-    ] = None,
-    setup_s: Annotated[float | None, typer.Option("--setup-s", help="setup seconds")] = None,
-    s_per_step: Annotated[
-        float | None, typer.Option("--s-per-step", help="seconds per step")
-    ] = None,
-    checkpoint_s_per_step: Annotated[
-        float | None, typer.Option("--checkpoint-s-per-step", help="checkpointing s per step")
-    ] = None,
-    eval_s: Annotated[float | None, typer.Option("--eval-s", help="evaluation seconds")] = None,
-    finalize_s: Annotated[
-        float | None, typer.Option("--finalize-s", help="finalization seconds")
-    ] = None,
-    log_lines_per_step: Annotated[
-        float | None, typer.Option("--log-lines-per-step", help="log lines per step")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu or gpu, when timing comes from flags")
-    ] = None,
-    safety_factor: Annotated[
-        float | None,
-        typer.Option("--safety-factor", min=1.0, help="default 1.5 (short test) or 1.25"),
-    ] = None,
-    margin_floor_s: Annotated[
-        float | None,
-        typer.Option(
-            "--margin-floor-s",
-            min=0.0,
-            help="least stop margin in seconds (default: the kernel's, [run] min_margin_s or limit/48)",
-        ),
-    ] = None,
-    quota: Annotated[
-        bool, typer.Option("--quota/--no-quota", help="ask Kaggle for the GPU quota left")
-    ] = True,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="orchestrate.toml (default: the nearest one)")
-    ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="print the plan as one JSON document")
-    ] = False,
-) -> None:
-    """Plan a run from a quick test: total time, sessions, margins, GPU quota, log volume.
+def plan_from_flags(
+    settings,
+    *,
+    summaries: list[Path],
+    timesteps: int | None = None,
+    session_limit_s: float | None = None,
+    flags: dict[str, float | None] | None = None,
+    device: str | None = None,
+    safety_factor: float | None = None,
+    margin_floor_s: float | None = None,
+    quota: bool = True,
+) -> Plan:
+    """`orchestrate plan`: the plan from quick-test summaries and/or timing flags
+    (setup_s, s_per_step, checkpoint_s_per_step, eval_s, finalize_s, log_lines_per_step)."""
+    from orchestrator.settings import is_gpu_shape
 
-    Example: orchestrate plan --summary runs/quick/session_summary.json --timesteps 24000
-    Without a summary: orchestrate plan --timesteps 24000 --s-per-step 0.5 --setup-s 95
-    """
-    from orchestrator.settings import is_gpu_shape, load_settings
-
-    settings = load_settings(config)
-    timing, cpu_timing = _timings_from(summary or [])
-    flags = {
-        "setup_s": setup_s,
-        "s_per_step": s_per_step,
-        "checkpoint_s_per_step": checkpoint_s_per_step,
-        "eval_s": eval_s,
-        "finalize_s": finalize_s,
-        "log_lines_per_step": log_lines_per_step,
-    }
-    given = {k: v for k, v in flags.items() if v is not None}
+    timing, cpu_timing = _timings_from(summaries)
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
     if device is not None and device not in ("cpu", "gpu"):
         raise UserError(f"--device {device!r} must be cpu or gpu")
     if timing is None:
-        if s_per_step is None:
+        if given.get("s_per_step") is None:
             raise UserError(
                 "give --summary of a quick test, or at least --s-per-step (and --setup-s)"
             )
@@ -625,10 +568,7 @@ def plan_command(
         plan.notes.append(
             "GPU quota unknown (Kaggle unreachable or the credentials refused); --no-quota skips it"
         )
-    if json_output:
-        sys.stdout.write(plan.model_dump_json() + "\n")
-    else:
-        render_plan(Console(), plan)
+    return plan
 
 
 def _fetch_quota(settings):

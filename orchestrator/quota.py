@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 KINDS = ("gpu", "tpu")
 
@@ -50,41 +45,3 @@ def describe_quota(report: dict[str, Any]) -> list[str]:
             f"refreshes {refresh:%a %Y-%m-%d %H:%M} UTC (in {report['refresh_in_h']:.1f} h)"
         )
     return lines
-
-
-def quota_command(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="orchestrate.toml (default: the nearest one)"),
-    ] = None,
-    api_url: Annotated[
-        str | None,
-        typer.Option("--api-url", help="Kaggle API root, e.g. http://127.0.0.1:7777/api/v1"),
-    ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="print one JSON document on stdout")
-    ] = False,
-) -> None:
-    """Show this account's weekly GPU and TPU quota: used, left, and when it refreshes.
-
-    Example: orchestrate quota --json
-    """
-    from orchestrator.kaggle import KaggleClient
-
-    url = api_url
-    if url is None:
-        from orchestrator.settings import find_config_file
-
-        if (
-            config is not None or find_config_file() is not None
-        ):  # outside a project: the environment
-            from orchestrator.settings import load_settings
-
-            url = load_settings(config).kaggle.api_url
-    with KaggleClient(url) as client:
-        report = quota_report(client.accelerator_quotas())
-    if json_output:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
-    else:
-        for line in describe_quota(report):
-            typer.echo(line)

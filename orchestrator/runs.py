@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kernel_template.layout import utc_now_iso
@@ -36,31 +37,61 @@ HEADERS = {
 SHRINKABLE = frozenset({"chain", "kernel_status"})  # the slug and the time stay whole
 
 
-def resolve(
-    settings: Settings, ledger: Ledger, client: KaggleClient | None, run: str | None
-) -> tuple[str, str, RunRecord | None]:
-    """(owner, slug, ledger record or None) for a run name, `owner/slug`, or the newest run."""
-    if run is None:
-        records = ledger.runs()
-        if not records:
-            raise UserError(
-                "the ledger has no runs yet; name one (owner/slug) or `orchestrate launch` first"
-            )
-        newest = max(records, key=lambda r: r.created_at)
-        return newest.owner, newest.run, newest
-    if "/" in run:
+@dataclass(frozen=True)
+class RunRef:
+    """A run named on the command line: its owner and slug, and its ledger record if any."""
+
+    owner: str
+    slug: str
+    record: RunRecord | None  # None for a run started elsewhere (results are not recorded)
+
+    @property
+    def in_ledger(self) -> bool:
+        return self.record is not None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.owner}/{self.slug}"
+
+
+def resolve_run(run: str | None, ledger: Ledger, *, default_owner: str | None = None) -> RunRef:
+    """The one rule for a RUN argument (status, watch, pull-artifacts, delete):
+
+    - `owner/slug` as given; it is the ledger's run only when that slug has that owner there;
+    - a slug: the ledger's run; else `default_owner/slug` when one is given, else bad input;
+    - nothing: the newest run that reached Kaggle, by push time (creation time for a record
+      without one). Intents and failed pushes are skipped: they never ran, so there is no
+      status to show, log to follow or output to pull.
+    """
+    if run and "/" in run:
         owner, _, slug = run.partition("/")
         if not owner or not slug or "/" in slug:
-            raise UserError(f"run {run!r} must be a ledger run name or owner/slug")
+            raise UserError(
+                f"run {run!r} must be a ledger name or owner/slug, e.g. alice/ppo-traffic-s1"
+            )
         record = ledger.get(slug)
-        return owner, slug, record if record is not None and record.owner == owner else None
-    record = ledger.get(run)
-    if record is not None:
-        return record.owner, record.run, record
-    owner = settings.kaggle.owner or (client.username if client is not None else None)
-    if not owner:
-        raise UserError(f"run {run!r} is not in the ledger; name it as owner/slug")
-    return owner, run, None
+        return RunRef(owner, slug, record if record is not None and record.owner == owner else None)
+    if run:
+        record = ledger.get(run)
+        if record is not None:
+            return RunRef(record.owner, record.run, record)
+        if default_owner:
+            return RunRef(default_owner, run, None)
+        raise UserError(
+            f"run {run!r} is not in the ledger at {ledger.path}; give a run started elsewhere as owner/slug"
+        )
+    records = [r for r in ledger.runs() if r.state not in ("intent", "failed_push")]
+    if not records:
+        raise UserError(
+            f"no pushed run in the ledger at {ledger.path}; name one as owner/slug, "
+            "or `orchestrate launch` first"
+        )
+    newest = max(records, key=lambda r: r.pushed_at or r.created_at)
+    return RunRef(newest.owner, newest.run, newest)
+
+
+def _default_owner(settings: Settings, client: KaggleClient | None) -> str | None:
+    return settings.kaggle.owner or (client.username if client is not None else None)
 
 
 def run_status(
@@ -75,7 +106,8 @@ def run_status(
     from .kaggle import KernelNotVisible, NotFoundError
 
     settle_before_showing(ledger, client)
-    owner, slug, record = resolve(settings, ledger, client, run)
+    ref = resolve_run(run, ledger, default_owner=_default_owner(settings, client))
+    owner, slug, record = ref.owner, ref.slug, ref.record
     try:
         status = client.status(owner, slug)
         kernel_status, failure = status.status, status.failure_message
@@ -269,7 +301,8 @@ def delete_run(
     from .kaggle import KernelNotVisible, NotFoundError
     from .ledger import RunRecord
 
-    owner, slug, record = resolve(settings, ledger, client, run)
+    ref = resolve_run(run, ledger, default_owner=_default_owner(settings, client))
+    owner, slug, record = ref.owner, ref.slug, ref.record
     if record is None and not force:
         raise UserError(
             f"run {run!r} is not in this project's ledger; pass --force to delete {owner}/{slug} anyway"

@@ -1,4 +1,4 @@
-"""Follow a kernel session live: `orchestrate watch`.
+"""Follow a kernel session live (`orchestrate watch`, `launch --watch`).
 
 The live log comes over SSE (`client.stream_log` reconnects and skips what it already
 handed out) in a reader thread; the main thread prints, draws the progress bar from the
@@ -22,24 +22,20 @@ decides:
 
 from __future__ import annotations
 
-import json
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Column
 
 from kernel_template.layout import parse_event
-from orchestrator.errors import RunFailed, UserError
+from orchestrator.errors import UserError
+from orchestrator.kaggle.models import TERMINAL_STATUSES
 
-TERMINAL = frozenset({"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"})
 SAVED_SUMMARY_STATUSES = frozenset({"budget_stop", "signal_stop", "complete"})
 # --tail: lines that arrive in one burst when the stream opens are the backlog; the burst ends
 # after a quiet gap, or (an empty log) when nothing came this long after connecting.
@@ -50,44 +46,6 @@ UNKNOWN_RUN_DENIAL_GRACE_S = 30.0
 DENIAL_FIRST_PAUSE_S = 1.0
 # Log lines shown when a run failed, so the cause is on screen.
 FAILURE_TAIL_LINES = 15
-
-
-# -- run names -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunRef:
-    owner: str
-    slug: str
-    in_ledger: bool  # the ledger knows this run (so results may be recorded there)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.owner}/{self.slug}"
-
-
-def resolve_run(run: str | None, ledger) -> RunRef:
-    """A RUN argument as owner/slug: `owner/slug` as given, a slug via the ledger, or the newest run."""
-    if run and "/" in run:
-        owner, _, slug = run.partition("/")
-        if not owner or not slug or "/" in slug:
-            raise UserError(
-                f"run {run!r} must be a ledger name or owner/slug, e.g. alice/ppo-traffic-s1"
-            )
-        record = ledger.get(slug)
-        return RunRef(owner, slug, record is not None and record.owner == owner)
-    if run:
-        record = ledger.get(run)
-        if record is None:
-            raise UserError(
-                f"run {run!r} is not in the ledger at {ledger.path}; give a run started elsewhere as owner/slug"
-            )
-        return RunRef(record.owner, record.run, True)
-    records = [r for r in ledger.runs() if r.state not in ("intent", "failed_push")]
-    if not records:
-        raise UserError(f"no pushed run in the ledger at {ledger.path}; name one as owner/slug")
-    newest = max(records, key=lambda r: r.pushed_at or r.created_at)
-    return RunRef(newest.owner, newest.run, True)
 
 
 # -- following a session ---------------------------------------------------------------------
@@ -413,7 +371,7 @@ class _Follower:
         pending_end = False  # the stream ended; a status check decides whether the session did
         next_poll = time.monotonic() + self.poll_s
         last_entry = started = time.monotonic()
-        terminal_at: float | None = time.monotonic() if status in TERMINAL else None
+        terminal_at: float | None = time.monotonic() if status in TERMINAL_STATUSES else None
         try:
             while True:
                 now = time.monotonic()
@@ -450,7 +408,7 @@ class _Follower:
                     )
                 if terminal_at is None and time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + self.poll_s
-                    if self.poll_status() in TERMINAL:
+                    if self.poll_status() in TERMINAL_STATUSES:
                         terminal_at = time.monotonic()
                         stream_done = stream_done or pending_end
                     elif (
@@ -521,7 +479,7 @@ def follow(
         client, owner, slug, view, tail, poll_s, quiet_s, end_grace_s, denial_grace_s
     )
     result = follower.run()
-    if result.status in TERMINAL and result.exit_code:
+    if result.status in TERMINAL_STATUSES and result.exit_code:
         view.say(f"{owner}/{slug} failed: {failure_reason(result)}", style="red")
         if result.last_lines:
             view.say(f"last {len(result.last_lines)} log lines:", style="red")
@@ -545,69 +503,3 @@ def watch(
 ) -> str:
     """Follow a session until it ends; returns its terminal status (docs/internals.md)."""
     return follow(client, owner, slug, console=console, tail=tail).status
-
-
-# -- the command -----------------------------------------------------------------------------
-
-
-def watch_command(
-    run: Annotated[
-        str | None,
-        typer.Argument(
-            help="ledger run name, or owner/slug for a run started elsewhere; default: the newest run"
-        ),
-    ] = None,
-    tail: Annotated[
-        int | None,
-        typer.Option("--tail", min=0, help="show only the last N lines written before now"),
-    ] = None,
-    poll: Annotated[
-        float, typer.Option("--poll", min=0.5, help="seconds between status checks")
-    ] = 5.0,
-    config: Annotated[
-        Path | None, typer.Option("--config", help="orchestrate.toml (default: the nearest one)")
-    ] = None,
-    json_output: Annotated[
-        bool, typer.Option("--json", help="print one JSON result on stdout; the log goes to stderr")
-    ] = False,
-) -> None:
-    """Follow a run's live log and progress until it ends; exit status follows the run.
-
-    Exit 0 when the kernel wrote its session summary and artifacts (COMPLETE, or
-    CANCEL_ACKNOWLEDGED at the session limit after they were saved); 1 for ERROR, and for a
-    COMPLETE without a summary or with status error (Kaggle calls a crashed script COMPLETE).
-
-    Example: orchestrate watch alice/ppo-traffic-s1 --tail 20
-    """
-    from orchestrator.kaggle import KaggleClient
-    from orchestrator.ledger import Ledger
-    from orchestrator.settings import load_settings
-
-    settings = load_settings(config)
-    ledger = Ledger(settings.project_dir)
-    ref = resolve_run(run, ledger)
-    console = Console(stderr=True) if json_output else Console()
-    record = ledger.get(ref.slug) if ref.in_ledger else None
-    with KaggleClient(settings.kaggle.api_url) as client:
-        result = follow(
-            client,
-            ref.owner,
-            ref.slug,
-            console=console,
-            tail=tail,
-            poll_s=poll,
-            denial_grace_s=denial_grace_for(record),
-        )
-    if ref.in_ledger and result.status in TERMINAL:
-        ledger.update(ref.slug, kernel_status=result.status, failure_message=result.failure_message)
-    if json_output:
-        sys.stdout.write(json.dumps(result.to_json()) + "\n")
-    elif result.status == "CANCEL_ACKNOWLEDGED" and result.exit_code == 0:
-        console.print(
-            "the session was stopped after the kernel saved its outputs: pull them and go on",
-            markup=False,
-        )
-    if result.exit_code:
-        if json_output:
-            raise typer.Exit(result.exit_code)
-        raise RunFailed(f"{ref.ref} ended {result.status}: {failure_reason(result)}")

@@ -1,6 +1,6 @@
 """`python -m orchestrator.emulator serve ...`"""
 
-from orchestrator.emulator.cli import app
+from orchestrator.commands.emulator import app
 
 if __name__ == "__main__":
     app(prog_name="python -m orchestrator.emulator")

@@ -1,10 +1,18 @@
-"""Typed errors of the Kaggle client, so callers branch on types rather than message text."""
+"""Typed errors of the Kaggle client, so callers branch on types rather than message text.
+
+Each carries the exit code the CLI ends with (the tree: `orchestrator/errors.py`): Kaggle
+failing is infrastructure (3, retry later); what the user must fix is bad input (2).
+"""
 
 from __future__ import annotations
+
+from orchestrator.errors import ExitCode
 
 
 class KaggleError(Exception):
     """Base of every error the Kaggle client raises."""
+
+    exit_code = ExitCode.INFRASTRUCTURE
 
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
@@ -13,6 +21,8 @@ class KaggleError(Exception):
 
 class CredentialsNotFound(KaggleError):
     """No Kaggle credentials in any of the places the official CLI looks."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 # What a user does about refused credentials; the CLI adds it to every such error (exit 2).
@@ -30,9 +40,13 @@ class AuthenticationError(KaggleError):
     Never "retry later": a wrong or revoked key stays refused, so it is bad input (exit 2).
     """
 
+    exit_code = ExitCode.BAD_INPUT
+
 
 class NotFoundError(KaggleError):
     """The kernel (or other resource) does not exist or is not visible to this user (HTTP 404)."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class KernelNotVisible(KaggleError):
@@ -44,12 +58,16 @@ class KernelNotVisible(KaggleError):
     by listing one's own kernels (`KaggleClient.find_own_kernel`).
     """
 
+    exit_code = ExitCode.BAD_INPUT
+
     def __init__(self, message: str, *, status_code: int | None = 403) -> None:
         super().__init__(message, status_code=status_code)
 
 
 class BadRequest(KaggleError):
     """Kaggle rejected the request itself; repeating it unchanged will not help."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class CapacityRefused(KaggleError):

@@ -107,7 +107,7 @@ def run_main(
     monkeypatch, capsys, *args: str, cwd: Path, env: dict[str, str]
 ) -> tuple[int, str, str]:
     """`orchestrate ARGS` in this process (faster than a subprocess): (exit code, stdout, stderr)."""
-    from orchestrator.cli import main
+    from orchestrator.commands import main
 
     for name in list(os.environ):
         if name.startswith("KAGGLE_") or name == "ORCHESTRATE_KAGGLE_API":

@@ -300,7 +300,7 @@ def project(emulator, monkeypatch, tmp_path):
 
 
 def test_command_pulls_a_ledger_run_and_records_it(client, project, capsys):
-    from orchestrator.cli import main
+    from orchestrator.commands import main
     from orchestrator.ledger import Ledger, RunRecord
 
     run_kernel(client, "art-guard")
@@ -320,7 +320,7 @@ def test_command_pulls_a_ledger_run_and_records_it(client, project, capsys):
 
 
 def test_command_json_and_exit_1_on_a_mismatch(client, project, capsys):
-    from orchestrator.cli import main
+    from orchestrator.commands import main
 
     run_kernel(client, "art-wrong-sha", "wrong-sha")
     code = main(["pull-artifacts", "alice/art-wrong-sha", "--json"])

@@ -110,7 +110,7 @@ def test_build_without_owner_or_credentials_is_one_line(tmp_path):
 
 def test_kaggle_client_errors_map_to_the_documented_exit_codes():
     from orchestrator import kaggle
-    from orchestrator.cli import exit_code_for
+    from orchestrator.commands.exits import exit_code_for
 
     expected = {
         kaggle.CredentialsNotFound("x"): 2,

@@ -10,7 +10,7 @@ import pytest
 import typer
 from cli_helpers import clean_env, orchestrate, run_main, write_project
 
-from orchestrator.cli import app
+from orchestrator.commands import app
 from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
 from orchestrator.ledger import Ledger, RunRecord
 
@@ -55,7 +55,7 @@ def test_help_on_80_columns_keeps_flag_names_whole_and_example_lines(path, tmp_p
 
 
 def test_every_help_page_fits_80_columns(monkeypatch, capsys):
-    from orchestrator.cli import main
+    from orchestrator.commands import main
 
     monkeypatch.setenv("COLUMNS", "80")
     for path, command in every_command():

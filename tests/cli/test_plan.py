@@ -267,7 +267,7 @@ def test_every_segment_fits_the_limit_with_the_margin_and_they_sum_to_the_target
 
 
 def run_cli(args, capsys):
-    from orchestrator.cli import main
+    from orchestrator.commands import main
 
     code = main(args)
     return code, capsys.readouterr()

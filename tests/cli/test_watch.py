@@ -350,7 +350,7 @@ def cli_env(emulator, monkeypatch, tmp_path):
 
 
 def test_command_watches_a_run_started_elsewhere_with_json(client, cli_env, capsys):
-    from orchestrator.cli import main
+    from orchestrator.commands import main
 
     push(client, "watch-cli", kernel(lines=3, pause=0.05))
     code = main(["watch", "alice/watch-cli", "--json", "--poll", "0.5"])
@@ -362,7 +362,7 @@ def test_command_watches_a_run_started_elsewhere_with_json(client, cli_env, caps
 
 
 def test_command_resolves_a_ledger_run_and_records_its_status(client, cli_env, capsys):
-    from orchestrator.cli import main
+    from orchestrator.commands import main
     from orchestrator.ledger import Ledger, RunRecord
 
     ledger = Ledger(cli_env)
@@ -379,7 +379,7 @@ def test_command_resolves_a_ledger_run_and_records_its_status(client, cli_env, c
 
 
 def test_command_refuses_an_unknown_run_name(cli_env, capsys):
-    from orchestrator.cli import main
+    from orchestrator.commands import main
 
     assert main(["watch", "never-pushed"]) == 2
     assert "not in the ledger" in capsys.readouterr().err
@@ -404,7 +404,7 @@ def test_a_terminal_shows_a_progress_bar(client):
 def test_resolve_run_by_slug_owner_slug_or_newest(tmp_path):
     from orchestrator.errors import UserError
     from orchestrator.ledger import Ledger, RunRecord
-    from orchestrator.watch import resolve_run
+    from orchestrator.runs import resolve_run
 
     ledger = Ledger(tmp_path)
     with pytest.raises(UserError, match="no pushed run"):

@@ -1,4 +1,5 @@
-"""`orchestrate chain start | step | run | status | list | report | cancel` and `orchestrate sweep`.
+"""`orchestrate chain start | resume | extend | step | run | status | list | report | cancel |
+notify-test` and `orchestrate sweep`.
 
 Thin commands: each loads settings, opens the ledger and a client, and calls the library
 (`start_chain`, `ChainStepper.step`, `run_chains`, `chain_status`, `build_report`).
@@ -7,13 +8,23 @@ Thin commands: each loads settings, opens the ledger and a client, and calls the
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from orchestrator.errors import ExitCode, UserError
+
+from .shared import (
+    ConfigOpt,
+    JsonOpt,
+    SetOpt,
+    console,
+    emit_json,
+    load,
+    make_client,
+    make_ledger,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -23,14 +34,6 @@ app = typer.Typer(
 )
 
 NameArg = Annotated[str, typer.Argument(help="chain name (also the prefix of its kernel slugs)")]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="orchestrate.toml (default: the nearest one)")
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="override a setting: section.key=value (repeatable)"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
 SegmentsOpt = Annotated[
     str | None, typer.Option("--segments", help="explicit segment sizes, e.g. 12000,12000")
 ]
@@ -69,24 +72,10 @@ PollOpt = Annotated[
 
 def _settings(config: Path | None, sets: list[str] | None = None):
     from orchestrator.notify import notifier_for
-    from orchestrator.settings import apply_overrides, load_settings
 
-    settings = load_settings(config)
-    settings = apply_overrides(settings, sets) if sets else settings
+    settings = load(config, sets)
     notifier_for(settings)  # a bad ORCHESTRATE_NOTIFY_URL: exit 2 before anything is written
     return settings
-
-
-def _client(settings):
-    from orchestrator.kaggle import KaggleClient
-
-    return KaggleClient(settings.kaggle.api_url)
-
-
-def _ledger(settings):
-    from orchestrator.ledger import Ledger
-
-    return Ledger(settings.project_dir)
 
 
 def _owner(settings, client) -> str:
@@ -97,16 +86,6 @@ def _stepper(settings, client, ledger):
     from orchestrator.chain.step import ChainStepper
 
     return ChainStepper(settings, client, ledger)
-
-
-def _err_console():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _emit(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def _start(
@@ -158,7 +137,7 @@ def start_command(
     start_from: FromOpt = None,
     config: ConfigOpt = None,
     sets: SetOpt = None,
-    json_output: JsonOpt = False,
+    json_mode: JsonOpt = False,
 ) -> None:
     """Record a new chain (run config + segment plan); nothing is pushed until `step` or `run`.
 
@@ -168,10 +147,10 @@ def start_command(
     Example: orchestrate chain start ppo-more --from runs/ppo-s2/checkpoints/000000024000
     """
     settings = _settings(config, sets)
-    with _client(settings) as client:
+    with make_client(settings) as client:
         record = _start(
             settings,
-            _ledger(settings),
+            make_ledger(settings),
             client,
             name,
             segments=segments,
@@ -182,8 +161,8 @@ def start_command(
             max_retries=max_retries,
             start_from=start_from,
         )
-    if json_output:
-        _emit(record.model_dump(mode="json"))
+    if json_mode:
+        emit_json(record.model_dump(mode="json"))
     else:
         start = record.start_from
         origin = f" from step {start.step} ({start.kind} {start.ref})" if start else ""
@@ -198,7 +177,7 @@ def resume_command(
     name: NameArg,
     start_from: FromOpt = None,
     config: ConfigOpt = None,
-    json_output: JsonOpt = False,
+    json_mode: JsonOpt = False,
 ) -> None:
     """Take a failed or cancelled chain on from its newest verified checkpoint.
 
@@ -212,15 +191,15 @@ def resume_command(
     from orchestrator.chain.restart import resume_chain
 
     settings = _settings(config)
-    ledger = _ledger(settings)
-    with _client(settings) as client:
+    ledger = make_ledger(settings)
+    with make_client(settings) as client:
         source = None
         if start_from is not None:
             from orchestrator.chain.start_point import resolve_source
 
             source = resolve_source(ledger, start_from)
         record = resume_chain(ledger, name, source=source, client=client)
-    _print_record(record, json_output, f"chain {name} is active again: {record.notes[-1].message}")
+    _print_record(record, json_mode, f"chain {name} is active again: {record.notes[-1].message}")
 
 
 @app.command("extend")
@@ -231,7 +210,7 @@ def extend_command(
     segment_timesteps: SegmentSizeOpt = None,
     count: CountOpt = None,
     config: ConfigOpt = None,
-    json_output: JsonOpt = False,
+    json_mode: JsonOpt = False,
 ) -> None:
     """Raise a chain's total; a finished chain becomes active and trains on from its last checkpoint.
 
@@ -245,7 +224,7 @@ def extend_command(
 
     settings = _settings(config)
     record = extend_chain(
-        _ledger(settings),
+        make_ledger(settings),
         name,
         to,
         segments=parse_segments(segments) if segments else None,
@@ -257,15 +236,15 @@ def extend_command(
         typer.echo(f"warning: {warning}", err=True)
     _print_record(
         record,
-        json_output,
+        json_mode,
         f"chain {name}: {record.total_timesteps} timesteps, segments {record.segments}; "
         f"next: orchestrate chain run {name}",
     )
 
 
-def _print_record(record, json_output: bool, line: str) -> None:
-    if json_output:
-        _emit(record.model_dump(mode="json"))
+def _print_record(record, json_mode: bool, line: str) -> None:
+    if json_mode:
+        emit_json(record.model_dump(mode="json"))
     else:
         typer.echo(line)
 
@@ -281,7 +260,7 @@ def step_command(
         typer.Option("--lock-timeout", min=0, help="seconds to wait for another step to finish"),
     ] = 10.0,
     config: ConfigOpt = None,
-    json_output: JsonOpt = False,
+    json_mode: JsonOpt = False,
 ) -> None:
     """Make one idempotent advance and exit (for cron, systemd timers, CI schedules).
 
@@ -293,18 +272,18 @@ def step_command(
     from orchestrator.chain.scheduler import exit_code
 
     settings = _settings(config)
-    ledger = _ledger(settings)
+    ledger = make_ledger(settings)
     chosen = _chosen_chains(ledger, names, all_chains)
     results = {}
-    with _client(settings) as client:
+    with make_client(settings) as client:
         stepper = _stepper(settings, client, ledger)
         for name in chosen:
             result = stepper.step(name, lock_timeout=lock_timeout)
             results[name] = result
-            if not json_output:
+            if not json_mode:
                 _print_result(result)
-    if json_output:
-        _emit([r.to_json() for r in results.values()])
+    if json_mode:
+        emit_json([r.to_json() for r in results.values()])
     raise typer.Exit(exit_code(results))
 
 
@@ -333,7 +312,7 @@ def run_command(
         bool, typer.Option("--follow/--no-follow", help="show the live log of each segment")
     ] = True,
     config: ConfigOpt = None,
-    json_output: JsonOpt = False,
+    json_mode: JsonOpt = False,
 ) -> None:
     """Step a chain in the foreground until it is done. It never creates one: `chain start` does.
 
@@ -346,13 +325,11 @@ def run_command(
     from orchestrator.chain.scheduler import exit_code, run_chains
 
     settings = _settings(config)
-    ledger = _ledger(settings)
+    ledger = make_ledger(settings)
     require_chain(ledger, name)  # a misspelt name must not start a new training
-    from rich.console import Console
-
     # The live log of each segment: stdout, or stderr when stdout carries the JSON result.
-    console = _err_console() if json_output else Console(highlight=False, soft_wrap=True)
-    with _client(settings) as client:
+    out = console(json_mode)
+    with make_client(settings) as client:
         stepper = _stepper(settings, client, ledger)
         try:
             results = run_chains(
@@ -360,16 +337,16 @@ def run_command(
                 [name],
                 poll_interval=poll_interval,
                 follow=follow,
-                console=console,
-                on_result=None if json_output else _print_result,
+                console=out,
+                on_result=None if json_mode else _print_result,
             )
         except KeyboardInterrupt:
             typer.echo(f"stopped following; continue with `orchestrate chain run {name}`", err=True)
             raise typer.Exit(130) from None
-    if json_output:
+    if json_mode:
         from orchestrator.chain.status import chain_status
 
-        _emit({"result": results[name].to_json(), "status": chain_status(ledger, name)})
+        emit_json({"result": results[name].to_json(), "status": chain_status(ledger, name)})
     raise typer.Exit(exit_code(results))
 
 
@@ -377,7 +354,7 @@ def run_command(
 def status_command(
     name: Annotated[str | None, typer.Argument(help="chain name; default: every chain")] = None,
     config: ConfigOpt = None,
-    json_output: JsonOpt = False,
+    json_mode: JsonOpt = False,
 ) -> None:
     """Every segment of a chain: slug, status, steps, verified checkpoint hash, GPU hours.
 
@@ -386,15 +363,15 @@ def status_command(
     from orchestrator.chain.status import chain_status, print_status
 
     settings = _settings(config)
-    ledger = _ledger(settings)
+    ledger = make_ledger(settings)
     names = [name] if name else [c.name for c in ledger.chains()]
     if name:
         from orchestrator.chain.names import require_chain
 
         require_chain(ledger, name)
     statuses = [chain_status(ledger, n) for n in names]
-    if json_output:
-        _emit(statuses[0] if name else statuses)
+    if json_mode:
+        emit_json(statuses[0] if name else statuses)
         return
     if not statuses:
         typer.echo("no chains yet; start one with `orchestrate chain start NAME --segments ...`")
@@ -403,19 +380,19 @@ def status_command(
 
 
 @app.command("list")
-def list_command(config: ConfigOpt = None, json_output: JsonOpt = False) -> None:
+def list_command(config: ConfigOpt = None, json_mode: JsonOpt = False) -> None:
     """One line per chain: state, steps done, segments, GPU hours, final evaluation.
 
     Example: orchestrate chain list
     """
     from orchestrator.chain.overview import describe_chain, list_chains
 
-    rows = list_chains(_ledger(_settings(config)))
-    if json_output:
-        _emit(rows)
+    rows = list_chains(make_ledger(_settings(config)))
+    if json_mode:
+        emit_json(rows)
     elif not rows:
         typer.echo("no chains yet; start one with `orchestrate chain start NAME --segments ...`")
-    for row in [] if json_output else rows:
+    for row in [] if json_mode else rows:
         typer.echo(describe_chain(row))
 
 
@@ -436,7 +413,7 @@ def report_command(
         ),
     ] = True,
     config: ConfigOpt = None,
-    json_output: JsonOpt = False,
+    json_mode: JsonOpt = False,
 ) -> None:
     """Learning curve stitched across segments, time per segment, GPU hours, evaluation: PNG + HTML.
 
@@ -451,7 +428,7 @@ def report_command(
     from orchestrator.chain.report_inputs import pull_again
 
     settings = _settings(config)
-    ledger = _ledger(settings)
+    ledger = make_ledger(settings)
     names = _report_names(ledger, name, all_chains)
     base = out or settings.project_dir / "reports"
     reports = []
@@ -463,8 +440,8 @@ def report_command(
             reports.append(report)
             for line in report.missing_lines():
                 typer.echo(f"warning: chain {chain_name} report is incomplete: {line}", err=True)
-    if json_output:
-        _emit([r.to_json() for r in reports] if all_chains else reports[0].to_json())
+    if json_mode:
+        emit_json([r.to_json() for r in reports] if all_chains else reports[0].to_json())
         return
     if not reports:
         typer.echo("no chain has a pulled segment yet: no report", err=True)
@@ -490,7 +467,7 @@ def _report_names(ledger, name: str | None, all_chains: bool) -> list[str]:
 
 
 @app.command("cancel")
-def cancel_command(name: NameArg, config: ConfigOpt = None, json_output: JsonOpt = False) -> None:
+def cancel_command(name: NameArg, config: ConfigOpt = None, json_mode: JsonOpt = False) -> None:
     """Stop advancing the chain. The running segment is not stopped: Kaggle has no usable cancel.
 
     Example: orchestrate chain cancel ppo-long
@@ -498,15 +475,15 @@ def cancel_command(name: NameArg, config: ConfigOpt = None, json_output: JsonOpt
     from orchestrator.chain.status import cancel_chain
 
     settings = _settings(config)
-    message = cancel_chain(_ledger(settings), name)
-    if json_output:
+    message = cancel_chain(make_ledger(settings), name)
+    if json_mode:
         typer.echo(json.dumps({"chain": name, "message": message}))
     else:
         typer.echo(message)
 
 
 @app.command("notify-test")
-def notify_test_command(config: ConfigOpt = None, json_output: JsonOpt = False) -> None:
+def notify_test_command(config: ConfigOpt = None, json_mode: JsonOpt = False) -> None:
     """Post a test message to the [notify] webhook, to see that chain news will reach you.
 
     Exit 0 delivered, 2 no webhook configured, 3 not delivered.
@@ -522,8 +499,8 @@ def notify_test_command(config: ConfigOpt = None, json_output: JsonOpt = False) 
     event = NotifyEvent("test", "notify-test", "orchestrate: test message; chain news lands here")
     failures = notifier.send([event])
     where = webhook_host(notifier.url)
-    if json_output:
-        _emit({"webhook": where, "format": notifier.fmt, "delivered": not failures})
+    if json_mode:
+        emit_json({"webhook": where, "format": notifier.fmt, "delivered": not failures})
     elif not failures:
         typer.echo(f"delivered to {where} ({notifier.fmt})")
     for failure in failures:
@@ -553,7 +530,7 @@ def sweep_command(
     ] = False,
     config: ConfigOpt = None,
     sets: SetOpt = None,
-    json_output: JsonOpt = False,
+    json_mode: JsonOpt = False,
 ) -> None:
     """Run several chains (seeds x config variants), scheduled within the GPU slot and quota limits.
 
@@ -567,9 +544,9 @@ def sweep_command(
     from orchestrator.chain.sweep import plan_sweep, start_sweep
 
     settings = _settings(config, sets)
-    ledger = _ledger(settings)
+    ledger = make_ledger(settings)
     members = plan_sweep(settings, name, seeds, variants or [])
-    with _client(settings) as client:
+    with make_client(settings) as client:
         names = start_sweep(
             settings,
             ledger,
@@ -590,11 +567,11 @@ def sweep_command(
                 names,
                 poll_interval=poll_interval,
                 follow=False,
-                on_result=None if json_output else ChangedResults(_print_result),
+                on_result=None if json_mode else ChangedResults(_print_result),
             )
     rows = [chain_overview(ledger, n) for n in names]
-    if json_output:
-        _emit(
+    if json_mode:
+        emit_json(
             {
                 "chains": names,
                 "results": {n: r.to_json() for n, r in results.items()},
@@ -602,18 +579,5 @@ def sweep_command(
             }
         )
     elif results:
-        from rich.console import Console
-
-        print_sweep_table(rows, Console(highlight=False, soft_wrap=True))
+        print_sweep_table(rows, console())
     raise typer.Exit(exit_code(results) if results else int(ExitCode.OK))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m orchestrator.chain.cli ...` without the rest of the CLI (errors as one line)."""
-    from orchestrator.cli import main as orchestrate_main
-
-    return orchestrate_main(["chain", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
