@@ -391,27 +391,3 @@ def render_result(console: Console, ref: str, result: PullResult) -> None:
         )
     for problem in result.problems:
         console.print(f"problem: {problem}", markup=False, soft_wrap=True)
-
-
-def pull_run(settings, ledger, client, ref, dest: Path | None = None, *, force: bool = False):
-    """`orchestrate pull-artifacts`: pull a named run (a `runs.RunRef`) into `dest` (default
-    runs/SLUG/) and record a verified pull in the ledger; returns the PullResult."""
-    target = dest or settings.project_dir / "runs" / ref.slug
-    record = ref.record
-    result = pull_artifacts(client, ref.owner, ref.slug, target, force=force)
-    if record is not None and record.chain is not None and result.verified:
-        # A chain's segment is recorded as its chain records it: with the checkpoint
-        # step that decides what the next segment resumes from.
-        from orchestrator.chain.step import ChainStepper
-
-        ChainStepper(settings, client, ledger).record_hand_pull(ref.slug)
-    if record is not None and record.chain is None and result.verified and not result.skipped:
-        ledger.update(
-            ref.slug,
-            state="pulled",
-            pulled_dir=str(result.dir),
-            artifacts_sha256=result.artifacts_sha256,
-            checkpoint_hash=result.checkpoint_hash,
-            summary=summary_figures(result.summary),
-        )
-    return result

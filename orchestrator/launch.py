@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from kernel_template.config import RunConfig
 from kernel_template.layout import utc_now_iso
-from orchestrator.kaggle.models import VISIBILITY_GRACE_S
+from orchestrator.capacity import check_gpu_capacity
+from orchestrator.kaggle.models import SESSION_LIMIT_S, VISIBILITY_GRACE_S
 from orchestrator.ledger import seconds_since
 
 from .build import default_build_dir, render_kernel, resolve_owner
 from .errors import InfrastructureError, UserError
-from .settings import Settings, check_slug, is_gpu_shape
+from .settings import Settings, check_slug
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -31,9 +32,6 @@ QUICK_SUFFIX = "-quick"
 QUICK_SESSION_LIMIT_S = 3600.0  # a quick test that hangs must not burn a 12-hour session
 QUICK_MINUTES = 5.0  # long enough to measure speed and costs, short enough to spend little quota
 QUICK_MARGIN_SHARE = 0.1  # the most of a quick session its stop margin may take
-# Kaggle's own maximum session: SaveKernel's sessionTimeoutSeconds "must be lower than the
-# global maximum", so a push for the whole session sends none.
-PLATFORM_SESSION_LIMIT_S = 43_200
 # Refusals that mean "not now": the slug was not spent and is pushed again later.
 WAIT_REFUSALS = ("capacity", "quota", "throttled")
 
@@ -79,44 +77,6 @@ def next_free_slug(ledger: Ledger, slug: str) -> str:
     while ledger.get(f"{slug}-{number}") is not None:
         number += 1
     return check_slug(f"{slug}-{number}", error=UserError)
-
-
-def running_gpu_sessions(ledger: Ledger, client: KaggleClient, owner: str) -> list[str]:
-    """This account's GPU runs (known to the ledger) that Kaggle still reports as not finished;
-    the ledger is settled on the way (`orchestrator.settle`), as `chain step` does."""
-    from .settle import settle_runs
-
-    settlement = settle_runs(ledger, client, select=lambda record: record.owner == owner)
-    return settlement.busy_gpu()
-
-
-def check_capacity(
-    settings: Settings, client: KaggleClient, ledger: Ledger, owner: str, shape: str | None
-) -> None:
-    """Refuse before the push, with the errors Kaggle's own refusal would raise (exit 3), when
-    the GPU quota is spent or every GPU slot is taken by a run this ledger knows."""
-    from .kaggle import CapacityRefused, QuotaExhausted
-
-    if not is_gpu_shape(shape):
-        return
-    quota = client.quota()
-    if quota.total_allowed_s > 0 and quota.remaining_s <= 0:
-        refresh = (
-            f"; it refreshes at {quota.refresh_time:%Y-%m-%d %H:%M} UTC"
-            if quota.refresh_time
-            else ""
-        )
-        raise QuotaExhausted(
-            f"the weekly GPU quota of {owner} is spent{refresh}; launch again then"
-        )
-    running = running_gpu_sessions(ledger, client, owner)
-    cap = settings.kaggle.gpu_session_cap
-    if len(running) >= cap:
-        raise CapacityRefused(
-            f"{len(running)} GPU sessions of {owner} are running ({', '.join(running)}) and Kaggle allows "
-            f"{cap} at once; wait for one to end (orchestrate watch {running[0]})",
-            limit=cap,
-        )
 
 
 def launch(
@@ -173,7 +133,7 @@ def launch(
         report.raise_for_failure()
     else:
         client.verify_credentials()  # a refused key is exit 2 before any intent is written
-        check_capacity(settings, client, ledger, owner, shape)
+        check_gpu_capacity(settings, client, ledger, owner, shape)
 
     with ledger.locked():
         existing = ledger.get(slug)
@@ -202,9 +162,10 @@ def launch(
 
 
 def session_timeout_s(session_limit_s: float) -> int | None:
-    """SaveKernel's sessionTimeoutSeconds: none at (or past) Kaggle's own maximum."""
+    """SaveKernel's sessionTimeoutSeconds: none at (or past) Kaggle's own maximum, which a
+    push for the whole session may not name."""
     limit = int(session_limit_s)
-    return None if limit >= PLATFORM_SESSION_LIMIT_S else limit
+    return None if limit >= SESSION_LIMIT_S else limit
 
 
 def with_docker_image(settings: Settings, docker_image: str) -> Settings:

@@ -28,8 +28,8 @@ from rich.table import Table
 from kernel_template.config import stop_margin_floor_s
 from kernel_template.layout import SessionSummary
 from orchestrator.errors import UserError
+from orchestrator.kaggle.models import SESSION_LIMIT_S
 
-DEFAULT_SESSION_LIMIT_S = 12 * 3600.0
 # The stop margin's floor: the kernel's own (`kernel_template.config.stop_margin_floor_s`),
 # so plan and kernel agree: `[run] min_margin_s`, or a 48th of the session (900 s of 12 h).
 SHORT_TEST_TRAINING_S = 300.0
@@ -206,7 +206,7 @@ def split_evenly(total: int, parts: int) -> list[int]:
 def make_plan(
     timing: TimingMeasure,
     target_timesteps: int,
-    session_limit_s: float = DEFAULT_SESSION_LIMIT_S,
+    session_limit_s: float = SESSION_LIMIT_S,
     quota=None,
     *,
     safety_factor: float | None = None,

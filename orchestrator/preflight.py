@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from kernel_template.config import ConfigError, RunConfig, parse_run_config
 
 from .build import EMBEDDED_PACKAGES, SELFCHECK_FLAG, KernelFolder, render_kernel
+from .capacity import gpu_slots, quota_spent
 from .errors import InfrastructureError, UserError
+from .kaggle.models import SESSION_LIMIT_S, TPU_SESSION_LIMIT_S
 from .settings import Settings, is_gpu_shape, is_tpu_shape
 
 if TYPE_CHECKING:
@@ -31,8 +33,6 @@ if TYPE_CHECKING:
     from .kaggle import KaggleClient
     from .ledger import Ledger
 
-KAGGLE_SESSION_LIMIT_S = 12 * 3600.0
-KAGGLE_TPU_SESSION_LIMIT_S = 9 * 3600.0
 KAGGLE_OUTPUT_LIMIT_BYTES = 20 * 10**9
 OUTPUT_WARN_BYTES = 15 * 10**9
 SB3_DEFAULT_BUFFER_SIZE = 1_000_000
@@ -439,7 +439,7 @@ def check_kaggle(
             "skip",
             f"{'TPU' if is_tpu_shape(shape) else 'CPU'} session: no GPU quota used",
         )
-    elif quota.total_allowed_s > 0 and quota.remaining_s <= 0:
+    elif quota_spent(quota):
         refresh = (
             f"; refreshes {quota.refresh_time:%Y-%m-%d %H:%M} UTC" if quota.refresh_time else ""
         )
@@ -465,10 +465,8 @@ def check_kaggle(
         )
 
     if is_gpu_shape(shape) and ledger is not None and owner:
-        from .launch import running_gpu_sessions
-
         try:
-            running = running_gpu_sessions(ledger, client, owner)
+            slots = gpu_slots(settings, ledger, client, owner=owner)
         except KaggleError as error:
             report.add(
                 "GPU slots",
@@ -478,12 +476,11 @@ def check_kaggle(
                 infrastructure=True,
             )
             return
-        cap = settings.kaggle.gpu_session_cap
-        if len(running) >= cap:
+        if slots.full:
             report.add(
                 "GPU slots",
                 "fail",
-                f"{len(running)} of {cap} busy ({', '.join(running)})",
+                f"{len(slots.busy)} of {slots.cap} busy ({', '.join(slots.busy)})",
                 "wait for one to end",
                 infrastructure=True,
             )
@@ -491,7 +488,7 @@ def check_kaggle(
             report.add(
                 "GPU slots",
                 "pass",
-                f"{len(running)} of {cap} GPU sessions busy (runs in this ledger)",
+                f"{len(slots.busy)} of {slots.cap} GPU sessions busy (runs in this ledger)",
             )
 
 
@@ -519,11 +516,7 @@ def check_budget(
     slug: str | None,
     summary_path: Path | None,
 ) -> None:
-    limit = (
-        KAGGLE_TPU_SESSION_LIMIT_S
-        if is_tpu_shape(settings.kernel.machine_shape)
-        else KAGGLE_SESSION_LIMIT_S
-    )
+    limit = TPU_SESSION_LIMIT_S if is_tpu_shape(settings.kernel.machine_shape) else SESSION_LIMIT_S
     if run_config.session_limit_s > limit:
         report.add(
             "session budget",

@@ -12,8 +12,11 @@ from .errors import UserError
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from rich.console import Console
 
+    from .artifacts import PullResult
     from .kaggle import KaggleClient
     from .ledger import Ledger, RunRecord
 
@@ -92,6 +95,40 @@ def resolve_run(run: str | None, ledger: Ledger, *, default_owner: str | None = 
 
 def _default_owner(settings: Settings, client: KaggleClient | None) -> str | None:
     return settings.kaggle.owner or (client.username if client is not None else None)
+
+
+def pull_run(
+    settings: Settings,
+    ledger: Ledger,
+    client: KaggleClient,
+    ref: RunRef,
+    dest: Path | None = None,
+    *,
+    force: bool = False,
+) -> PullResult:
+    """Pull a named run's outputs into `dest` (default runs/SLUG/) and record a verified pull
+    in the ledger (a chain's segment as its chain records it)."""
+    from .artifacts import pull_artifacts, summary_figures
+
+    target = dest or settings.project_dir / "runs" / ref.slug
+    record = ref.record
+    result = pull_artifacts(client, ref.owner, ref.slug, target, force=force)
+    if record is not None and record.chain is not None and result.verified:
+        # A chain's segment is recorded as its chain records it: with the checkpoint
+        # step that decides what the next segment resumes from.
+        from .chain.step import ChainStepper
+
+        ChainStepper(settings, client, ledger).record_hand_pull(ref.slug)
+    if record is not None and record.chain is None and result.verified and not result.skipped:
+        ledger.update(
+            ref.slug,
+            state="pulled",
+            pulled_dir=str(result.dir),
+            artifacts_sha256=result.artifacts_sha256,
+            checkpoint_hash=result.checkpoint_hash,
+            summary=summary_figures(result.summary),
+        )
+    return result
 
 
 def run_status(

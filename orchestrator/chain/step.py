@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from kernel_template import layout
 from kernel_template.config import RunConfig
+from orchestrator.capacity import gpu_slots
 from orchestrator.chain import early_failure, machine
 from orchestrator.chain.machine import (
     Finish,
@@ -563,9 +564,8 @@ class ChainStepper:
     def _gates(self, chain: ChainRecord, push: Push, run_config: RunConfig) -> StepResult | None:
         if not is_gpu_shape(self.settings.kernel.machine_shape):
             return None
-        wait = machine.capacity_gate(
-            self._busy_gpu_sessions(chain.name), self.settings.kaggle.gpu_session_cap
-        )
+        slots = gpu_slots(self.settings, self.ledger, self.client, chain=chain.name)
+        wait = machine.capacity_gate(len(slots.busy), slots.cap)
         if wait is not None:
             return StepResult(chain.name, "waiting", wait.reason)
         try:
@@ -585,17 +585,6 @@ class ChainStepper:
         if wait is not None:
             return self._wait(chain, wait.reason, wait.until, alert=True)
         return None
-
-    def _busy_gpu_sessions(self, name: str) -> int:
-        """GPU sessions of this account that Kaggle says are running (the ledger's word only
-        where Kaggle cannot be read): the same count as preflight's and launch's."""
-        from orchestrator.settle import is_unsettled, settle_runs
-
-        others = settle_runs(self.ledger, self.client, select=lambda r: r.chain != name)
-        own = [
-            r for r in self.ledger.runs(name) if is_unsettled(r) and is_gpu_shape(r.machine_shape)
-        ]
-        return len(others.busy_gpu()) + len(own)
 
     def _settle_others(self) -> None:
         """Runs no active chain steps (plain launches, cancelled chains' segments) are settled

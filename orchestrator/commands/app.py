@@ -21,10 +21,10 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exceptions
 
 from orchestrator.errors import ExitCode
-from orchestrator.help_text import use_plain_help
 
 from . import chain, doctor, emulator, launch, plan, project, runs
 from .exits import exit_code_for, fail, with_fix
+from .help_text import use_plain_help
 
 JSON_ERRORS = "orchestrate.json_errors"
 

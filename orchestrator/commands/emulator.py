@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from orchestrator.kaggle.models import SESSION_LIMIT_S
+
 app = typer.Typer(
     help="A local Kaggle-compatible API server that really runs the kernels pushed to it.",
     no_args_is_help=True,
@@ -36,7 +38,9 @@ def serve(
     port: int = typer.Option(
         7777, "--port", help="Port to listen on (7777 is kagglesdk's TEST env)."
     ),
-    max_session: float = typer.Option(12 * 3600, "--max-session", help="Session limit in seconds."),
+    max_session: float = typer.Option(
+        SESSION_LIMIT_S, "--max-session", help="Session limit in seconds."
+    ),
     gpu_slots: int = typer.Option(2, "--gpu-slots", help="Concurrent GPU sessions per user."),
     cpu_slots: int = typer.Option(5, "--cpu-slots", help="Concurrent CPU sessions per user."),
     tpu_slots: int = typer.Option(1, "--tpu-slots", help="Concurrent TPU sessions per user."),

@@ -184,8 +184,8 @@ def pull_artifacts_command(
     """
     from rich.console import Console
 
-    from orchestrator.artifacts import pull_run, render_result
-    from orchestrator.runs import resolve_run
+    from orchestrator.artifacts import render_result
+    from orchestrator.runs import pull_run, resolve_run
 
     settings = load(config)
     ledger = make_ledger(settings)

@@ -45,13 +45,13 @@ from orchestrator.emulator.executor import Executor, read_log
 from orchestrator.emulator.faults import FaultBook
 from orchestrator.emulator.state import ACTIVE_STATUSES, Kernel, Store, Version
 from orchestrator.emulator.wire import ok, utc_naive
+from orchestrator.kaggle.models import SESSION_LIMIT_S, TPU_SESSION_LIMIT_S
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,98}[a-z0-9]$")
 DOCKER_IMAGE_REPO = "gcr.io/kaggle-images/python"
 GPU_DOCKER_IMAGE_REPO = "gcr.io/kaggle-gpu-images/python"
 GET_DENIED = "Permission 'kernels.get' was denied"
 DELETE_DENIED = "Permission 'kernels.delete' was denied"
-TPU_SESSION_LIMIT_S = 9 * 3600
 DEFAULT_PAGE_SIZE = 20
 
 
@@ -64,7 +64,7 @@ class ApiError(Exception):
 
 @dataclass
 class Limits:
-    max_session_s: float = 12 * 3600
+    max_session_s: float = SESSION_LIMIT_S
     gpu_slots: int = 2
     cpu_slots: int = 5
     tpu_slots: int = 1

@@ -33,6 +33,7 @@ from orchestrator.emulator.faults import FaultBook, FaultRule, parse_spec
 from orchestrator.emulator.middleware import EmulatorMiddleware, RateLimiter
 from orchestrator.emulator.state import ACTIVE_STATUSES, Store
 from orchestrator.emulator.wire import error, ok
+from orchestrator.kaggle.models import SESSION_LIMIT_S
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 LOG_POLL_S = 0.2
@@ -42,7 +43,7 @@ LOG_POLL_S = 0.2
 class EmulatorOptions:
     root: Path
     users: dict[str, str]
-    max_session_s: float = 12 * 3600
+    max_session_s: float = SESSION_LIMIT_S
     gpu_slots: int = 2
     cpu_slots: int = 5
     tpu_slots: int = 1

@@ -27,12 +27,12 @@ from pathlib import Path
 
 from orchestrator.emulator.state import (
     ACTIVE_STATUSES,
-    TERMINAL_STATUSES,
     Kernel,
     Store,
     Version,
     remove_tree,
 )
+from orchestrator.kaggle.models import SESSION_LIMIT_S, TERMINAL_STATUSES
 
 TIMEOUT_MESSAGE = (
     "Your notebook was stopped because it exceeded the max allowed execution duration "
@@ -151,7 +151,7 @@ def write_runner_files(working: Path, log_path: Path, session, exit_code: int | 
 
 @dataclass
 class ExecutorOptions:
-    max_session_s: float = 12 * 3600
+    max_session_s: float = SESSION_LIMIT_S
     queue_delay_s: float = 60.0
     gpu_queue_delay_s: float = 300.0
     kill_grace_s: float = 0.0

@@ -20,7 +20,6 @@ from pydantic import BaseModel, Field
 
 from kernel_template import layout
 
-TERMINAL_STATUSES = frozenset({"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"})
 ACTIVE_STATUSES = frozenset({"NEW_SCRIPT", "QUEUED", "RUNNING", "CANCEL_REQUESTED"})
 
 

@@ -18,7 +18,9 @@ from .errors import (
     Throttled,
 )
 from .models import (
+    SESSION_LIMIT_S,
     TERMINAL_STATUSES,
+    TPU_SESSION_LIMIT_S,
     VISIBILITY_GRACE_S,
     AcceleratorQuota,
     DownloadResult,
@@ -34,7 +36,9 @@ from .retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_API_URL",
+    "SESSION_LIMIT_S",
     "TERMINAL_STATUSES",
+    "TPU_SESSION_LIMIT_S",
     "VISIBILITY_GRACE_S",
     "AcceleratorQuota",
     "AmbiguousPush",

@@ -19,7 +19,8 @@ from orchestrator.kaggle import (
     PushSpec,
     RetryPolicy,
 )
-from orchestrator.launch import PLATFORM_SESSION_LIMIT_S, session_timeout_s
+from orchestrator.kaggle.models import SESSION_LIMIT_S
+from orchestrator.launch import session_timeout_s
 from orchestrator.ledger import Ledger
 
 CRASHER = """
@@ -144,8 +145,8 @@ def test_launch_adopts_a_listed_slug_instead_of_pushing_twice(emulator, tmp_path
 
 
 def test_a_session_at_the_platform_maximum_sends_no_timeout():
-    assert session_timeout_s(PLATFORM_SESSION_LIMIT_S) is None
-    assert session_timeout_s(PLATFORM_SESSION_LIMIT_S + 10) is None
+    assert session_timeout_s(SESSION_LIMIT_S) is None
+    assert session_timeout_s(SESSION_LIMIT_S + 10) is None
     assert session_timeout_s(3600.0) == 3600
 
 

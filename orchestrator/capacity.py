@@ -1,0 +1,91 @@
+"""GPU capacity: which sessions hold a slot now, and whether the weekly quota is spent.
+
+Preflight, launch and `chain step` all ask here, so they never disagree. The count settles
+the ledger against Kaggle first (`orchestrator.settle`): Kaggle's word wins, the ledger's
+counts only where Kaggle cannot be read. Kaggle's own limits (session length, terminal
+statuses) are facts about Kaggle and live in `orchestrator.kaggle.models`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from orchestrator.settings import Settings, is_gpu_shape
+from orchestrator.settle import is_unsettled, settle_runs
+
+if TYPE_CHECKING:
+    from orchestrator.kaggle import AcceleratorQuota, KaggleClient
+    from orchestrator.ledger import Ledger
+
+
+@dataclass(frozen=True)
+class GpuSlots:
+    """The account's batch GPU sessions running now (run slugs) against Kaggle's cap."""
+
+    busy: list[str]
+    cap: int
+
+    @property
+    def full(self) -> bool:
+        return len(self.busy) >= self.cap
+
+
+def gpu_slots(
+    settings: Settings,
+    ledger: Ledger,
+    client: KaggleClient,
+    *,
+    owner: str | None = None,
+    chain: str | None = None,
+) -> GpuSlots:
+    """The GPU sessions holding a slot now: the ledger's runs (of `owner`, when given) that
+    Kaggle says are still going, settled on the way.
+
+    A `chain` asking for itself counts its own unsettled segments as the ledger says,
+    without asking Kaggle: its step polls them itself, with its own clock.
+    """
+
+    def others(record) -> bool:
+        return (owner is None or record.owner == owner) and (chain is None or record.chain != chain)
+
+    busy = settle_runs(ledger, client, select=others).busy_gpu()
+    if chain is not None:
+        busy += [
+            r.run for r in ledger.runs(chain) if is_unsettled(r) and is_gpu_shape(r.machine_shape)
+        ]
+    return GpuSlots(busy, settings.kaggle.gpu_session_cap)
+
+
+def quota_spent(quota: AcceleratorQuota) -> bool:
+    """The week's GPU hours are used up (an account without a reported allowance never is)."""
+    return quota.total_allowed_s > 0 and quota.remaining_s <= 0
+
+
+def check_gpu_capacity(
+    settings: Settings, client: KaggleClient, ledger: Ledger, owner: str, shape: str | None
+) -> None:
+    """Refuse before a push, with the errors Kaggle's own refusal would raise (exit 3), when
+    the GPU quota is spent or every GPU slot is taken by a run this ledger knows."""
+    from orchestrator.kaggle import CapacityRefused, QuotaExhausted
+
+    if not is_gpu_shape(shape):
+        return
+    quota = client.quota()
+    if quota_spent(quota):
+        refresh = (
+            f"; it refreshes at {quota.refresh_time:%Y-%m-%d %H:%M} UTC"
+            if quota.refresh_time
+            else ""
+        )
+        raise QuotaExhausted(
+            f"the weekly GPU quota of {owner} is spent{refresh}; launch again then"
+        )
+    slots = gpu_slots(settings, ledger, client, owner=owner)
+    if slots.full:
+        raise CapacityRefused(
+            f"{len(slots.busy)} GPU sessions of {owner} are running ({', '.join(slots.busy)}) "
+            f"and Kaggle allows {slots.cap} at once; wait for one to end "
+            f"(orchestrate watch {slots.busy[0]})",
+            limit=slots.cap,
+        )
