@@ -5,7 +5,8 @@ it. A chain asks about its own segments, but nobody asks for a cancelled chain's
 segment, a plain launch, or another project's view: their records would claim GPU slots
 for ever. `settle_runs` asks Kaggle about each such record, writes what it learns, and says
 which sessions hold a slot now. `chain step`, `status`, `runs`, preflight and launch's
-capacity check all count busy sessions this one way, so they never disagree.
+capacity check all count busy sessions this one way (`orchestrator.capacity.gpu_slots`), so
+they never disagree.
 
 Kaggle's word wins; the ledger's counts only where Kaggle cannot be read (a failed call, a
 push still inside the read-after-write lag). Existence is learned from the account's own

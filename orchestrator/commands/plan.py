@@ -105,8 +105,8 @@ def quota_command(
 
     Example: orchestrate quota --json
     """
+    from orchestrator.capacity import describe_quota, quota_report
     from orchestrator.kaggle import KaggleClient
-    from orchestrator.quota import describe_quota, quota_report
     from orchestrator.settings import find_config_file
 
     url = api_url

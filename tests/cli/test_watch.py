@@ -438,3 +438,44 @@ def test_many_random_stream_drops_never_lose_or_repeat_a_line(emulator, client, 
     assert result.status == "COMPLETE"
     assert [line for line in got if line.startswith("line ")] == [f"line {i}" for i in range(150)]
     assert got.count("done") == 1
+
+
+def test_status_watch_and_pull_default_to_the_same_newest_run(tmp_path):
+    """One rule for "the newest run" (status used to pick by creation time over every record,
+    watch by push time over pushed ones): push time, and a failed push never counts."""
+    import httpx
+    from cli_helpers import write_project
+
+    from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
+    from orchestrator.ledger import Ledger, RunRecord
+    from orchestrator.runs import resolve_run, run_status
+    from orchestrator.settings import load_settings
+
+    write_project(tmp_path / "p", kaggle='owner = "alice"')
+    settings = load_settings(tmp_path / "p" / "orchestrate.toml")
+    ledger = Ledger(tmp_path / "p")
+    for run, created, pushed, state in (
+        ("pushed-last", "2026-01-01T00:00:00Z", "2026-01-05T00:00:00Z", "terminal"),
+        ("created-later", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z", "terminal"),
+        ("refused-push", "2026-01-06T00:00:00Z", None, "failed_push"),
+    ):
+        ledger.record_intent(RunRecord(run=run, owner="alice", created_at=created))
+        ledger.update(run, state=state, pushed_at=pushed)
+    asked = []
+
+    def kaggle(request: httpx.Request) -> httpx.Response:
+        asked.append(json.loads(request.content)["kernelSlug"])
+        return httpx.Response(200, json={"status": "COMPLETE"})
+
+    client = KaggleClient(
+        "http://kaggle.test/api/v1",
+        Credentials(username="alice", key="k" * 32, source="test"),
+        retry=RetryPolicy.fast(),
+        transport=httpx.MockTransport(kaggle),
+    )
+    with client:
+        report = run_status(settings, ledger, client, None)
+        # A slug the ledger does not know is the configured owner's, for status alone.
+        assert run_status(settings, ledger, client, "elsewhere")["ref"] == "alice/elsewhere"
+    assert resolve_run(None, ledger).ref == report["ref"] == "alice/pushed-last"
+    assert asked == ["pushed-last", "elsewhere"]
