@@ -510,6 +510,33 @@ class CheckpointWriter:
         self._writer.submit(self._prune, self.root / snapshot.name)
         return previous
 
+    def submit_files(
+        self,
+        step: int,
+        blobs: dict[str, bytes],
+        *,
+        extra_manifest: dict[str, Any] | None = None,
+    ) -> WrittenCheckpoint | None:
+        """`submit` for a state already serialised by the caller (a user loop's session):
+        the files are written, hashed and committed exactly like a model's."""
+        previous = self.wait()
+        manifest = {
+            "config_hash": self.config_hash,
+            "num_timesteps": int(step),
+            "episode_count": 0,
+            "created_at": layout.utc_now_iso(),
+            "algo": self.algo,
+            "parent": self.parent_hash,
+            **(extra_manifest or {}),
+        }
+        name = layout.checkpoint_dir_name(int(step))
+        snapshot = _Snapshot(int(step), name, blobs, None, manifest, 0.0)
+        if self._writer is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoint-writer")
+        self._pending = self._writer.submit(self._commit, snapshot)
+        self._writer.submit(self._prune, self.root / name)
+        return previous
+
     def poll(self) -> WrittenCheckpoint | None:
         """The checkpoint in flight if it has finished since the last look, else None."""
         if self._pending is not None and self._pending.done():

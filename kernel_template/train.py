@@ -39,6 +39,7 @@ from kernel_template.checkpoint import (
 from kernel_template.config import RunConfig
 from kernel_template.resume import ParentMissing, ResumePoint, find_resume_point
 from kernel_template.runtime import RuntimeEnvironment
+from kernel_template.session import rss_mb as _rss_mb
 
 # Emergency stop: a signal not honoured at a chunk boundary within this many seconds stops
 # learn() mid-rollout (that state is not checkpointed; the last boundary checkpoint stands).
@@ -211,16 +212,6 @@ class SessionClock:
 
     def add(self, part: str, seconds: float) -> None:
         setattr(self.split, part, getattr(self.split, part) + seconds)
-
-
-def _rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 class TrainingSession:

@@ -1,0 +1,572 @@
+"""The kernel's guarantees for any training loop: `Session`, what a user's entrypoint receives.
+
+A run config with `entrypoint = "package.module:function"` hands the session to that function,
+which runs its own loop:
+
+    def train(session):
+        model, optimizer, scheduler, loader = build(session.params)
+        state = session.resume()            # None on a fresh start; RNG streams are restored
+        if state is not None:
+            model.load_state_dict(state["model"]) ...
+        for step in session.steps(state["step"] if state else 0):
+            loss = one_batch(model, optimizer, loader.next_batch())
+            session.log(step, loss=loss)
+            if session.should_checkpoint(step):
+                session.checkpoint(step, snapshot(step))
+        session.checkpoint(session.step, snapshot(session.step))
+
+Step numbers count completed steps: `steps(start)` yields start+1, start+2, ... and step
+`n`'s body leaves the state "after n steps", which is what `checkpoint(n, state)` stores.
+The session stops yielding at the total, at the segment's end, before the time budget runs
+out and after SIGTERM/SIGINT. Checkpoints, events, metrics.csv, the summary and
+artifacts.zip have the shapes the SB3 trainer writes, so the orchestrator reads them alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import pickle
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from kernel_template import layout
+from kernel_template.budget import SessionBudget, StopSignals
+from kernel_template.checkpoint import RNG_PKL, STATE_JSON, capture_rng_states, read_state
+from kernel_template.config import RunConfig
+from kernel_template.resume import ParentMissing, ResumePoint, find_resume_point
+from kernel_template.runtime import RuntimeEnvironment
+
+# The user's state (torch.save of whatever `checkpoint` was given) inside a checkpoint dir.
+USER_STATE_PT = "user_state.pt"
+# `algo` in the manifests of a user loop's checkpoints.
+LOOP_ALGO = "loop"
+# The budget and the stop signals are looked at no more often than this inside `steps()`:
+# a step of a small model costs microseconds, the budget maths more.
+STOP_CHECK_S = 0.05
+SESSION_STATE_VERSION = 1
+
+
+def load_entrypoint(spec: str) -> Callable[[Session], Any]:
+    """The function named by `package.module:function` (its module must be importable)."""
+    module_name, _, function_name = spec.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        function = getattr(module, function_name)
+    except AttributeError:
+        raise AttributeError(
+            f"entrypoint {spec!r}: {module_name} has no {function_name!r}"
+        ) from None
+    if not callable(function):
+        raise TypeError(f"entrypoint {spec!r} is not a function")
+    return function
+
+
+class _SavesBytes:
+    """What BestModelTracker saves: it calls `.save(file)` and reads `num_timesteps`."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.num_timesteps = data, step
+
+    def save(self, handle: io.BytesIO) -> None:
+        handle.write(self.data)
+
+
+class Session:
+    """One kernel session of a user's loop: resume, stop decisions, checkpoints, logs, exports.
+
+    Public: `params`, `config`, `device`, `working_dir`, `step`, `resume()`, `steps()`,
+    `should_checkpoint()`, `checkpoint()`, `log()`, `export_best()`. The kernel calls
+    `setup()` before the entrypoint and `finish()` after it."""
+
+    def __init__(self, config: RunConfig, runtime: RuntimeEnvironment, *, stream=None) -> None:
+        from kernel_template.exports import BestModelTracker
+        from kernel_template.throttle import ThrottledLogger
+
+        self.config = config
+        self.params: dict[str, Any] = dict(config.params)
+        self.runtime = runtime
+        self.device = runtime.device
+        self.working_dir = runtime.working_dir
+        self.working_dir.mkdir(parents=True, exist_ok=True)
+        self.logger = ThrottledLogger(
+            config.logging, self.working_dir / layout.EVENTS_JSONL, stream
+        )
+        self.best = BestModelTracker(self.working_dir)
+        self.budget = SessionBudget(
+            session_start=runtime.session_start,
+            session_limit_s=runtime.session_limit_s,
+            min_margin_s=config.margin_floor_s,
+        )
+        self.signals = StopSignals()
+        self.wall = layout.WallClock()
+        self.resumed: ResumePoint | None = None
+        self.writer = None
+        self.metrics = None
+        self.tensorboard = None
+        self.start_step = 0
+        self.step = 0  # steps completed: the last step `steps()` yielded
+        self.target_step = config.total_timesteps
+        self.status = "error"
+        self.reason = ""
+        self.input_seen: dict[str, list[str] | None] | None = None
+        self._resumed_state: Any = None
+        self._rng_restored = False
+        self.last_checkpoint_step = 0
+        self.last_checkpoint_time = time.monotonic()
+        self._last_metrics = (0, 0.0)  # (step, monotonic time) of the last metrics row
+        self._last_progress = (0, 0.0)
+        self._pace = (0, time.monotonic())  # (step, time) where the speed was last measured
+
+    # -- the kernel's side -------------------------------------------------------------
+    def setup(self) -> None:
+        from kernel_template.checkpoint import CheckpointWriter
+        from kernel_template.exports import MetricsWriter
+
+        config = self.config
+        self.signals.install()
+        layout.atomic_write_text(
+            self.working_dir / layout.RUN_CONFIG_JSON, config.model_dump_json(indent=2) + "\n"
+        )
+        if self.device == "cpu":
+            import torch
+
+            torch.set_num_threads(1)  # deterministic CPU kernels
+        self.resumed = find_resume_point(
+            self.working_dir, self.runtime.input_dir, config, warn=self._warn
+        )
+        self.writer = CheckpointWriter(
+            self.working_dir,
+            config_hash=config.config_hash(),
+            algo=LOOP_ALGO,
+            keep=config.keep_checkpoints,
+        )
+        if self.resumed is not None:
+            self.writer.continue_from(self.resumed.directory, self.resumed.manifest_sha256)
+            self.start_step = self.resumed.manifest.num_timesteps
+            self._load_session_state(read_state(self.resumed.directory))
+            self._carry_forward_outputs()
+            self.logger.log(
+                "resume",
+                f"resumed from {self.resumed.source} at step {self.start_step}",
+                step=self.start_step,
+            )
+        self.step = self.last_checkpoint_step = self.start_step
+        self._last_metrics = self._last_progress = (self.start_step, 0.0)
+        self._pace = (self.start_step, time.monotonic())
+        if config.segment_timesteps is not None:
+            self.target_step = min(self.target_step, self.start_step + config.segment_timesteps)
+        self.metrics = MetricsWriter(self.working_dir)
+        self.tensorboard = self._open_tensorboard()
+        self.wall.setup += time.time() - self.runtime.session_start
+
+    def _load_session_state(self, state: dict[str, Any]) -> None:
+        for name, target in (("logger", self.logger), ("best_model", self.best)):
+            if name in state.get("helpers", {}):
+                try:
+                    target.load_state_dict(state["helpers"][name])
+                except (ValueError, KeyError, TypeError) as error:
+                    self._warn(f"{name} state not restored ({error}); continuing without it")
+        if "budget" in state.get("helpers", {}):
+            self.budget.load_priors(state["helpers"]["budget"])
+
+    def _carry_forward_outputs(self) -> None:
+        """The parent's metrics, best model and TensorBoard files continue here."""
+        assert self.resumed is not None
+        source = self.resumed.source_output_dir
+        if source.resolve() == self.working_dir.resolve():
+            return
+        best_info = str(Path(layout.BEST_MODEL_ZIP).with_suffix(".json"))
+        for name in (layout.METRICS_CSV, layout.BEST_MODEL_ZIP, best_info):
+            if (source / name).is_file() and not (self.working_dir / name).exists():
+                (self.working_dir / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / name, self.working_dir / name)
+        if self.config.logging.tensorboard and (source / layout.TENSORBOARD_DIR).is_dir():
+            shutil.copytree(
+                source / layout.TENSORBOARD_DIR,
+                self.working_dir / layout.TENSORBOARD_DIR,
+                dirs_exist_ok=True,
+            )
+
+    def _open_tensorboard(self):
+        if not self.config.logging.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            self._warn("tensorboard is not installed; TensorBoard logs are skipped")
+            return None
+        run_dir = self.working_dir / layout.TENSORBOARD_DIR / LOOP_ALGO
+        # purge_step hides what a killed parent logged past its checkpoint (redone here).
+        purge = self.start_step if self.resumed is not None else None
+        return SummaryWriter(str(run_dir), purge_step=purge)
+
+    # -- the user's side ---------------------------------------------------------------
+    def resume(self) -> Any | None:
+        """The state given to `checkpoint()` in the checkpoint this session continues (the
+        parent's, or this session's own after a kill), verified against its manifest; None
+        on a fresh start. Restores the torch, numpy, random and CUDA RNG streams as they were
+        at that checkpoint, so call it after building the model and optimizer."""
+        if self.resumed is None:
+            return None
+        if not self._rng_restored:
+            import torch
+
+            from kernel_template.checkpoint import restore_rng_states
+
+            location = None if torch.cuda.is_available() else "cpu"
+            with open(self.resumed.directory / USER_STATE_PT, "rb") as handle:
+                self._resumed_state = torch.load(handle, map_location=location, weights_only=False)
+            restore_rng_states(pickle.loads((self.resumed.directory / RNG_PKL).read_bytes()))
+            self._rng_restored = True
+        return self._resumed_state
+
+    def steps(self, start: int | None = None, total: int | None = None) -> Iterator[int]:
+        """Yield start+1, start+2, ... up to `total` (default: the run's total_timesteps),
+        stopping early at the segment's end, before the time budget runs out, or after a
+        stop signal. Each value is the number of steps completed once its body has run."""
+        start = self.start_step if start is None else int(start)
+        total = self.config.total_timesteps if total is None else int(total)
+        if start != self.start_step:
+            self._warn(f"steps() starts at {start}, the resumed checkpoint is at {self.start_step}")
+        target = min(total, self.target_step)
+        self.step = start
+        self._pace = (start, time.monotonic())
+        next_check = 0.0
+        training_began = time.monotonic()
+        try:
+            while True:
+                if self.step >= target:
+                    self._stopped_at_target(target, total)
+                    return
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + STOP_CHECK_S
+                    if self._should_stop(now):
+                        return
+                yield self.step + 1
+                self.step += 1
+        finally:
+            self.wall.training += time.monotonic() - training_began
+            self._collect_checkpoint(block=False)
+            if self.step != self._last_progress[0]:
+                self._progress(force=True)
+
+    def should_checkpoint(self, step: int) -> bool:
+        """True when `checkpoint_every` steps and `checkpoint_min_seconds` have passed since
+        the last checkpoint."""
+        return (
+            step - self.last_checkpoint_step >= self.config.checkpoint_every
+            and time.monotonic() - self.last_checkpoint_time >= self.config.checkpoint_min_seconds
+        )
+
+    def checkpoint(self, step: int, state: Any) -> None:
+        """Store `state` (tensors, arrays, state dicts, picklable objects) as the state after
+        `step` steps, with the RNG streams. It is serialised now; writing, hashing, fsync and
+        the atomic rename run in the background while training goes on. A second call for the
+        same step is ignored."""
+        import torch
+
+        step = int(step)
+        if self.writer is None:
+            raise RuntimeError("checkpoint() before the session was set up")
+        already = self.writer.in_flight or self.writer.last or self.resumed
+        if step == self.last_checkpoint_step and already:  # on disk (or the resumed one)
+            return
+        began = time.monotonic()
+        user_state = io.BytesIO()
+        torch.save(state, user_state)
+        blobs = {
+            USER_STATE_PT: user_state.getvalue(),
+            RNG_PKL: pickle.dumps(capture_rng_states()),
+            STATE_JSON: self._session_state_json(step),
+        }
+        finished = self.writer.submit_files(
+            step,
+            blobs,
+            extra_manifest={
+                "result_fields": self.config.result_fields(),
+                "segment_index": self.config.segment_index,
+            },
+        )
+        self.wall.checkpointing += time.monotonic() - began
+        self.last_checkpoint_step, self.last_checkpoint_time = step, time.monotonic()
+        if finished is not None:
+            self._report_checkpoint(finished)
+
+    def log(self, step: int, **metrics: float) -> None:
+        """Record metrics at `step`, throttled to `export_every` steps and
+        `export_min_seconds`: a metrics.csv row (its known columns: loss, episode_reward, ...),
+        TensorBoard scalars (every metric), and a progress event when one is due."""
+        step = int(step)
+        self._progress()
+        last_step, last_time = self._last_metrics
+        now = time.monotonic()
+        if (
+            step - last_step < self.config.export_every
+            or now - last_time < self.config.export_min_seconds
+        ):
+            return
+        self._last_metrics = (step, now)
+        values = {name: _number(value) for name, value in metrics.items()}
+        self._metrics_row(step, values)
+        if self.tensorboard is not None:
+            for name, value in values.items():
+                if value is not None:
+                    self.tensorboard.add_scalar(name, value, step)
+
+    def export_best(
+        self, path_or_state: str | Path | Any, score: float, step: int | None = None
+    ) -> bool:
+        """Keep `models/best_model.zip` as the best-scoring export: a file's bytes as they
+        are, anything else through torch.save. True when this one was the best so far."""
+        import torch
+
+        if isinstance(path_or_state, (str, Path)):
+            data = Path(path_or_state).read_bytes()
+        else:
+            handle = io.BytesIO()
+            torch.save(path_or_state, handle)
+            data = handle.getvalue()
+        began = time.monotonic()
+        kept = self.best.consider(_SavesBytes(data, self.step if step is None else step), score)
+        self.wall.exporting += time.monotonic() - began
+        if kept:
+            self.logger.event("export", step=self.best.best_step, score=float(score))
+        return kept
+
+    # -- stop decisions --------------------------------------------------------------
+    def _stopped_at_target(self, target: int, total: int) -> None:
+        if target >= total:
+            self.status, self.reason = "complete", "total_timesteps reached"
+        else:
+            self.status = "budget_stop"
+            self.reason = f"segment_timesteps ({self.config.segment_timesteps}) reached"
+
+    def _should_stop(self, now: float) -> bool:
+        self._collect_checkpoint(block=False)
+        done_steps, since = self._pace
+        if self.step > done_steps:
+            self.budget.record_steps(self.step - done_steps, now - since)
+            self._pace = (self.step, now)
+        if self.signals.requested:
+            self.status, self.reason = "signal_stop", f"{self.signals.received} received"
+            return True
+        # One more step must fit before the stop time (which keeps the end's margin).
+        if self.budget.training_seconds_left() <= (self.budget.seconds_per_step or 0.0):
+            self.status, self.reason = "budget_stop", "session time budget reached"
+            self.logger.event(
+                "budget_stop",
+                step=self.step,
+                session_left_s=round(self.budget.session_seconds_left(), 1),
+                margin_s=round(self.budget.margin_s(), 2),
+            )
+            return True
+        self._progress()
+        return False
+
+    # -- checkpoints, metrics, progress ------------------------------------------------
+    def _session_state_json(self, step: int) -> bytes:
+        import json
+
+        state = {
+            "version": SESSION_STATE_VERSION,
+            "num_timesteps": step,
+            "segment_index": self.config.segment_index,
+            "helpers": {
+                "logger": self.logger.state_dict(),
+                "best_model": self.best.state_dict(),
+                "budget": self.budget.state_dict(),
+            },
+        }
+        return json.dumps(state, indent=1).encode()
+
+    def _collect_checkpoint(self, *, block: bool) -> None:
+        if self.writer is None:
+            return
+        began = time.monotonic()
+        finished = self.writer.wait() if block else self.writer.poll()
+        if block:
+            self.wall.checkpointing += time.monotonic() - began
+        if finished is not None:
+            self._report_checkpoint(finished)
+
+    def _report_checkpoint(self, written) -> None:
+        self.budget.record_cost("checkpoint", written.seconds)
+        self.logger.event(
+            "checkpoint",
+            step=written.ref.step,
+            manifest_sha256=written.ref.manifest_sha256,
+            seconds=round(written.seconds, 4),
+            blocked_s=round(written.blocked_s, 4),
+            bytes=written.bytes_written,
+        )
+
+    def _metrics_row(self, step: int, values: dict[str, float | None]) -> None:
+        row: dict[str, Any] = {
+            name: value for name, value in values.items() if name in layout.METRICS_COLUMNS
+        }
+        sps = 1.0 / self.budget.seconds_per_step if self.budget.seconds_per_step else None
+        row.update(
+            step=step,
+            segment=self.config.segment_index,
+            wall_time=round(time.time(), 3),
+            sps=round(sps, 1) if sps else None,
+            rss_mb=rss_mb(),
+        )
+        began = time.monotonic()
+        self.metrics.append(row)
+        self.wall.exporting += time.monotonic() - began
+
+    def _progress(self, force: bool = False) -> None:
+        step, now = self.step, time.monotonic()
+        last_step, last_time = self._last_progress
+        logging = self.config.logging
+        if not force and (
+            now - last_time < logging.progress_every_s
+            or step - last_step < logging.progress_every_steps
+        ):
+            return
+        sps = 1.0 / self.budget.seconds_per_step if self.budget.seconds_per_step else None
+        remaining = max(self.target_step - step, 0)
+        self.logger.event(
+            "progress",
+            step=step,
+            total=self.target_step,
+            chain_total=self.config.total_timesteps,
+            sps=round(sps, 1) if sps else None,
+            eta_s=round(remaining / sps, 1) if sps else None,
+            session_left_s=round(self.budget.session_seconds_left(), 1),
+        )
+        self._last_progress = (step, now)
+
+    def _warn(self, message: str) -> None:
+        self.logger.log("runtime", message, step=self.step, level="warning")
+
+    # -- the end -------------------------------------------------------------------------
+    def finish(self, error: BaseException | None = None) -> layout.SessionSummary:
+        """Wait for the checkpoint in flight, then summary, metrics and artifacts.zip."""
+        from kernel_template.finalize import finalize_session
+
+        self.signals.uninstall()
+        if isinstance(error, ParentMissing):
+            self.status, self.reason, self.input_seen = "error", error.reason, error.input_seen
+            self.logger.log("resume", f"{error.reason}: {error}", step=0, level="error")
+        elif error is not None:
+            self.status, self.reason = "error", f"{type(error).__name__}: {error}"
+            self.logger.log(
+                "runtime", "".join(traceback.format_exception(error)), step=0, level="error"
+            )
+        elif self.status == "error" and not self.reason:
+            self.reason = "the entrypoint returned before steps() ended"
+        if self.signals.requested and self.status not in ("signal_stop", "error"):
+            self.status, self.reason = "signal_stop", f"{self.signals.received} received"
+        if self.writer is not None:
+            try:
+                self._collect_checkpoint(block=True)
+            except Exception as checkpoint_error:
+                self._warn(f"checkpoint failed: {checkpoint_error}")
+            finally:
+                with contextlib.suppress(Exception):
+                    self.writer.close()
+            if self.step > self.last_checkpoint_step and self.writer.last is not None:
+                self._warn(
+                    f"trained to step {self.step} but checkpointed to {self.last_checkpoint_step}: "
+                    "call session.checkpoint(session.step, state) after the loop"
+                )
+        if self.metrics is not None and self.metrics.last_step != self.step and self.step:
+            with contextlib.suppress(Exception):
+                self._metrics_row(self.step, {})
+        summary = self.summary()
+        if summary.status == "complete" and summary.timesteps_end < summary.total_timesteps:
+            summary.status = "budget_stop"
+            summary.reason = f"trained to the total, but checkpointed to {summary.timesteps_end}"
+        self.logger.event(
+            "summary",
+            status=summary.status,
+            reason=summary.reason,
+            step=summary.timesteps_end,
+            total=summary.total_timesteps,
+        )
+        if self.tensorboard is not None:
+            with contextlib.suppress(Exception):
+                self.tensorboard.close()
+        summary.wall.total = time.time() - self.runtime.session_start
+        finalize_session(self.working_dir, summary, None, self.config, self.logger, evaluate=False)
+        self.logger.close()
+        return summary
+
+    def summary(self) -> layout.SessionSummary:
+        # The session ends where its newest checkpoint is: that is what the next one continues.
+        end = self.writer.last.step if self.writer and self.writer.last else self.start_step
+        trained = self.step - self.start_step
+        resumed = None
+        if self.resumed is not None:
+            resumed = layout.CheckpointRef(
+                step=self.resumed.manifest.num_timesteps,
+                manifest_sha256=self.resumed.manifest_sha256,
+                path=self.resumed.source,
+            )
+        return layout.SessionSummary(
+            status=self.status,
+            reason=self.reason or self.status,
+            config_hash=self.config.config_hash(),
+            segment_index=self.config.segment_index,
+            total_timesteps=self.config.total_timesteps,
+            timesteps_start=self.start_step,
+            timesteps_end=max(end, self.start_step),
+            wall=self.wall.model_copy(),
+            seconds_per_step=(self.wall.training / trained) if trained > 0 else None,
+            checkpoints_written=self.writer.written if self.writer else 0,
+            resumed_from=resumed,
+            left_checkpoint=self.writer.last if self.writer else None,
+            steps_redone=self.resumed.steps_redone if self.resumed else 0,
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.runtime.session_start)),
+            ended_at=layout.utc_now_iso(),
+            session_limit_s=self.runtime.session_limit_s,
+            device=self.device,
+            versions=self.runtime.versions(),
+            embedded=self.runtime.embedded(),
+            input_seen=self.input_seen,
+            budget=self.budget.state_dict(),
+            pid=os.getpid(),
+        )
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MiB (None where /proc is missing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError):
+        return None
+
+
+def run_entrypoint(
+    config: RunConfig, runtime: RuntimeEnvironment, *, stream=None
+) -> layout.SessionSummary:
+    """A whole session of a user loop: set up, call the entrypoint, finish (whatever happened)."""
+    session = Session(config, runtime, stream=stream)
+    error: BaseException | None = None
+    try:
+        session.setup()
+        assert config.entrypoint is not None
+        load_entrypoint(config.entrypoint)(session)
+    except Exception as caught:
+        error = caught
+    return session.finish(error)
