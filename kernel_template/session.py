@@ -134,10 +134,11 @@ class Session:
         layout.atomic_write_text(
             self.working_dir / layout.RUN_CONFIG_JSON, config.model_dump_json(indent=2) + "\n"
         )
-        if self.device == "cpu":
-            import torch
+        import torch
 
+        if self.device == "cpu":
             torch.set_num_threads(1)  # deterministic CPU kernels
+        seed_everything(config.seed)  # a resume restores the checkpoint's streams over these
         self.resumed = find_resume_point(
             self.working_dir, self.runtime.input_dir, config, warn=self._warn
         )
@@ -537,6 +538,18 @@ class Session:
             budget=self.budget.state_dict(),
             pid=os.getpid(),
         )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the random, numpy and torch (CUDA included) global streams."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds every CUDA device too
 
 
 def rss_mb() -> float | None:

@@ -146,22 +146,25 @@ def check_config(report: PreflightReport, settings: Settings, run_config: RunCon
     except ConfigError as error:
         report.add("config", "fail", str(error), "fix [run] in orchestrate.toml")
         return False
-    report.add(
-        "config", "pass", f"valid, {config.algo} on {config.env}, hash {config.config_hash()[:16]}"
-    )
-    module, sep, _ = config.env.partition(":")
-    top = module.split(".")[0]
+    what = config.entrypoint if config.trainer == "loop" else f"{config.algo} on {config.env}"
+    report.add("config", "pass", f"valid, {what}, hash {config.config_hash()[:16]}")
     embedded = {
         entry.split(".")[0].split("/")[-1].removesuffix(".py")
         for entry in settings.kernel.user_modules
     }
-    if sep and top not in embedded and top != "kernel_template":
-        report.add(
-            "custom env",
-            "fail",
-            f"env {config.env!r} comes from {top!r}, which the kernel does not carry",
-            f"add {top!r} to [kernel] user_modules",
-        )
+    named = (
+        [("entrypoint", config.entrypoint)] if config.trainer == "loop" else [("env", config.env)]
+    )
+    for name, value in named:
+        module, sep, _ = (value or "").partition(":")
+        top = module.split(".")[0]
+        if sep and top not in embedded and top != "kernel_template":
+            report.add(
+                "custom env" if name == "env" else "entrypoint",
+                "fail",
+                f"{name} {value!r} comes from {top!r}, which the kernel does not carry",
+                f"add {top!r} to [kernel] user_modules",
+            )
     return True
 
 
@@ -176,7 +179,8 @@ def needed_modules(settings: Settings, run_config: RunConfig) -> tuple[set[str],
     needed = set(REQUIRED_MODULES)
     if run_config.logging.tensorboard:
         needed.add("tensorboard")
-    module, sep, _ = run_config.env.partition(":")
+    named = run_config.entrypoint if run_config.trainer == "loop" else run_config.env
+    module, sep, _ = (named or "").partition(":")
     if sep:
         needed.add(module.split(".")[0])
     try:
@@ -278,7 +282,9 @@ def check_kernel(
             "pass",
             f"imports kernel_template from the unpacked copy ({probe['kernel_template']})",
         )
-        if probe.get("env_error"):
+        if "loop" in probe or "loop_error" in probe:
+            check_loop(report, probe)
+        elif probe.get("env_error"):
             report.add(
                 "env",
                 "fail",
@@ -316,6 +322,21 @@ def check_model(report: PreflightReport, probe: dict[str, Any]) -> None:
         "pass",
         f"{model['algo']} builds and learnt {model['steps']} steps on the CPU ({updates}) "
         f"in {model['seconds']:.1f} s",
+    )
+
+
+def check_loop(report: PreflightReport, probe: dict[str, Any]) -> None:
+    """A user loop's entrypoint, run for a few steps and resumed once: an import error, a
+    bad param or a state that does not load fails here instead of on Kaggle."""
+    if probe.get("loop_error"):
+        report.add("entrypoint", "fail", probe["loop_error"], probe.get("loop_fix", ""))
+        return
+    loop = probe["loop"]
+    report.add(
+        "entrypoint",
+        "pass",
+        f"{loop['entrypoint']} trained {loop['steps']} steps on the CPU, checkpointed, and "
+        f"resumed to step {loop['resumed_to']} in {loop['seconds']:.1f} s",
     )
 
 
