@@ -121,64 +121,82 @@ class Session:
         self.last_checkpoint_step = 0
         self.last_checkpoint_time = time.monotonic()
         self._last_metrics = (0, 0.0)  # (step, monotonic time) of the last metrics row
-        self._last_progress = (0, 0.0)
+        self.last_progress_step = 0
+        self.last_progress_time = 0.0
         self._pace = (0, time.monotonic())  # (step, time) where the speed was last measured
 
     # -- the kernel's side -------------------------------------------------------------
     def setup(self) -> None:
+        self._begin(LOOP_ALGO)
+        seed_everything(self.config.seed)  # a resume restores the checkpoint's streams over these
+        if self.resumed is not None:
+            self.start_step = self.resumed.manifest.num_timesteps
+        self._continue()
+        self.step = self.last_checkpoint_step = self.last_progress_step = self.start_step
+        self._last_metrics = (self.start_step, 0.0)
+        self._pace = (self.start_step, time.monotonic())
+        if self.config.segment_timesteps is not None:
+            self.target_step = min(
+                self.target_step, self.start_step + self.config.segment_timesteps
+            )
+        self.tensorboard = self._open_tensorboard()
+        self.wall.setup += time.time() - self.runtime.session_start
+
+    # What every trainer does around its own setup (the SB3 trainer too).
+    def _begin(self, algo: str) -> None:
+        """Stop signals, the run config in the outputs, CPU threads, the checkpoint to
+        continue (None: a fresh start) and the writer of the next ones."""
         from kernel_template.checkpoint import CheckpointWriter
-        from kernel_template.exports import MetricsWriter
 
         config = self.config
-        self.signals.install()
+        self.signals.install()  # from here on SIGTERM/SIGINT mean "stop gracefully"
         layout.atomic_write_text(
             self.working_dir / layout.RUN_CONFIG_JSON, config.model_dump_json(indent=2) + "\n"
         )
-        import torch
-
         if self.device == "cpu":
-            torch.set_num_threads(1)  # deterministic CPU kernels
-        seed_everything(config.seed)  # a resume restores the checkpoint's streams over these
+            import torch
+
+            torch.set_num_threads(1)  # deterministic CPU kernels (and SB3's advice for small nets)
         self.resumed = find_resume_point(
             self.working_dir, self.runtime.input_dir, config, warn=self._warn
         )
         self.writer = CheckpointWriter(
             self.working_dir,
             config_hash=config.config_hash(),
-            algo=LOOP_ALGO,
+            algo=algo,
             keep=config.keep_checkpoints,
         )
+
+    def _continue(self) -> None:
+        """Continue the resumed checkpoint (its chain of manifests, the parent's outputs and
+        the helpers' state), then open metrics.csv. `start_step` is the resumed step."""
+        from kernel_template.exports import MetricsWriter
+
         if self.resumed is not None:
             self.writer.continue_from(self.resumed.directory, self.resumed.manifest_sha256)
-            self.start_step = self.resumed.manifest.num_timesteps
-            self._load_session_state(read_state(self.resumed.directory))
-            self._carry_forward_outputs()
             self.logger.log(
                 "resume",
                 f"resumed from {self.resumed.source} at step {self.start_step}",
                 step=self.start_step,
             )
-        self.step = self.last_checkpoint_step = self.start_step
-        self._last_metrics = self._last_progress = (self.start_step, 0.0)
-        self._pace = (self.start_step, time.monotonic())
-        if config.segment_timesteps is not None:
-            self.target_step = min(self.target_step, self.start_step + config.segment_timesteps)
+            self._carry_forward_outputs()
         self.metrics = MetricsWriter(self.working_dir)
-        self.tensorboard = self._open_tensorboard()
-        self.wall.setup += time.time() - self.runtime.session_start
+        if self.resumed is not None:
+            self._load_session_state(read_state(self.resumed.directory))
 
     def _load_session_state(self, state: dict[str, Any]) -> None:
+        helpers = state.get("helpers", {})
         for name, target in (("logger", self.logger), ("best_model", self.best)):
-            if name in state.get("helpers", {}):
+            if name in helpers:
                 try:
-                    target.load_state_dict(state["helpers"][name])
+                    target.load_state_dict(helpers[name])
                 except (ValueError, KeyError, TypeError) as error:
                     self._warn(f"{name} state not restored ({error}); continuing without it")
-        if "budget" in state.get("helpers", {}):
-            self.budget.load_priors(state["helpers"]["budget"])
+        if "budget" in helpers:
+            self.budget.load_priors(helpers["budget"])
 
     def _carry_forward_outputs(self) -> None:
-        """The parent's metrics, best model and TensorBoard files continue here."""
+        """The parent's metrics and best model continue here, so this output is complete alone."""
         assert self.resumed is not None
         source = self.resumed.source_output_dir
         if source.resolve() == self.working_dir.resolve():
@@ -188,12 +206,15 @@ class Session:
             if (source / name).is_file() and not (self.working_dir / name).exists():
                 (self.working_dir / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source / name, self.working_dir / name)
-        if self.config.logging.tensorboard and (source / layout.TENSORBOARD_DIR).is_dir():
-            shutil.copytree(
-                source / layout.TENSORBOARD_DIR,
-                self.working_dir / layout.TENSORBOARD_DIR,
-                dirs_exist_ok=True,
-            )
+
+    def _copy_parent_tensorboard(self) -> None:
+        """The parent's event files join this session's run dir (one run across segments)."""
+        if self.resumed is None:
+            return
+        parent_tb = self.resumed.source_output_dir / layout.TENSORBOARD_DIR
+        tb_dir = self.working_dir / layout.TENSORBOARD_DIR
+        if parent_tb.is_dir() and parent_tb.resolve() != tb_dir.resolve():
+            shutil.copytree(parent_tb, tb_dir, dirs_exist_ok=True)
 
     def _open_tensorboard(self):
         if not self.config.logging.tensorboard:
@@ -203,6 +224,7 @@ class Session:
         except ImportError:
             self._warn("tensorboard is not installed; TensorBoard logs are skipped")
             return None
+        self._copy_parent_tensorboard()
         run_dir = self.working_dir / layout.TENSORBOARD_DIR / LOOP_ALGO
         # purge_step hides what a killed parent logged past its checkpoint (redone here).
         purge = self.start_step if self.resumed is not None else None
@@ -256,8 +278,8 @@ class Session:
         finally:
             self.wall.training += time.monotonic() - training_began
             self._collect_checkpoint(block=False)
-            if self.step != self._last_progress[0]:
-                self._progress(force=True)
+            if self.step != self.last_progress_step:
+                self._maybe_progress(force=True)
 
     def should_checkpoint(self, step: int) -> bool:
         """True when `checkpoint_every` steps and `checkpoint_min_seconds` have passed since
@@ -306,7 +328,7 @@ class Session:
         `export_min_seconds`: a metrics.csv row (its known columns: loss, episode_reward, ...),
         TensorBoard scalars (every metric), and a progress event when one is due."""
         step = int(step)
-        self._progress()
+        self._maybe_progress()
         last_step, last_time = self._last_metrics
         now = time.monotonic()
         if (
@@ -316,7 +338,7 @@ class Session:
             return
         self._last_metrics = (step, now)
         values = {name: _number(value) for name, value in metrics.items()}
-        self._metrics_row(step, values)
+        self._write_metrics_row(step, values)
         if self.tensorboard is not None:
             for name, value in values.items():
                 if value is not None:
@@ -369,7 +391,7 @@ class Session:
                 margin_s=round(self.budget.margin_s(), 2),
             )
             return True
-        self._progress()
+        self._maybe_progress()
         return False
 
     # -- checkpoints, metrics, progress ------------------------------------------------
@@ -409,7 +431,7 @@ class Session:
             bytes=written.bytes_written,
         )
 
-    def _metrics_row(self, step: int, values: dict[str, float | None]) -> None:
+    def _write_metrics_row(self, step: int, values: dict[str, float | None]) -> None:
         row: dict[str, Any] = {
             name: value for name, value in values.items() if name in layout.METRICS_COLUMNS
         }
@@ -425,46 +447,47 @@ class Session:
         self.metrics.append(row)
         self.wall.exporting += time.monotonic() - began
 
-    def _progress(self, force: bool = False) -> None:
-        step, now = self.step, time.monotonic()
-        last_step, last_time = self._last_progress
+    def _current_step(self) -> int:
+        """Steps done so far (a trainer with a model of its own reads them from it)."""
+        return self.step
+
+    def _session_target(self) -> int:
+        """This session's last step: the total, or the segment's end."""
+        return self.target_step
+
+    def _maybe_progress(self, force: bool = False) -> None:
+        step, now = self._current_step(), time.monotonic()
         logging = self.config.logging
         if not force and (
-            now - last_time < logging.progress_every_s
-            or step - last_step < logging.progress_every_steps
+            now - self.last_progress_time < logging.progress_every_s
+            or step - self.last_progress_step < logging.progress_every_steps
         ):
             return
         sps = 1.0 / self.budget.seconds_per_step if self.budget.seconds_per_step else None
-        remaining = max(self.target_step - step, 0)
+        # `total` and the ETA are this session's end (a chain segment's last step); the
+        # chain's whole length travels as `chain_total`.
+        target = self._session_target()
+        remaining = max(target - step, 0)
         self.logger.event(
             "progress",
             step=step,
-            total=self.target_step,
+            total=target,
             chain_total=self.config.total_timesteps,
             sps=round(sps, 1) if sps else None,
             eta_s=round(remaining / sps, 1) if sps else None,
             session_left_s=round(self.budget.session_seconds_left(), 1),
         )
-        self._last_progress = (step, now)
+        self.last_progress_step, self.last_progress_time = step, now
 
     def _warn(self, message: str) -> None:
-        self.logger.log("runtime", message, step=self.step, level="warning")
+        self.logger.log("runtime", message, step=self._current_step(), level="warning")
 
     # -- the end -------------------------------------------------------------------------
     def finish(self, error: BaseException | None = None) -> layout.SessionSummary:
         """Wait for the checkpoint in flight, then summary, metrics and artifacts.zip."""
-        from kernel_template.finalize import finalize_session
-
         self.signals.uninstall()
-        if isinstance(error, ParentMissing):
-            self.status, self.reason, self.input_seen = "error", error.reason, error.input_seen
-            self.logger.log("resume", f"{error.reason}: {error}", step=0, level="error")
-        elif error is not None:
-            self.status, self.reason = "error", f"{type(error).__name__}: {error}"
-            self.logger.log(
-                "runtime", "".join(traceback.format_exception(error)), step=0, level="error"
-            )
-        elif self.status == "error" and not self.reason:
+        self._record_error(error)
+        if error is None and self.status == "error" and not self.reason:
             self.reason = "the entrypoint returned before steps() ended"
         if self.signals.requested and self.status not in ("signal_stop", "error"):
             self.status, self.reason = "signal_stop", f"{self.signals.received} received"
@@ -483,11 +506,39 @@ class Session:
                 )
         if self.metrics is not None and self.metrics.last_step != self.step and self.step:
             with contextlib.suppress(Exception):
-                self._metrics_row(self.step, {})
+                self._write_metrics_row(self.step, {})
         summary = self.summary()
         if summary.status == "complete" and summary.timesteps_end < summary.total_timesteps:
             summary.status = "budget_stop"
             summary.reason = f"trained to the total, but checkpointed to {summary.timesteps_end}"
+        self._end(summary, None, evaluate=False)
+        return summary
+
+    def _record_error(self, error: BaseException | None) -> None:
+        if isinstance(error, ParentMissing):
+            # No lineage, no training: say what the inputs held, so the chain can tell why.
+            self.status, self.reason, self.input_seen = "error", error.reason, error.input_seen
+            self.logger.log("resume", f"{error.reason}: {error}", step=0, level="error")
+            for directory, names in error.input_seen.items():
+                listed = "(absent)" if names is None else ", ".join(names) or "(empty)"
+                self.logger.log(
+                    "resume", f"input seen: {directory}: {listed}", step=0, level="error"
+                )
+        elif error is not None:
+            self.status = "error"
+            self.reason = f"{type(error).__name__}: {error}"
+            self.logger.log(
+                "runtime", "".join(traceback.format_exception(error)), step=0, level="error"
+            )
+
+    def _close_tensorboard(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+    def _end(self, summary: layout.SessionSummary, model: Any, *, evaluate: bool) -> None:
+        """The summary event, then `finalize_session`: summary file, artifacts.zip, sha256."""
+        from kernel_template.finalize import finalize_session
+
         self.logger.event(
             "summary",
             status=summary.status,
@@ -495,18 +546,21 @@ class Session:
             step=summary.timesteps_end,
             total=summary.total_timesteps,
         )
-        if self.tensorboard is not None:
-            with contextlib.suppress(Exception):
-                self.tensorboard.close()
+        with contextlib.suppress(Exception):  # flush TensorBoard's events before the zip
+            self._close_tensorboard()
         summary.wall.total = time.time() - self.runtime.session_start
-        finalize_session(self.working_dir, summary, None, self.config, self.logger, evaluate=False)
+        finalize_session(
+            self.working_dir, summary, model, self.config, self.logger, evaluate=evaluate
+        )
         self.logger.close()
-        return summary
 
-    def summary(self) -> layout.SessionSummary:
+    def _summary_end(self) -> int:
         # The session ends where its newest checkpoint is: that is what the next one continues.
-        end = self.writer.last.step if self.writer and self.writer.last else self.start_step
-        trained = self.step - self.start_step
+        last = self.writer.last if self.writer is not None else None
+        return max(last.step if last is not None else self.start_step, self.start_step)
+
+    def summary(self, **extra: Any) -> layout.SessionSummary:
+        trained = self._current_step() - self.start_step
         resumed = None
         if self.resumed is not None:
             resumed = layout.CheckpointRef(
@@ -521,7 +575,7 @@ class Session:
             segment_index=self.config.segment_index,
             total_timesteps=self.config.total_timesteps,
             timesteps_start=self.start_step,
-            timesteps_end=max(end, self.start_step),
+            timesteps_end=self._summary_end(),
             wall=self.wall.model_copy(),
             seconds_per_step=(self.wall.training / trained) if trained > 0 else None,
             checkpoints_written=self.writer.written if self.writer else 0,
@@ -535,6 +589,7 @@ class Session:
             versions=self.runtime.versions(),
             embedded=self.runtime.embedded(),
             input_seen=self.input_seen,
+            **extra,
             budget=self.budget.state_dict(),
             pid=os.getpid(),
         )
