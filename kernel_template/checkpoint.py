@@ -515,11 +515,16 @@ class CheckpointWriter:
         step: int,
         blobs: dict[str, bytes],
         *,
+        rows: Any = None,
         extra_manifest: dict[str, Any] | None = None,
     ) -> WrittenCheckpoint | None:
         """`submit` for a state already serialised by the caller (a user loop's session):
-        the files are written, hashed and committed exactly like a model's."""
+        the files are written, hashed and committed exactly like a model's. `rows`: a
+        store of appended rows (`growing.GrowingStore`), written incrementally as a
+        replay buffer is."""
         previous = self.wait()
+        name = layout.checkpoint_dir_name(int(step))
+        plan = None if rows is None else self.chunks.plan(rows, rows.rows_total, self.root / name)
         manifest = {
             "config_hash": self.config_hash,
             "num_timesteps": int(step),
@@ -529,8 +534,7 @@ class CheckpointWriter:
             "parent": self.parent_hash,
             **(extra_manifest or {}),
         }
-        name = layout.checkpoint_dir_name(int(step))
-        snapshot = _Snapshot(int(step), name, blobs, None, manifest, 0.0)
+        snapshot = _Snapshot(int(step), name, blobs, plan, manifest, 0.0)
         if self._writer is None:
             self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoint-writer")
         self._pending = self._writer.submit(self._commit, snapshot)

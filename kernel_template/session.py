@@ -82,7 +82,7 @@ class Session:
     """One kernel session of a user's loop: resume, stop decisions, checkpoints, logs, exports.
 
     Public: `params`, `config`, `device`, `working_dir`, `step`, `resume()`, `steps()`,
-    `should_checkpoint()`, `checkpoint()`, `log()`, `export_best()`. The kernel calls
+    `should_checkpoint()`, `checkpoint()`, `log()`, `export_best()`, `track()`. The kernel calls
     `setup()` before the entrypoint and `finish()` after it."""
 
     def __init__(self, config: RunConfig, runtime: RuntimeEnvironment, *, stream=None) -> None:
@@ -116,6 +116,7 @@ class Session:
         self.status = "error"
         self.reason = ""
         self.input_seen: dict[str, list[str] | None] | None = None
+        self.store = None  # a growing.GrowingStore checkpointed incrementally (`track`)
         self._resumed_state: Any = None
         self._rng_restored = False
         self.last_checkpoint_step = 0
@@ -250,6 +251,21 @@ class Session:
             self._rng_restored = True
         return self._resumed_state
 
+    def track(self, store) -> None:
+        """Checkpoint `store` (a `growing.GrowingStore`) with every checkpoint, writing only
+        the rows appended since the last one; when this session resumed, refill it now."""
+        from kernel_template.checkpoint import BUFFER_INDEX, restore_replay_buffer
+
+        if self.store is not None:
+            raise RuntimeError("a session tracks one store")
+        self.store = store
+        if self.resumed is not None:
+            if not (self.resumed.directory / BUFFER_INDEX).is_file():
+                raise RuntimeError(
+                    "the resumed checkpoint holds no store: track() it from the start"
+                )
+            store._moved_to(restore_replay_buffer(store, self.resumed.directory))
+
     def steps(self, start: int | None = None, total: int | None = None) -> Iterator[int]:
         """Yield start+1, start+2, ... up to `total` (default: the run's total_timesteps),
         stopping early at the segment's end, before the time budget runs out, or after a
@@ -313,6 +329,7 @@ class Session:
         finished = self.writer.submit_files(
             step,
             blobs,
+            rows=self.store,
             extra_manifest={
                 "result_fields": self.config.result_fields(),
                 "segment_index": self.config.segment_index,
