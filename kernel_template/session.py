@@ -228,7 +228,7 @@ class Session:
         self._copy_parent_tensorboard()
         run_dir = self.working_dir / layout.TENSORBOARD_DIR / LOOP_ALGO
         # purge_step hides what a killed parent logged past its checkpoint (redone here).
-        purge = self.start_step if self.resumed is not None else None
+        purge = self.start_step + 1 if self.resumed is not None else None
         return SummaryWriter(str(run_dir), purge_step=purge)
 
     # -- the user's side ---------------------------------------------------------------
