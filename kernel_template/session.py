@@ -111,7 +111,7 @@ class Session:
         self.metrics = None
         self.tensorboard = None
         self.start_step = 0
-        self.step = 0  # steps completed: the last step `steps()` yielded
+        self.step = 0  # the last step `steps()` yielded: done once the loop body has run
         self.target_step = config.total_timesteps
         self.status = "error"
         self.reason = ""
@@ -279,6 +279,7 @@ class Session:
         self._pace = (start, time.monotonic())
         next_check = 0.0
         training_began = time.monotonic()
+        elsewhere = self.wall.checkpointing + self.wall.exporting  # counted there, not here
         try:
             while True:
                 if self.step >= target:
@@ -289,10 +290,11 @@ class Session:
                     next_check = now + STOP_CHECK_S
                     if self._should_stop(now):
                         return
-                yield self.step + 1
-                self.step += 1
+                self.step += 1  # counted when yielded: a `break` after the body keeps it
+                yield self.step
         finally:
-            self.wall.training += time.monotonic() - training_began
+            elsewhere = self.wall.checkpointing + self.wall.exporting - elsewhere
+            self.wall.training += time.monotonic() - training_began - elsewhere
             self._collect_checkpoint(block=False)
             if self.step != self.last_progress_step:
                 self._maybe_progress(force=True)
