@@ -63,3 +63,32 @@ def test_two_sessions_leave_one_continuous_record(tmp_path) -> None:
     events.Reload()
     assert [s.step for s in events.Scalars("loss")] == [50, 100, 150, 200, 250, 300]
     assert {"loss", "lr"} <= set(events.Tags()["scalars"])
+
+
+def test_sigterm_stops_the_loop_and_its_last_step_is_checkpointed(tmp_path) -> None:
+    import os
+    import signal
+
+    def train(session: Session) -> None:
+        for step in session.steps(0):
+            if step == 120:
+                os.kill(os.getpid(), signal.SIGTERM)  # as Kaggle's cancel does
+            time.sleep(0.001)
+        session.checkpoint(session.step, {"step": session.step})
+
+    working = tmp_path / "working"
+    runtime = RuntimeEnvironment(
+        working_dir=working,
+        input_dir=tmp_path / "no-input",
+        session_limit_s=600,
+        session_start=time.time(),
+    )
+    config = RunConfig.model_validate({**CONFIG, "segment_timesteps": None})
+    session = Session(config, runtime, stream=io.StringIO())
+    session.setup()
+    train(session)
+    summary = session.finish()
+    assert (summary.status, summary.reason) == ("signal_stop", "SIGTERM received")
+    assert 120 <= summary.timesteps_end < config.total_timesteps
+    assert summary.left_checkpoint.step == summary.timesteps_end == session.step
+    assert signal.getsignal(signal.SIGTERM) != session.signals._handle  # handed back
