@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kernel_template.config import ConfigError, RunConfig, parse_run_config
+from kernel_template.layout import SessionPaths
 
 from .build import EMBEDDED_PACKAGES, SELFCHECK_FLAG, KernelFolder, render_kernel
 from .errors import InfrastructureError, UserError
@@ -504,7 +505,8 @@ def find_quick_summary(ledger: Ledger | None, slug: str | None) -> Path | None:
         pulled = ledger.pulled_path(record)
         if not record.run.startswith(f"{base}-quick") or pulled is None:
             continue
-        candidates = [pulled / "session_summary.json", *pulled.glob("*/session_summary.json")]
+        outputs = [pulled, *(d for d in sorted(pulled.glob("*")) if d.is_dir())]
+        candidates = [SessionPaths(d).summary for d in outputs]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
