@@ -398,7 +398,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as temp:
-        temp.write_bytes(data)
+        # Owner-only, as before: the ledger and the emulator's state are written here too.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
