@@ -104,6 +104,17 @@ def test_the_blocker_hides_the_kernel_extra(tmp_path) -> None:
     assert "kaggle-orchestrate[kernel]" in done.stderr
 
 
+def test_the_emulator_asks_for_the_kernel_extra(tmp_path) -> None:
+    env = {**os.environ, **core_only_env(tmp_path / "core")}
+    serve = ["emulator", "serve", "--root", str(tmp_path / "emu"), "--users", "alice:key"]
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator", *serve], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    assert "the emulator needs starlette, uvicorn, torch, gymnasium" in done.stderr
+    assert "kaggle-orchestrate[kernel]" in done.stderr
+
+
 def test_a_core_install_steps_pulls_and_reports_a_chain(emulator, chain_project, tmp_path) -> None:
     project = chain_project(emulator, total=1000)
     project.cli("chain", "start", CHAIN, "--segments", "500,500", check=True)  # full install
