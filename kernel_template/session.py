@@ -94,10 +94,9 @@ class Session:
         self.runtime = runtime
         self.device = runtime.device
         self.working_dir = runtime.working_dir
+        self.paths = layout.SessionPaths(self.working_dir)
         self.working_dir.mkdir(parents=True, exist_ok=True)
-        self.logger = ThrottledLogger(
-            config.logging, self.working_dir / layout.EVENTS_JSONL, stream
-        )
+        self.logger = ThrottledLogger(config.logging, self.paths.events, stream)
         self.best = BestModelTracker(self.working_dir)
         self.budget = SessionBudget(
             session_start=runtime.session_start,
@@ -151,9 +150,7 @@ class Session:
 
         config = self.config
         self.signals.install()  # from here on SIGTERM/SIGINT mean "stop gracefully"
-        layout.atomic_write_text(
-            self.working_dir / layout.RUN_CONFIG_JSON, config.model_dump_json(indent=2) + "\n"
-        )
+        layout.atomic_write_text(self.paths.run_config, config.model_dump_json(indent=2) + "\n")
         if self.device == "cpu":
             import torch
 
@@ -199,21 +196,22 @@ class Session:
     def _carry_forward_outputs(self) -> None:
         """The parent's metrics and best model continue here, so this output is complete alone."""
         assert self.resumed is not None
-        source = self.resumed.source_output_dir
-        if source.resolve() == self.working_dir.resolve():
+        if self.resumed.source_output_dir.resolve() == self.working_dir.resolve():
             return
-        best_info = str(Path(layout.BEST_MODEL_ZIP).with_suffix(".json"))
-        for name in (layout.METRICS_CSV, layout.BEST_MODEL_ZIP, best_info):
-            if (source / name).is_file() and not (self.working_dir / name).exists():
-                (self.working_dir / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source / name, self.working_dir / name)
+        parent = layout.SessionPaths(self.resumed.source_output_dir)
+        for source, target in zip(
+            parent.continued_outputs(), self.paths.continued_outputs(), strict=True
+        ):
+            if source.is_file() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
 
     def _copy_parent_tensorboard(self) -> None:
         """The parent's event files join this session's run dir (one run across segments)."""
         if self.resumed is None:
             return
-        parent_tb = self.resumed.source_output_dir / layout.TENSORBOARD_DIR
-        tb_dir = self.working_dir / layout.TENSORBOARD_DIR
+        parent_tb = layout.SessionPaths(self.resumed.source_output_dir).tensorboard
+        tb_dir = self.paths.tensorboard
         if parent_tb.is_dir() and parent_tb.resolve() != tb_dir.resolve():
             shutil.copytree(parent_tb, tb_dir, dirs_exist_ok=True)
 
@@ -226,7 +224,7 @@ class Session:
             self._warn("tensorboard is not installed; TensorBoard logs are skipped")
             return None
         self._copy_parent_tensorboard()
-        run_dir = self.working_dir / layout.TENSORBOARD_DIR / LOOP_ALGO
+        run_dir = self.paths.tensorboard / LOOP_ALGO
         # purge_step hides what a killed parent logged past its checkpoint (redone here).
         purge = self.start_step + 1 if self.resumed is not None else None
         return SummaryWriter(str(run_dir), purge_step=purge)

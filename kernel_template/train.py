@@ -220,12 +220,10 @@ class TrainingSession(Session):
         # The split starts at process start: imports and installs are part of setup.
         self.clock = SessionClock(started=runtime.session_start, split=self.wall)
         self.model = None
-        # The newest checkpoint on disk (where a kill resumes): its step and when its state
-        # was taken; and until when training may go on while the next one is written.
+        # The step of the newest checkpoint on disk (where a kill resumes), and until when
+        # training may go on while the next one is written.
         self.durable_step = 0
-        self.durable_time = time.monotonic()
         self.write_grace_until = 0.0
-        self._in_flight_taken: tuple[int, float] | None = None
         self.last_export_step = 0
         self.last_export_time = time.monotonic()
         self.stats: TrainingStats | None = None
@@ -244,7 +242,7 @@ class TrainingSession(Session):
         )
         self._continue()
         self.model.set_logger(self._sb3_logger())
-        self.durable_step, self.durable_time = self.start_step, time.monotonic()
+        self.durable_step = self.start_step
         self.last_progress_step = self.start_step
         self.stats = TrainingStats(self._emergency)
         self.clock.add("setup", time.time() - self.clock.started)
@@ -268,7 +266,7 @@ class TrainingSession(Session):
         purge marker at the resume step hides whatever the parent logged past its checkpoint
         (work that is redone after a kill), so the steps stay strictly increasing."""
         formats: list[str] = []
-        run_dir = self.working / layout.TENSORBOARD_DIR / self.config.algo
+        run_dir = self.paths.tensorboard / self.config.algo
         if self.config.logging.tensorboard:
             try:
                 import tensorboard  # noqa: F401
@@ -462,11 +460,9 @@ class TrainingSession(Session):
         self.last_checkpoint_time = time.monotonic()
         if finished is not None:
             self._report_checkpoint(finished)
-        self._in_flight_taken = (self.last_checkpoint_step, began)
 
     def _report_checkpoint(self, written) -> None:
-        if self._in_flight_taken is not None and self._in_flight_taken[0] == written.ref.step:
-            self.durable_step, self.durable_time = self._in_flight_taken
+        self.durable_step = written.ref.step
         # The budget plans for the whole cost: the session's last checkpoint is waited for.
         super()._report_checkpoint(written)
 
