@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install browser test test-fast reliability bench demo lint format clean
+.PHONY: install browser test test-fast reliability bench demo demo-loop lint format clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ bench: install
 
 demo: install
 	$(BIN)/python -m orchestrator.demo
+
+# The same chain for a PyTorch loop of your own (examples/torch-loop, docs/your-own-loop.md).
+demo-loop: install
+	$(BIN)/python -m orchestrator.demo --example torch-loop --timesteps 3000 --out demo-loop-output
 
 lint: install
 	$(BIN)/ruff format --check orchestrator kernel_template tests

@@ -21,7 +21,7 @@ OK_STATUSES = ("complete", "budget_stop", "signal_stop")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m kernel_template",
-        description="Resumable stable-baselines3 training session.",
+        description="Resumable training session: stable-baselines3, or a loop of your own.",
     )
     parser.add_argument("--config", help="run config JSON (RunConfig)")
     parser.add_argument(
@@ -72,19 +72,29 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         ensure_dependencies(pip_requirements=args.pip_install)
-        runtime.device = choose_device(config.device, config.policy)
+        # A user loop's model is its own: "auto" means the GPU whenever there is one.
+        policy = config.policy if config.trainer == "sb3" else ""
+        runtime.device = choose_device(config.device, policy)
     except (DependencyError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
 
     from kernel_template.resume import ResumeRefused
-    from kernel_template.train import TrainingSession
 
-    session = TrainingSession(config, runtime)
+    if config.trainer == "loop":
+        from kernel_template.session import Session, load_entrypoint
+
+        session = Session(config, runtime)
+        train = lambda: load_entrypoint(config.entrypoint)(session)  # noqa: E731
+    else:
+        from kernel_template.train import TrainingSession
+
+        session = TrainingSession(config, runtime)
+        train = session.train
     error: BaseException | None = None
     try:
         session.setup()
-        session.train()
+        train()
     except ResumeRefused as refused:
         print(f"error: {refused}", file=sys.stderr)
         session.logger.log("runtime", str(refused), step=0, level="error")

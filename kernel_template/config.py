@@ -29,6 +29,9 @@ RESULT_FIELDS = (
     "seed",
     "total_timesteps",
 )
+# Result fields of a user loop (`entrypoint`), hashed only when set so that every SB3
+# config keeps the hash it had before user loops existed.
+LOOP_RESULT_FIELDS = ("entrypoint", "params")
 
 
 class ConfigError(ValueError):
@@ -125,6 +128,14 @@ class RunConfig(_Strict):
         default_factory=dict, description="passed to the SB3 constructor"
     )
     seed: int = 0
+    entrypoint: str | None = Field(
+        default=None,
+        description="'package.module:function' of a [kernel] user_modules module: the "
+        "function receives the kernel Session and runs its own loop (None: the SB3 trainer)",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the user loop's hyperparameters (session.params)"
+    )
     total_timesteps: int = Field(default=100_000, ge=1)
     segment_timesteps: int | None = Field(
         default=None, ge=1, description="most steps this session trains"
@@ -177,6 +188,20 @@ class RunConfig(_Strict):
                 raise ValueError(f"env {value!r} must look like 'package.module:Class'")
         return value
 
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_shape(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        module, _, function = value.partition(":")
+        if not (
+            module
+            and function.isidentifier()
+            and all(part.isidentifier() for part in module.split("."))
+        ):
+            raise ValueError(f"entrypoint {value!r} must look like 'package.module:function'")
+        return value
+
     @field_validator("hyperparams")
     @classmethod
     def _hyperparams_json(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -200,10 +225,18 @@ class RunConfig(_Strict):
         """The stop margin's floor in seconds: `min_margin_s`, or a share of the session."""
         return stop_margin_floor_s(self.session_limit_s, self.min_margin_s)
 
+    @property
+    def trainer(self) -> Literal["sb3", "loop"]:
+        """Who trains: the SB3 trainer, or the user's own loop named by `entrypoint`."""
+        return "sb3" if self.entrypoint is None else "loop"
+
     def result_fields(self) -> dict[str, Any]:
         """The part of the config that decides the training result."""
         data = self.model_dump(mode="json")
-        return {name: data[name] for name in RESULT_FIELDS}
+        fields = {name: data[name] for name in RESULT_FIELDS}
+        if self.entrypoint is not None:
+            fields.update({name: data[name] for name in LOOP_RESULT_FIELDS})
+        return fields
 
     def config_hash(self) -> str:
         """sha256 over the result fields in canonical JSON (sorted keys, no spaces)."""

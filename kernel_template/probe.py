@@ -3,7 +3,8 @@
 argument or hyperparameter fails on this machine in seconds, not on Kaggle after a push.
 
 `python -c "...; from kernel_template.probe import main; main()" RUN_CONFIG_JSON` prints one
-JSON object: the env's sizes (`obs_bytes`, `obs_dim`, `act_bytes`, `n_actions`) or
+JSON object: for a user loop (`entrypoint`), `loop` or `loop_error` (see `probe_loop`);
+otherwise the env's sizes (`obs_bytes`, `obs_dim`, `act_bytes`, `n_actions`) or
 `env_error`, then `model` (what the rehearsal did) or `model_error` with `model_fix`.
 Preflight runs it from the kernel's unpacked runtime, so the embedded copies are the ones tested.
 """
@@ -23,6 +24,9 @@ from typing import Any
 PROBE_MAX_STEPS = 2048
 PROBE_MAX_S = 5.0  # of learning, after the imports and the build
 PROBE_LEARNING_STARTS = 64
+# A user loop's rehearsal: steps per session, and seconds its session end may take.
+PROBE_LOOP_STEPS = 8
+PROBE_LOOP_END_S = 10.0
 _UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(\w+)'")
 
 
@@ -76,6 +80,71 @@ def probe_model(config_data: dict[str, Any]) -> dict[str, Any]:
             "algo": config.algo,
             "steps": int(model.num_timesteps),
             "updates": int(getattr(model, "_n_updates", 0)),
+            "seconds": round(time.monotonic() - began, 2),
+        }
+    }
+
+
+def probe_loop(config_data: dict[str, Any]) -> dict[str, Any]:
+    """A user loop's rehearsal: its entrypoint runs PROBE_LOOP_STEPS steps in a throwaway
+    working dir with a budget of seconds, checkpointing as it goes; then a second session
+    resumes from what the first left. `loop`, or `loop_error` with `loop_fix`."""
+    import io
+    import tempfile
+    from pathlib import Path
+
+    from kernel_template.config import RunConfig
+    from kernel_template.runtime import RuntimeEnvironment
+    from kernel_template.session import load_entrypoint, run_entrypoint
+
+    began = time.monotonic()
+    try:  # imported before the sessions start: their budget is for training, not imports
+        load_entrypoint(config_data["entrypoint"])
+        import kernel_template.finalize  # noqa: F401
+    except Exception as error:
+        return {
+            "loop_error": f"importing {config_data['entrypoint']} failed: {_one_line(error)}",
+            "loop_fix": "fix the entrypoint or [kernel] user_modules",
+        }
+    config = RunConfig.model_validate(config_data).model_copy(
+        update={
+            "segment_timesteps": min(PROBE_LOOP_STEPS, config_data.get("total_timesteps", 1)),
+            "segment_index": 0,
+            "parent": None,
+            "checkpoint_every": 1,
+            "checkpoint_min_seconds": 0.0,
+            "min_margin_s": 0.0,
+            "device": "cpu",
+        }
+    )
+    with tempfile.TemporaryDirectory(prefix="orchestrate-probe-") as scratch:
+        ends = []
+        for attempt in ("first", "resumed"):
+            runtime = RuntimeEnvironment(
+                working_dir=Path(scratch) / "working",
+                input_dir=Path(scratch) / "input",
+                session_limit_s=PROBE_MAX_S + PROBE_LOOP_END_S,
+                session_start=time.time(),
+            )
+            summary = run_entrypoint(config, runtime, stream=io.StringIO())
+            if summary.status == "error":
+                return {
+                    "loop_error": f"{config.entrypoint} ({attempt} session): {summary.reason}",
+                    "loop_fix": "fix the entrypoint, [run.params] or [kernel] user_modules",
+                }
+            if summary.left_checkpoint is None and attempt == "first":
+                return {
+                    "loop_error": f"{config.entrypoint} ran {summary.timesteps_end} steps but "
+                    "left no checkpoint",
+                    "loop_fix": "call session.checkpoint(step, state) when "
+                    "session.should_checkpoint(step), and once after the loop",
+                }
+            ends.append(summary.timesteps_end)
+    return {
+        "loop": {
+            "entrypoint": config.entrypoint,
+            "steps": ends[0],
+            "resumed_to": ends[1],
             "seconds": round(time.monotonic() - began, 2),
         }
     }
@@ -139,6 +208,9 @@ def _one_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     config = json.loads(args[0])
+    if config.get("entrypoint"):
+        print(json.dumps(probe_loop(config)), flush=True)
+        return
     result = probe_env(config)
     if "env_error" not in result:
         result.update(probe_model(config))

@@ -10,11 +10,8 @@ docs in /work/shared/notes/exact-resume.md for why each step matters).
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,19 +23,19 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from kernel_template import layout
-from kernel_template.budget import SessionBudget, StopSignals
 from kernel_template.checkpoint import (
     ENV_PKL,
     MODEL_ZIP,
     RNG_PKL,
-    CheckpointWriter,
     read_state,
     restore_replay_buffer,
     restore_rng_states,
 )
 from kernel_template.config import RunConfig
-from kernel_template.resume import ParentMissing, ResumePoint, find_resume_point
+from kernel_template.resume import ResumePoint
 from kernel_template.runtime import RuntimeEnvironment
+from kernel_template.session import Session
+from kernel_template.session import rss_mb as _rss_mb
 
 # Emergency stop: a signal not honoured at a chunk boundary within this many seconds stops
 # learn() mid-rollout (that state is not checkpointed; the last boundary checkpoint stands).
@@ -213,98 +210,39 @@ class SessionClock:
         setattr(self.split, part, getattr(self.split, part) + seconds)
 
 
-def _rss_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-class TrainingSession:
-    """Everything one kernel session does, from resume to artifacts."""
+class TrainingSession(Session):
+    """The SB3 trainer: a `Session` whose loop is chunked `learn()` calls, whose state is
+    the model (and env, replay buffer), and whose end evaluates against the baselines."""
 
     def __init__(self, config: RunConfig, runtime: RuntimeEnvironment, *, stream=None) -> None:
-        from kernel_template.exports import BestModelTracker, MetricsWriter
-        from kernel_template.throttle import ThrottledLogger
-
-        self.config = config
-        self.runtime = runtime
-        self.working = runtime.working_dir
-        self.working.mkdir(parents=True, exist_ok=True)
+        super().__init__(config, runtime, stream=stream)
+        self.working = self.working_dir
         # The split starts at process start: imports and installs are part of setup.
-        self.clock = SessionClock(started=runtime.session_start)
-        self.logger = ThrottledLogger(config.logging, self.working / layout.EVENTS_JSONL, stream)
-        self._metrics_writer_cls = MetricsWriter
-        self.metrics: MetricsWriter | None = None  # opened after the parent's rows are carried over
-        self.best = BestModelTracker(self.working)
-        self.budget = SessionBudget(
-            session_start=runtime.session_start,
-            session_limit_s=runtime.session_limit_s,
-            min_margin_s=config.margin_floor_s,
-        )
-        self.signals = StopSignals()
+        self.clock = SessionClock(started=runtime.session_start, split=self.wall)
         self.model = None
-        self.resumed: ResumePoint | None = None
-        self.writer: CheckpointWriter | None = None
-        self.start_step = 0
-        self.last_checkpoint_step = 0
-        self.last_checkpoint_time = time.monotonic()
-        # The newest checkpoint on disk (where a kill resumes): its step and when its state
-        # was taken; and until when training may go on while the next one is written.
+        # The step of the newest checkpoint on disk (where a kill resumes), and until when
+        # training may go on while the next one is written.
         self.durable_step = 0
-        self.durable_time = time.monotonic()
         self.write_grace_until = 0.0
-        self._in_flight_taken: tuple[int, float] | None = None
         self.last_export_step = 0
         self.last_export_time = time.monotonic()
-        self.last_progress_step = 0
-        self.last_progress_time = 0.0
         self.stats: TrainingStats | None = None
-        self.status = "error"
-        self.reason = ""
-        self.input_seen: dict[str, list[str] | None] | None = None
 
     # -- setup --------------------------------------------------------------------------
     def setup(self) -> None:
         config = self.config
-        self.signals.install()  # from here on SIGTERM/SIGINT mean "stop gracefully"
-        layout.atomic_write_text(
-            self.working / layout.RUN_CONFIG_JSON, config.model_dump_json(indent=2) + "\n"
-        )
+        self._begin(config.algo)
         device = self.runtime.device
-        if device == "cpu":
-            torch.set_num_threads(1)  # deterministic CPU kernels, and SB3's advice for small nets
-        self.resumed = find_resume_point(
-            self.working, self.runtime.input_dir, config, warn=self._warn
-        )
-        self.writer = CheckpointWriter(
-            self.working,
-            config_hash=config.config_hash(),
-            algo=config.algo,
-            keep=config.keep_checkpoints,
-        )
         if self.resumed is None:
             self.model = build_model(config, build_vec_env(config), device)
-            state: dict[str, Any] = {}
         else:
-            self.model, state = load_model(self.resumed, config, device, config.allow_config_change)
-            self.writer.continue_from(self.resumed.directory, self.resumed.manifest_sha256)
-            self.logger.log(
-                "resume",
-                f"resumed from {self.resumed.source} at step {self.model.num_timesteps}",
-                step=self.model.num_timesteps,
-            )
-        self._carry_forward_outputs()
-        self.metrics = self._metrics_writer_cls(self.working)
-        self._load_helper_state(state)
-        self.model.set_logger(self._sb3_logger())
+            self.model, _ = load_model(self.resumed, config, device, config.allow_config_change)
         self.start_step = self.last_checkpoint_step = self.last_export_step = (
             self.model.num_timesteps
         )
-        self.durable_step, self.durable_time = self.start_step, time.monotonic()
+        self._continue()
+        self.model.set_logger(self._sb3_logger())
+        self.durable_step = self.start_step
         self.last_progress_step = self.start_step
         self.stats = TrainingStats(self._emergency)
         self.clock.add("setup", time.time() - self.clock.started)
@@ -319,36 +257,6 @@ class TrainingSession:
 
         self.export()
 
-    def _carry_forward_outputs(self) -> None:
-        """The parent's metrics and best model continue here, so this output is complete alone."""
-        if (
-            self.resumed is None
-            or self.resumed.source_output_dir.resolve() == self.working.resolve()
-        ):
-            return
-        import shutil
-
-        for name in (
-            layout.METRICS_CSV,
-            layout.BEST_MODEL_ZIP,
-            str(Path(layout.BEST_MODEL_ZIP).with_suffix(".json")),
-        ):
-            source, target = self.resumed.source_output_dir / name, self.working / name
-            if source.is_file() and not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-
-    def _load_helper_state(self, state: dict[str, Any]) -> None:
-        helpers = state.get("helpers", {})
-        for name, target in (("logger", self.logger), ("best_model", self.best)):
-            if name in helpers:
-                try:
-                    target.load_state_dict(helpers[name])
-                except (ValueError, KeyError, TypeError) as error:
-                    self._warn(f"{name} state not restored ({error}); continuing without it")
-        if "budget" in helpers:
-            self.budget.load_priors(helpers["budget"])
-
     def _sb3_logger(self) -> Logger:
         """Set once for the whole session, so every learn() chunk writes to one events file.
 
@@ -358,7 +266,7 @@ class TrainingSession:
         purge marker at the resume step hides whatever the parent logged past its checkpoint
         (work that is redone after a kill), so the steps stay strictly increasing."""
         formats: list[str] = []
-        run_dir = self.working / layout.TENSORBOARD_DIR / self.config.algo
+        run_dir = self.paths.tensorboard / self.config.algo
         if self.config.logging.tensorboard:
             try:
                 import tensorboard  # noqa: F401
@@ -382,19 +290,11 @@ class TrainingSession:
                 start = Event(step=step, session_log=SessionLog(status=SessionLog.START))
                 output.writer.file_writer.add_event(start)
 
-    def _copy_parent_tensorboard(self) -> None:
-        if self.resumed is None:
-            return
-        parent_tb = self.resumed.source_output_dir / layout.TENSORBOARD_DIR
-        tb_dir = self.working / layout.TENSORBOARD_DIR
-        if parent_tb.is_dir() and parent_tb.resolve() != tb_dir.resolve():
-            import shutil
+    def _current_step(self) -> int:
+        return int(self.model.num_timesteps) if self.model is not None else self.start_step
 
-            shutil.copytree(parent_tb, tb_dir, dirs_exist_ok=True)
-
-    def _warn(self, message: str) -> None:
-        step = self.model.num_timesteps if self.model is not None else 0
-        self.logger.log("runtime", message, step=step, level="warning")
+    def _session_target(self) -> int:
+        return self._target_step()
 
     # -- stop decisions -----------------------------------------------------------------
     def _emergency(self) -> bool:
@@ -516,38 +416,13 @@ class TrainingSession:
             step - self.last_checkpoint_step >= self.config.checkpoint_every
             and now - self.last_checkpoint_time >= self._checkpoint_spacing_s()
         ):
-            self.checkpoint()
+            self._checkpoint_model()
         if (
             step - self.last_export_step >= self.config.export_every
             and now - self.last_export_time >= self.config.export_min_seconds
         ):
             self.export()
         self._maybe_progress()
-
-    def _maybe_progress(self, force: bool = False) -> None:
-        step = self.model.num_timesteps
-        now = time.monotonic()
-        logging = self.config.logging
-        if not force and (
-            now - self.last_progress_time < logging.progress_every_s
-            or step - self.last_progress_step < logging.progress_every_steps
-        ):
-            return
-        sps = 1.0 / self.budget.seconds_per_step if self.budget.seconds_per_step else None
-        # `total` and the ETA are this session's end (a chain segment's last step); the
-        # chain's whole length travels as `chain_total`.
-        target = self._target_step()
-        remaining = max(target - step, 0)
-        self.logger.event(
-            "progress",
-            step=step,
-            total=target,
-            chain_total=self.config.total_timesteps,
-            sps=round(sps, 1) if sps else None,
-            eta_s=round(remaining / sps, 1) if sps else None,
-            session_left_s=round(self.budget.session_seconds_left(), 1),
-        )
-        self.last_progress_step, self.last_progress_time = step, now
 
     # -- checkpoints and exports ---------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -564,7 +439,7 @@ class TrainingSession:
             },
         }
 
-    def checkpoint(self) -> None:
+    def _checkpoint_model(self) -> None:
         """Snapshot now (training waits for that part only); the disk work runs in the
         background and is reported by `_collect_checkpoint` once it is durable."""
         began = time.monotonic()
@@ -585,30 +460,11 @@ class TrainingSession:
         self.last_checkpoint_time = time.monotonic()
         if finished is not None:
             self._report_checkpoint(finished)
-        self._in_flight_taken = (self.last_checkpoint_step, began)
-
-    def _collect_checkpoint(self, *, block: bool) -> None:
-        """Report the checkpoint in flight once it is on disk (raises if writing it failed)."""
-        began = time.monotonic()
-        finished = self.writer.wait() if block else self.writer.poll()
-        if block:
-            self.clock.add("checkpointing", time.monotonic() - began)
-        if finished is not None:
-            self._report_checkpoint(finished)
 
     def _report_checkpoint(self, written) -> None:
-        if self._in_flight_taken is not None and self._in_flight_taken[0] == written.ref.step:
-            self.durable_step, self.durable_time = self._in_flight_taken
+        self.durable_step = written.ref.step
         # The budget plans for the whole cost: the session's last checkpoint is waited for.
-        self.budget.record_cost("checkpoint", written.seconds)
-        self.logger.event(
-            "checkpoint",
-            step=written.ref.step,
-            manifest_sha256=written.ref.manifest_sha256,
-            seconds=round(written.seconds, 4),
-            blocked_s=round(written.blocked_s, 4),
-            bytes=written.bytes_written,
-        )
+        super()._report_checkpoint(written)
 
     def export(self) -> None:
         """Metrics row, best-model check and learning curve; their costs feed the budget,
@@ -667,23 +523,7 @@ class TrainingSession:
     # -- the end --------------------------------------------------------------------------
     def finish(self, error: BaseException | None = None) -> layout.SessionSummary:
         """Final checkpoint (when sound), then summary, evaluation and artifacts."""
-        from kernel_template.finalize import finalize_session
-
-        if isinstance(error, ParentMissing):
-            # No lineage, no training: say what the inputs held, so the chain can tell why.
-            self.status, self.reason, self.input_seen = "error", error.reason, error.input_seen
-            self.logger.log("resume", f"{error.reason}: {error}", step=0, level="error")
-            for directory, names in error.input_seen.items():
-                listed = "(absent)" if names is None else ", ".join(names) or "(empty)"
-                self.logger.log(
-                    "resume", f"input seen: {directory}: {listed}", step=0, level="error"
-                )
-        elif error is not None:
-            self.status = "error"
-            self.reason = f"{type(error).__name__}: {error}"
-            self.logger.log(
-                "runtime", "".join(traceback.format_exception(error)), step=0, level="error"
-            )
+        self._record_error(error)
         model = self.model
         progressed = model is not None and model.num_timesteps > self.last_checkpoint_step
         sound = model is not None and not (self.stats and self.stats.stopped_mid_rollout)
@@ -694,7 +534,7 @@ class TrainingSession:
                 self._warn(f"checkpoint failed: {checkpoint_error}")
             try:
                 if progressed and sound:
-                    self.checkpoint()
+                    self._checkpoint_model()
                     self._collect_checkpoint(block=True)
             except Exception as checkpoint_error:  # the outputs still matter
                 self._warn(f"final checkpoint failed: {checkpoint_error}")
@@ -707,66 +547,29 @@ class TrainingSession:
                 self.metrics.append(self._metrics_row(None))
             except Exception as export_error:
                 self._warn(f"final metrics row failed: {export_error}")
-        self.logger.event(
-            "summary",
-            status=summary.status,
-            reason=summary.reason,
-            step=summary.timesteps_end,
-            total=summary.total_timesteps,
-        )
-        if model is not None:
-            with contextlib.suppress(Exception):  # flush TensorBoard's events before the zip
-                model.logger.close()
-        began = time.monotonic()
-        summary.wall.total = time.time() - self.clock.started
-        finalize_session(
-            self.working, summary, model, self.config, self.logger, evaluate=model is not None
-        )
-        self.logger.close()
-        self._finalize_seconds = time.monotonic() - began
+        self._end(summary, model, evaluate=model is not None)
         return summary
+
+    def _close_tensorboard(self) -> None:
+        if self.model is not None:
+            self.model.logger.close()
+
+    def _summary_end(self) -> int:
+        return self._current_step()
 
     def summary(self) -> layout.SessionSummary:
         model = self.model
-        end = int(model.num_timesteps) if model is not None else self.start_step
-        trained = end - self.start_step
-        resumed = None
-        if self.resumed is not None:
-            resumed = layout.CheckpointRef(
-                step=self.resumed.manifest.num_timesteps,
-                manifest_sha256=self.resumed.manifest_sha256,
-                path=self.resumed.source,
-            )
-        return layout.SessionSummary(
-            status=self.status,
-            reason=self.reason or self.status,
-            config_hash=self.config.config_hash(),
-            segment_index=self.config.segment_index,
-            total_timesteps=self.config.total_timesteps,
-            timesteps_start=self.start_step,
-            timesteps_end=end,
-            wall=self.clock.split.model_copy(),
-            seconds_per_step=(self.clock.split.training / trained) if trained > 0 else None,
-            checkpoints_written=self.writer.written if self.writer else 0,
-            resumed_from=resumed,
-            left_checkpoint=self.writer.last if self.writer else None,
-            steps_redone=self.resumed.steps_redone if self.resumed else 0,
-            started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.runtime.session_start)),
-            ended_at=layout.utc_now_iso(),
-            session_limit_s=self.runtime.session_limit_s,
-            device=self.runtime.device,
-            versions=self.runtime.versions(),
-            embedded=self.runtime.embedded(),
-            input_seen=self.input_seen,
-            episodes=int(model._episode_num) if model is not None else None,
-            budget=self.budget.state_dict(),
-            pid=os.getpid(),
-        )
+        return super().summary(episodes=int(model._episode_num) if model is not None else None)
 
 
 def run_session(
     config: RunConfig, runtime: RuntimeEnvironment, *, stream=None
 ) -> layout.SessionSummary:
+    """One whole session: the SB3 trainer, or the user loop the config names."""
+    if config.trainer == "loop":
+        from kernel_template.session import run_entrypoint
+
+        return run_entrypoint(config, runtime, stream=stream)
     session = TrainingSession(config, runtime, stream=stream)
     error: BaseException | None = None
     try:

@@ -1,9 +1,10 @@
-"""GPU capacity: which sessions hold a slot now, and the weekly quota (`orchestrate quota`).
+"""Kaggle's capacity: how long a session may run, which sessions hold a GPU slot now, and the
+weekly quota (`orchestrate quota`).
 
 Preflight, launch and `chain step` all ask here, so they never disagree. The count settles
 the ledger against Kaggle first (`orchestrator.settle`): Kaggle's word wins, the ledger's
-counts only where Kaggle cannot be read. Kaggle's own limits (session length, terminal
-statuses) are facts about Kaggle and live in `orchestrator.kaggle.models`.
+counts only where Kaggle cannot be read. The limits are read by `--help` (the emulator's
+defaults), so the heavier modules are imported only where sessions are counted.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.settings import Settings, is_gpu_shape
-from orchestrator.settle import is_unsettled, settle_runs
-
 if TYPE_CHECKING:
     from orchestrator.kaggle import AcceleratorQuota, KaggleClient
     from orchestrator.ledger import Ledger
+    from orchestrator.settings import Settings
+
+# Kaggle's longest session (TPU sessions: 9 h). SaveKernel's sessionTimeoutSeconds "must be
+# lower than the global maximum", so a push for the whole session names none.
+SESSION_LIMIT_S = 12 * 3600
+TPU_SESSION_LIMIT_S = 9 * 3600
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ def gpu_slots(
     A `chain` asking for itself counts its own unsettled segments as the ledger says,
     without asking Kaggle: its step polls them itself, with its own clock.
     """
+    from orchestrator.settings import is_gpu_shape
+    from orchestrator.settle import is_unsettled, settle_runs
 
     def others(record) -> bool:
         return (owner is None or record.owner == owner) and (chain is None or record.chain != chain)
@@ -69,6 +75,7 @@ def check_gpu_capacity(
     """Refuse before a push, with the errors Kaggle's own refusal would raise (exit 3), when
     the GPU quota is spent or every GPU slot is taken by a run this ledger knows."""
     from orchestrator.kaggle import CapacityRefused, QuotaExhausted
+    from orchestrator.settings import is_gpu_shape
 
     if not is_gpu_shape(shape):
         return

@@ -7,11 +7,15 @@
 4. writes the report and prints where everything is.
 
     python -m orchestrator.demo [--out demo-output] [--timesteps 6000] [--segments 3]
+
+`make demo-loop` (`--example torch-loop`) chains examples/torch-loop instead: a PyTorch
+loop of its own, run through the kernel's session API (docs/your-own-loop.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import secrets
 import shutil
 import sys
@@ -71,6 +75,28 @@ segments = {segments}
 """
 
 
+# `--example torch-loop` (make demo-loop): the user-loop example, chained instead of DQN.
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+LOOP_EXAMPLE = "torch-loop"
+LOOP_CHAIN = "torch-loop-regression"
+
+
+def write_loop_project(
+    project: Path, *, user: str, api_url: str, total: int, segments: int
+) -> None:
+    """The example's folder (its user module and orchestrate.toml) made into `project`,
+    pointed at the emulator, with the chain's length set."""
+    example = EXAMPLES_DIR / LOOP_EXAMPLE
+    for source in example.glob("*.py"):
+        shutil.copyfile(source, project / source.name)
+    toml = (example / "orchestrate.toml").read_text()
+    kaggle = f'[kaggle]\nowner = "{user}"\napi_url = "{api_url}"\n'
+    toml = toml.replace("[kaggle]\n", kaggle, 1)
+    toml = re.sub(r"(?m)^total_timesteps = \d+", f"total_timesteps = {total}", toml, count=1)
+    toml = re.sub(r"(?m)^segments = \d+", f"segments = {segments}", toml, count=1)
+    (project / "orchestrate.toml").write_text(toml)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.demo", description=__doc__.splitlines()[0]
@@ -84,6 +110,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--session-limit-s", type=float, default=300.0, help="the emulated session limit"
     )
     parser.add_argument("--poll-interval", type=float, default=1.0)
+    parser.add_argument(
+        "--example",
+        choices=[LOOP_EXAMPLE],
+        help="chain an example from examples/ instead of DQN (torch-loop: a loop of your own)",
+    )
     return parser.parse_args(argv)
 
 
@@ -118,40 +149,52 @@ def main(argv: list[str] | None = None) -> int:
         max_session=args.session_limit_s,
         kill_grace=5,
     ) as emulator:
-        (project / "orchestrate.toml").write_text(
-            DEMO_TOML.format(
+        chain = LOOP_CHAIN if args.example else CHAIN
+        if args.example:
+            write_loop_project(
+                project,
                 user=DEMO_USER,
                 api_url=emulator.api_url,
-                chain=CHAIN,
                 total=args.timesteps,
-                session_limit_s=args.session_limit_s,
                 segments=args.segments,
             )
-        )
+            what = "a PyTorch loop of its own (examples/torch-loop)"
+        else:
+            (project / "orchestrate.toml").write_text(
+                DEMO_TOML.format(
+                    user=DEMO_USER,
+                    api_url=emulator.api_url,
+                    chain=CHAIN,
+                    total=args.timesteps,
+                    session_limit_s=args.session_limit_s,
+                    segments=args.segments,
+                )
+            )
+            what = "DQN on the traffic-signal env"
         settings = load_settings(project / "orchestrate.toml")
         ledger = Ledger(project)
-        record = start_chain(settings, ledger, CHAIN, owner=DEMO_USER)
+        record = start_chain(settings, ledger, chain, owner=DEMO_USER)
         console.print(
-            f"chain {CHAIN}: {len(record.segments)} segments {record.segments} of DQN on the traffic-signal env",
+            f"chain {chain}: {len(record.segments)} segments {record.segments} of {what}",
             markup=False,
         )
         with KaggleClient(emulator.api_url, Credentials(username=DEMO_USER, key=key)) as client:
             stepper = ChainStepper(settings, client, ledger)
             results = run_chains(
                 stepper,
-                [CHAIN],
+                [chain],
                 poll_interval=args.poll_interval,
                 follow=True,
                 console=console,
                 on_result=lambda r: console.print(f"[bold]chain:[/bold] {r.outcome}: {r.message}"),
             )
-        result = results[CHAIN]
+        result = results[chain]
         console.rule("result")
-        print_status(chain_status(ledger, CHAIN))
+        print_status(chain_status(ledger, chain))
         if result.outcome != "done":
             console.print(f"the chain ended {result.outcome}: {result.message}", markup=False)
             return result.exit_code or 1
-        report = build_report(ledger, CHAIN, out / "report")
+        report = build_report(ledger, chain, out / "report")
     console.print(
         "\n".join(
             [
@@ -159,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"report (open in a browser):  {report.html}",
                 f"figures:                     {', '.join(str(p) for p in report.images)}",
                 "verified segment outputs:    "
-                + ", ".join(str(ledger.pulled_path(r)) for r in ledger.runs(CHAIN) if r.pulled_dir),
+                + ", ".join(str(ledger.pulled_path(r)) for r in ledger.runs(chain) if r.pulled_dir),
                 f"ledger:                      {ledger.path}",
                 f"config used:                 {project / 'orchestrate.toml'}",
                 "",

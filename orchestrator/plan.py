@@ -27,8 +27,8 @@ from rich.table import Table
 
 from kernel_template.config import stop_margin_floor_s
 from kernel_template.layout import SessionSummary
+from orchestrator.capacity import SESSION_LIMIT_S
 from orchestrator.errors import UserError
-from orchestrator.kaggle.models import SESSION_LIMIT_S
 
 # The stop margin's floor: the kernel's own (`kernel_template.config.stop_margin_floor_s`),
 # so plan and kernel agree: `[run] min_margin_s`, or a 48th of the session (900 s of 12 h).

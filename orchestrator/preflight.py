@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kernel_template.config import ConfigError, RunConfig, parse_run_config
+from kernel_template.layout import SessionPaths
 
 from .build import EMBEDDED_PACKAGES, SELFCHECK_FLAG, KernelFolder, render_kernel
-from .capacity import gpu_slots, quota_spent
+from .capacity import SESSION_LIMIT_S, TPU_SESSION_LIMIT_S, gpu_slots, quota_spent
 from .errors import InfrastructureError, UserError
-from .kaggle.models import SESSION_LIMIT_S, TPU_SESSION_LIMIT_S
+from .kernel_extra import KERNEL_EXTRA_HINT, TRAINING_MODULES, missing
 from .settings import Settings, is_gpu_shape, is_tpu_shape
 
 if TYPE_CHECKING:
@@ -146,22 +147,25 @@ def check_config(report: PreflightReport, settings: Settings, run_config: RunCon
     except ConfigError as error:
         report.add("config", "fail", str(error), "fix [run] in orchestrate.toml")
         return False
-    report.add(
-        "config", "pass", f"valid, {config.algo} on {config.env}, hash {config.config_hash()[:16]}"
-    )
-    module, sep, _ = config.env.partition(":")
-    top = module.split(".")[0]
+    what = config.entrypoint if config.trainer == "loop" else f"{config.algo} on {config.env}"
+    report.add("config", "pass", f"valid, {what}, hash {config.config_hash()[:16]}")
     embedded = {
         entry.split(".")[0].split("/")[-1].removesuffix(".py")
         for entry in settings.kernel.user_modules
     }
-    if sep and top not in embedded and top != "kernel_template":
-        report.add(
-            "custom env",
-            "fail",
-            f"env {config.env!r} comes from {top!r}, which the kernel does not carry",
-            f"add {top!r} to [kernel] user_modules",
-        )
+    named = (
+        [("entrypoint", config.entrypoint)] if config.trainer == "loop" else [("env", config.env)]
+    )
+    for name, value in named:
+        module, sep, _ = (value or "").partition(":")
+        top = module.split(".")[0]
+        if sep and top not in embedded and top != "kernel_template":
+            report.add(
+                "custom env" if name == "env" else "entrypoint",
+                "fail",
+                f"{name} {value!r} comes from {top!r}, which the kernel does not carry",
+                f"add {top!r} to [kernel] user_modules",
+            )
     return True
 
 
@@ -176,7 +180,8 @@ def needed_modules(settings: Settings, run_config: RunConfig) -> tuple[set[str],
     needed = set(REQUIRED_MODULES)
     if run_config.logging.tensorboard:
         needed.add("tensorboard")
-    module, sep, _ = run_config.env.partition(":")
+    named = run_config.entrypoint if run_config.trainer == "loop" else run_config.env
+    module, sep, _ = (named or "").partition(":")
     if sep:
         needed.add(module.split(".")[0])
     try:
@@ -245,7 +250,19 @@ def check_kernel(
     owner: str,
     folder: KernelFolder | None,
 ) -> tuple[KernelFolder | None, dict | None]:
-    """Render (unless given) and run the script's unpack + import step in a subprocess."""
+    """Render (unless given) and run the script's unpack + import step in a subprocess.
+
+    Without the `[kernel]` extra, what needs it is skipped, one line each: rendering needs
+    the source of the packages the kernel embeds, the env and model rehearsal the training
+    stack."""
+    lacking = missing(TRAINING_MODULES)
+    unembeddable = missing(EMBEDDED_PACKAGES)
+    if folder is None and unembeddable:
+        for name in ("kernel renders", "embedded runtime"):
+            report.add(name, "skip", _not_installed(unembeddable))
+        for name in ("env", "model"):
+            report.add(name, "skip", _not_installed(lacking))
+        return None, None
     scratch = Path(tempfile.mkdtemp(prefix="orchestrate-preflight-"))
     try:
         if folder is None:
@@ -267,7 +284,7 @@ def check_kernel(
             "pass",
             f"{folder.script_path.name}, {size:,} bytes, {len(folder.embedded_files)} files embedded",
         )
-        probe = selfcheck(folder, scratch, run_config)
+        probe = selfcheck(folder, scratch, run_config, rehearse=not lacking)
         if probe.get("error"):
             report.add(
                 "embedded runtime", "fail", probe["error"], "rebuild; check [kernel] user_modules"
@@ -278,7 +295,13 @@ def check_kernel(
             "pass",
             f"imports kernel_template from the unpacked copy ({probe['kernel_template']})",
         )
-        if probe.get("env_error"):
+        if lacking:
+            names = ("entrypoint",) if run_config.trainer == "loop" else ("env", "model")
+            for name in names:
+                report.add(name, "skip", _not_installed(lacking))
+        elif "loop" in probe or "loop_error" in probe:
+            check_loop(report, probe)
+        elif probe.get("env_error"):
             report.add(
                 "env",
                 "fail",
@@ -293,6 +316,10 @@ def check_kernel(
         return folder, probe
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _not_installed(distributions: list[str]) -> str:
+    return f"skipped: {', '.join(distributions)} not installed here ({KERNEL_EXTRA_HINT})"
 
 
 # Runs kernel_template.probe from the unpacked runtime (argv[1]), so its embedded copies
@@ -319,14 +346,32 @@ def check_model(report: PreflightReport, probe: dict[str, Any]) -> None:
     )
 
 
+def check_loop(report: PreflightReport, probe: dict[str, Any]) -> None:
+    """A user loop's entrypoint, run for a few steps and resumed once: an import error, a
+    bad param or a state that does not load fails here instead of on Kaggle."""
+    if probe.get("loop_error"):
+        report.add("entrypoint", "fail", probe["loop_error"], probe.get("loop_fix", ""))
+        return
+    loop = probe["loop"]
+    report.add(
+        "entrypoint",
+        "pass",
+        f"{loop['entrypoint']} trained {loop['steps']} steps on the CPU, checkpointed, and "
+        f"resumed to step {loop['resumed_to']} in {loop['seconds']:.1f} s",
+    )
+
+
 _PROBE = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); "
     "from kernel_template.probe import main; main()"
 )
 
 
-def selfcheck(folder: KernelFolder, scratch: Path, run_config: RunConfig) -> dict[str, Any]:
-    """Run the rendered script's own unpack step and import, then probe the env from that copy."""
+def selfcheck(
+    folder: KernelFolder, scratch: Path, run_config: RunConfig, *, rehearse: bool = True
+) -> dict[str, Any]:
+    """Run the rendered script's own unpack step and import, then (`rehearse`) probe the env
+    and model from that copy."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["ORCHESTRATE_WORKING_DIR"] = str(scratch / "working")
     try:
@@ -360,6 +405,8 @@ def selfcheck(folder: KernelFolder, scratch: Path, run_config: RunConfig) -> dic
             return {
                 "error": "the embedded run config hashes differently from the one built; rebuild"
             }
+        if not rehearse:
+            return result
         probe = subprocess.run(
             [
                 sys.executable,
@@ -501,7 +548,8 @@ def find_quick_summary(ledger: Ledger | None, slug: str | None) -> Path | None:
         pulled = ledger.pulled_path(record)
         if not record.run.startswith(f"{base}-quick") or pulled is None:
             continue
-        candidates = [pulled / "session_summary.json", *pulled.glob("*/session_summary.json")]
+        outputs = [pulled, *(d for d in sorted(pulled.glob("*")) if d.is_dir())]
+        candidates = [SessionPaths(d).summary for d in outputs]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from orchestrator.kaggle.models import SESSION_LIMIT_S
+from orchestrator.capacity import SESSION_LIMIT_S
 
 app = typer.Typer(
     help="A local Kaggle-compatible API server that really runs the kernels pushed to it.",
@@ -112,6 +112,11 @@ def serve(
 
     Fast, for a demo: ... --queue-delay 1 --gpu-queue-delay 1 --boot-time 1 --read-lag 0.5:2
     """
+    from orchestrator import kernel_extra
+
+    kernel_extra.require(
+        {**kernel_extra.EMULATOR_MODULES, **kernel_extra.TRAINING_MODULES}, "the emulator"
+    )
     import uvicorn
 
     from orchestrator.emulator.api import parse_read_lag

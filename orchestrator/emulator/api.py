@@ -41,11 +41,11 @@ from slugify import slugify
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from orchestrator.capacity import SESSION_LIMIT_S, TPU_SESSION_LIMIT_S
 from orchestrator.emulator.executor import Executor, read_log
 from orchestrator.emulator.faults import FaultBook
 from orchestrator.emulator.state import ACTIVE_STATUSES, Kernel, Store, Version
 from orchestrator.emulator.wire import ok, utc_naive
-from orchestrator.kaggle.models import SESSION_LIMIT_S, TPU_SESSION_LIMIT_S
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,98}[a-z0-9]$")
 DOCKER_IMAGE_REPO = "gcr.io/kaggle-images/python"

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from orchestrator.capacity import SESSION_LIMIT_S
 from orchestrator.emulator.api import RPC_METHODS, ApiError, KernelsService, Limits
 from orchestrator.emulator.auth import authenticate, user_for_token
 from orchestrator.emulator.datasets import (
@@ -33,7 +34,6 @@ from orchestrator.emulator.faults import FaultBook, FaultRule, parse_spec
 from orchestrator.emulator.middleware import EmulatorMiddleware, RateLimiter
 from orchestrator.emulator.state import ACTIVE_STATUSES, Store
 from orchestrator.emulator.wire import error, ok
-from orchestrator.kaggle.models import SESSION_LIMIT_S
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 LOG_POLL_S = 0.2

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.capacity import SESSION_LIMIT_S
 from orchestrator.emulator.state import (
     ACTIVE_STATUSES,
     Kernel,
@@ -32,7 +33,7 @@ from orchestrator.emulator.state import (
     Version,
     remove_tree,
 )
-from orchestrator.kaggle.models import SESSION_LIMIT_S, TERMINAL_STATUSES
+from orchestrator.kaggle.models import TERMINAL_STATUSES
 
 TIMEOUT_MESSAGE = (
     "Your notebook was stopped because it exceeded the max allowed execution duration "

@@ -18,9 +18,7 @@ from .errors import (
     Throttled,
 )
 from .models import (
-    SESSION_LIMIT_S,
     TERMINAL_STATUSES,
-    TPU_SESSION_LIMIT_S,
     VISIBILITY_GRACE_S,
     AcceleratorQuota,
     DownloadResult,
@@ -36,9 +34,7 @@ from .retry import RetryPolicy
 
 __all__ = [
     "DEFAULT_API_URL",
-    "SESSION_LIMIT_S",
     "TERMINAL_STATUSES",
-    "TPU_SESSION_LIMIT_S",
     "VISIBILITY_GRACE_S",
     "AcceleratorQuota",
     "AmbiguousPush",

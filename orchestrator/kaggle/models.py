@@ -6,12 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-# Kaggle's facts, written once for the client, the emulator and the orchestrator.
+# The statuses a session ends in: written once, for the client, the emulator and the orchestrator.
 TERMINAL_STATUSES = frozenset({"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"})
-# The longest session Kaggle runs (12 h; TPU sessions 9 h). SaveKernel's
-# sessionTimeoutSeconds "must be lower than the global maximum".
-SESSION_LIMIT_S = 12 * 3600
-TPU_SESSION_LIMIT_S = 9 * 3600
 
 
 # How long a just-pushed kernel may stay denied (403) and unlisted on kaggle.com before its

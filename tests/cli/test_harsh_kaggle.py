@@ -12,6 +12,7 @@ import time
 
 from cli_helpers import clean_env, orchestrate, run_main, write_project
 
+from orchestrator.capacity import SESSION_LIMIT_S
 from orchestrator.kaggle import (
     Credentials,
     KaggleClient,
@@ -19,7 +20,6 @@ from orchestrator.kaggle import (
     PushSpec,
     RetryPolicy,
 )
-from orchestrator.kaggle.models import SESSION_LIMIT_S
 from orchestrator.launch import session_timeout_s
 from orchestrator.ledger import Ledger
 
