@@ -7,8 +7,6 @@ import subprocess
 import sys
 
 import pytest
-from chain_helpers import REPO_ROOT, assert_bit_identical, project_toml
-from report_browser import assert_renders_in_chromium
 
 from kernel_template import layout
 from kernel_template.checkpoint import read_policy_tensors, read_replay_buffer
@@ -20,6 +18,11 @@ from orchestrator.emulator.testing import start_emulator
 from orchestrator.kaggle import Credentials, KaggleClient
 from orchestrator.ledger import Ledger
 from orchestrator.settings import load_settings
+from tests.support import REPO_ROOT
+from tests.support.compare import assert_bit_identical
+from tests.support.kernel import run_kernel
+from tests.support.project import project_toml
+from tests.support.report_browser import assert_renders_in_chromium
 
 # A full chain plus a one-session run to compare with: the heaviest end-to-end check.
 pytestmark = pytest.mark.slow
@@ -100,28 +103,10 @@ def test_final_model_is_bit_identical_to_one_session(finished_chain, tmp_path) -
     one_session = segment_run_config(chain, 0, chain.total_timesteps).model_copy(
         update={"segment_timesteps": None, "segment_index": 0}
     )
-    config_path = tmp_path / "run.json"
-    config_path.write_text(one_session.model_dump_json())
     working, inputs = tmp_path / "working", tmp_path / "input"
     inputs.mkdir()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kernel_template",
-            "--config",
-            str(config_path),
-            "--working",
-            str(working),
-            "--input",
-            str(inputs),
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    done = run_kernel(one_session, working, inputs)
+    assert done.returncode == 0, done.stdout[-4000:]
 
     name = layout.checkpoint_dir_name(chain.total_timesteps)
     chained_dir = ledger.pulled_path(ledger.get("tiny-chain-s3")) / layout.CHECKPOINTS_DIR / name

@@ -6,7 +6,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from chain_helpers import ChainProject
 
 from kernel_template import layout
 from orchestrator.chain import machine
@@ -14,6 +13,7 @@ from orchestrator.chain.scheduler import run_chains
 from orchestrator.chain.start import start_chain
 from orchestrator.chain.step import ChainStepper
 from orchestrator.kaggle import TERMINAL_STATUSES, KernelNotVisible
+from tests.support.project import ChainProject
 
 GPU = "NvidiaTeslaT4"
 

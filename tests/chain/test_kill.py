@@ -13,11 +13,12 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from chain_helpers import ChainProject, kernel_processes_left
 
 from orchestrator.chain.start import start_chain
 from orchestrator.chain.step import ChainStepper
 from orchestrator.ledger import RunRecord
+from tests.support.emulator import kernel_processes_left
+from tests.support.project import ChainProject
 
 
 def _kill_loop(project: ChainProject, kills: int, seed: int, max_delay_s: float) -> int:

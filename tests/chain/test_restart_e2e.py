@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from chain_helpers import REPO_ROOT, ChainProject, assert_bit_identical, project_toml
 
 from kernel_template import layout
 from kernel_template.checkpoint import read_policy_tensors, read_replay_buffer
 from orchestrator.emulator.testing import start_emulator
 from orchestrator.kaggle import Credentials, KaggleClient
+from tests.support.compare import assert_bit_identical
+from tests.support.kernel import run_kernel
+from tests.support.project import ChainProject, project_toml
 
 pytestmark = pytest.mark.slow  # seven short sessions and two local reference runs
 
@@ -75,18 +76,9 @@ class World:
 
 def one_session(project: ChainProject, total: int, where: Path) -> Path:
     config = project.settings.run.model_copy(update={"total_timesteps": total})
-    where.mkdir(parents=True)
-    (where / "run.json").write_text(config.model_dump_json())
-    (where / "input").mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "kernel_template", "--config", str(where / "run.json")]
-        + ["--working", str(where / "working"), "--input", str(where / "input")],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    (where / "input").mkdir(parents=True)
+    done = run_kernel(config, where / "working", where / "input")
+    assert done.returncode == 0, done.stdout[-4000:]
     return where / "working" / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(total)
 
 

@@ -6,9 +6,10 @@ import json
 import re
 
 import pytest
-from cli_helpers import REPO_ROOT, clean_env, orchestrate
 
 from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
+from tests.support import REPO_ROOT
+from tests.support.cli import clean_env, orchestrate
 
 DOC = REPO_ROOT / "docs" / "kaggle-behaviour.md"
 # The emulator runs kernels on this machine's Python and libraries, not on Kaggle's image:

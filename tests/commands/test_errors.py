@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from cli_helpers import clean_env, files_under, orchestrate, run_main, write_project
+
+from tests.support.cli import clean_env, files_under, orchestrate, run_main
+from tests.support.project import write_project
 
 
 @pytest.fixture

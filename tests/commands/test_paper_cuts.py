@@ -8,11 +8,12 @@ import re
 import httpx
 import pytest
 import typer
-from cli_helpers import clean_env, orchestrate, run_main, write_project
 
 from orchestrator.cli import app
 from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
 from orchestrator.ledger import Ledger, RunRecord
+from tests.support.cli import clean_env, orchestrate, run_main
+from tests.support.project import write_project
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

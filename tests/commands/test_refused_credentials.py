@@ -11,10 +11,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from cli_helpers import clean_env, orchestrate, write_project
 
 from orchestrator.kaggle import Credentials, KaggleClient, PushSpec, RetryPolicy
 from orchestrator.ledger import Ledger
+from tests.support.cli import clean_env, orchestrate
+from tests.support.project import write_project
 
 WRONG_KEY = "not-the-key-at-all"
 

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
 
-# tests/ is not a package: make the sibling fakes module importable from this conftest too.
-sys.path.insert(0, str(Path(__file__).parent))
-from kaggle_fakes import API, SECRET_KEY, SleepRecorder  # noqa: E402
-
 from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
+from tests.support.kaggle_fakes import API, SECRET_KEY, SleepRecorder
 
 
 @pytest.fixture

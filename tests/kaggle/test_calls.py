@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 
 import httpx
 import pytest
-from kaggle_fakes import body_of, json_response, rpc_method
 
 from orchestrator.kaggle import DEFAULT_API_URL, BadRequest, KaggleError, resolve_api_url
+from tests.support.kaggle_fakes import body_of, json_response, rpc_method
 
 LOG = json.dumps(
     [

@@ -7,7 +7,6 @@ import logging
 
 import httpx
 import pytest
-from kaggle_fakes import API, body_of, json_response, rpc_method
 
 from orchestrator.kaggle import (
     Credentials,
@@ -16,6 +15,7 @@ from orchestrator.kaggle import (
     RetryPolicy,
     discover_credentials,
 )
+from tests.support.kaggle_fakes import API, body_of, json_response, rpc_method
 
 
 def write_kaggle_json(folder, username="alice", key="json-key", mode=0o600):

@@ -8,9 +8,9 @@ import re
 
 import httpx
 import pytest
-from kaggle_fakes import FailingStream
 
 from orchestrator.kaggle import IncompleteDownload, ServiceUnavailable
+from tests.support.kaggle_fakes import FailingStream
 
 DATA = os.urandom(3 * (1 << 20) + 12345)  # a bit over three 1 MiB chunks
 URL = "https://storage.test/out/model.zip?sig=abc"

@@ -6,9 +6,9 @@ import json
 
 import httpx
 import pytest
-from kaggle_fakes import FailingStream
 
 from orchestrator.kaggle import NotFoundError, ServiceUnavailable
+from tests.support.kaggle_fakes import FailingStream
 
 SSE = {"content-type": "text/event-stream"}
 

@@ -6,7 +6,6 @@ import json
 
 import httpx
 import pytest
-from kaggle_fakes import body_of, json_response, rpc_method
 
 from orchestrator.kaggle import (
     AmbiguousPush,
@@ -17,6 +16,7 @@ from orchestrator.kaggle import (
     QuotaExhausted,
     Throttled,
 )
+from tests.support.kaggle_fakes import body_of, json_response, rpc_method
 
 SPEC = PushSpec(
     id="alice/seg-1",

@@ -7,9 +7,9 @@ import logging
 
 import httpx
 import pytest
-from kaggle_fakes import SECRET_KEY, json_response
 
 from orchestrator.kaggle import Credentials, KaggleError, PushSpec
+from tests.support.kaggle_fakes import SECRET_KEY, json_response
 
 TOKEN = "tok-very-secret-abcdef123456"
 ENCODED = base64.b64encode(f"alice:{SECRET_KEY}".encode()).decode()

@@ -7,7 +7,6 @@ from email.utils import format_datetime
 
 import httpx
 import pytest
-from kaggle_fakes import json_response, rpc_method
 
 from orchestrator.kaggle import (
     AuthenticationError,
@@ -19,6 +18,7 @@ from orchestrator.kaggle import (
     Throttled,
 )
 from orchestrator.kaggle.retry import parse_retry_after
+from tests.support.kaggle_fakes import json_response, rpc_method
 
 RUNNING = {"status": "RUNNING"}
 

@@ -10,8 +10,6 @@ import json
 import shutil
 import time
 
-from cli_helpers import clean_env, orchestrate, run_main, write_project
-
 from orchestrator.kaggle import (
     Credentials,
     KaggleClient,
@@ -21,6 +19,8 @@ from orchestrator.kaggle import (
 )
 from orchestrator.launch import PLATFORM_SESSION_LIMIT_S, session_timeout_s
 from orchestrator.ledger import Ledger
+from tests.support.cli import clean_env, orchestrate, run_main
+from tests.support.project import write_project
 
 CRASHER = """
 import sys

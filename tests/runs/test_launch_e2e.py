@@ -11,7 +11,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from cli_helpers import clean_env, orchestrate, run_main, write_project
 
 from orchestrator.build import IMPORT_LOG_PREFIX, render_kernel
 from orchestrator.errors import InfrastructureError
@@ -26,6 +25,8 @@ from orchestrator.kaggle import (
 from orchestrator.launch import launch
 from orchestrator.ledger import Ledger, RunRecord
 from orchestrator.settings import load_settings
+from tests.support.cli import clean_env, orchestrate, run_main
+from tests.support.project import write_project
 
 KAGGLE = Path(sys.executable).parent / "kaggle"
 

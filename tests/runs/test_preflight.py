@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from cli_helpers import clean_env, orchestrate, run_main, write_project
-
 from kernel_template.layout import SessionSummary, WallClock
 from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
 from orchestrator.ledger import Ledger
 from orchestrator.preflight import estimate_output_bytes, run_preflight
 from orchestrator.settings import load_settings
+from tests.support.cli import clean_env, orchestrate, run_main
+from tests.support.project import write_project
 
 
 def alice_client(emulator) -> KaggleClient:

@@ -1,4 +1,4 @@
-"""Helpers for the launch-side CLI tests: a tiny project, and the `orchestrate` command run for real."""
+"""The `orchestrate` command run for real: in a subprocess, or in this process (`run_main`)."""
 
 from __future__ import annotations
 
@@ -7,71 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support import REPO_ROOT
+
 ORCHESTRATE = [sys.executable, "-m", "orchestrator"]
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-# A training that finishes in seconds: a few hundred steps, a small net, one evaluation episode.
-TINY_TOML = """\
-[kaggle]
-{kaggle}
-
-[kernel]
-slug = "{slug}"
-title = "{title}"
-accelerator = "{accelerator}"
-{kernel_extra}
-
-[run]
-algo = "DQN"
-env = "{env}"
-total_timesteps = {steps}
-session_limit_s = 600
-checkpoint_every = 200
-checkpoint_min_seconds = 1
-export_every = 300
-export_min_seconds = 1
-{run_extra}
-
-[run.hyperparams]
-learning_starts = 100
-buffer_size = 5000
-
-[run.policy_kwargs]
-net_arch = [32, 32]
-
-[run.evaluation]
-final_episodes = 1
-best_model_episodes = 1
-"""
-
-
-def write_project(
-    directory: Path,
-    *,
-    slug: str = "tiny-dqn",
-    title: str = "Tiny Dqn",
-    accelerator: str = "none",
-    env: str = "traffic-signal",
-    steps: int = 600,
-    kaggle: str = "",
-    kernel_extra: str = "",
-    run_extra: str = "",
-) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "orchestrate.toml"
-    path.write_text(
-        TINY_TOML.format(
-            slug=slug,
-            title=title,
-            accelerator=accelerator,
-            env=env,
-            steps=steps,
-            kaggle=kaggle,
-            kernel_extra=kernel_extra,
-            run_extra=run_extra,
-        )
-    )
-    return path
 
 
 def clean_env(extra: dict[str, str] | None = None, *, home: Path | None = None) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Helpers for the kernel-runtime tests: run real kernel sessions, compare their results."""
+"""The one kernel runner: real `python -m kernel_template` sessions, and what they leave."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from kernel_template import layout
 from kernel_template.checkpoint import read_policy_tensors, read_replay_buffer
+from kernel_template.config import RunConfig
+from tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TESTS_KERNEL_DIR = Path(__file__).resolve().parent
+# `python -m KILLPOINTS`: the kernel with test-only kill hooks (see that module).
+KILLPOINTS = "tests.support.killpoints"
+
 
 # Tiny, fast configs: small nets, small buffers, evaluation of one episode, few exports.
 # Each kernel process costs ~4 s of imports and setup (torch, and torch._dynamo pulled in by
@@ -72,7 +74,7 @@ def config_with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
 
 def kernel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(TESTS_KERNEL_DIR)])
+    env["PYTHONPATH"] = str(REPO_ROOT)  # the checkout, and tests.support for test-only envs
     env.pop(layout.WORKING_DIR_ENV, None)
     env.pop(layout.INPUT_DIR_ENV, None)
     env.update(extra or {})
@@ -80,17 +82,26 @@ def kernel_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def start_kernel(
-    config: dict[str, Any], working: Path, input_dir: Path, **popen: Any
+    config: dict[str, Any] | RunConfig,
+    working: Path,
+    input_dir: Path,
+    *,
+    module: str = "kernel_template",
+    **popen: Any,
 ) -> subprocess.Popen:
-    """Start `python -m kernel_template` as Kaggle would, in a fresh process."""
+    """Start `python -m kernel_template` as Kaggle would, in a fresh process (`module`: a
+    wrapper such as KILLPOINTS that runs it)."""
     working.mkdir(parents=True, exist_ok=True)
     config_path = working.parent / f"{working.name}.run.json"
-    config_path.write_text(json.dumps(config))
+    if isinstance(config, RunConfig):
+        config_path.write_text(config.model_dump_json())
+    else:
+        config_path.write_text(json.dumps(config))
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "kernel_template",
+            module,
             "--config",
             str(config_path),
             "--working",
@@ -108,8 +119,9 @@ def start_kernel(
 
 
 def run_kernel(
-    config: dict[str, Any], working: Path, input_dir: Path, timeout: float = 300
+    config: dict[str, Any] | RunConfig, working: Path, input_dir: Path, timeout: float = 300
 ) -> subprocess.CompletedProcess:
+    """One kernel session to its end; stdout holds its stdout and stderr."""
     process = start_kernel(config, working, input_dir)
     output, _ = process.communicate(timeout=timeout)
     return subprocess.CompletedProcess(process.args, process.returncode, output, "")
@@ -141,26 +153,6 @@ def training_result(checkpoint_dir: Path) -> dict[str, Any]:
         "tensors": read_policy_tensors(checkpoint_dir),
         "buffer": read_replay_buffer(checkpoint_dir),
     }
-
-
-def assert_same(a: Any, b: Any, where: str = "") -> None:
-    """Bitwise equality of nested dicts/lists of tensors and arrays."""
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (
-            f"{where}: keys {sorted(a)} != {sorted(b) if isinstance(b, dict) else b}"
-        )
-        for key in a:
-            assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), f"{where}: length {len(a)} != {len(b)}"
-        for index, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{where}[{index}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{where}: tensors differ"
-    elif isinstance(a, np.ndarray):
-        assert np.array_equal(a, b), f"{where}: arrays differ"
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def mount_as_parent(input_dir: Path, parent_working: Path, slug: str, owner: str = "alice"):

@@ -1,5 +1,5 @@
-"""Test-only seam: `python -m killpoints <kernel_template args>` runs the kernel unchanged,
-with two optional hooks installed from the environment. Nothing in `kernel_template` knows
+"""Test-only seam: `python -m tests.support.killpoints <kernel_template args>` runs the
+kernel unchanged, with two optional hooks installed from the environment. Nothing in `kernel_template` knows
 about it; the hooks sit on the standard library and SB3, so a rewrite of the checkpoint
 writer or the finaliser keeps them working as long as commits stay rename-based.
 

@@ -1,24 +1,46 @@
-"""Helpers for the chain tests: a project folder with an orchestrate.toml for a real emulator."""
+"""Test projects: one orchestrate.toml writer, and ChainProject to drive a project folder."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from orchestrator.emulator.testing import EmulatorHandle
 from orchestrator.ledger import Ledger
 from orchestrator.settings import Settings, load_settings
+from tests.support import REPO_ROOT
+from tests.support.cli import ORCHESTRATE, orchestrate
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The launch tests' run: a training that finishes in seconds (a few hundred steps, a small net,
+# one evaluation episode).
+LAUNCH_RUN = """\
+[run]
+algo = "DQN"
+env = "{env}"
+total_timesteps = {steps}
+session_limit_s = 600
+checkpoint_every = 200
+checkpoint_min_seconds = 1
+export_every = 300
+export_min_seconds = 1
+{run_extra}
 
-# A tiny real training: traffic env, DQN, a 16-unit net, ~1 s of training per 1000 steps.
-TINY_RUN = """
+[run.hyperparams]
+learning_starts = 100
+buffer_size = 5000
+
+[run.policy_kwargs]
+net_arch = [32, 32]
+
+[run.evaluation]
+final_episodes = 1
+best_model_episodes = 1
+"""
+
+# The chain tests' run: traffic env, DQN, a 16-unit net, ~1 s of training per 1000 steps,
+# checkpoints by step so segments end on exact steps.
+CHAIN_RUN = """\
 [run]
 algo = "DQN"
 env = "traffic-signal"
@@ -54,6 +76,53 @@ final_episodes = 1
 """
 
 
+def render_project(
+    *,
+    kaggle: str,
+    slug: str,
+    accelerator: str,
+    run: str,
+    title: str | None = None,
+    kernel: str = "",
+) -> str:
+    """The text of an orchestrate.toml: `kaggle`, `kernel` and `run` are TOML lines."""
+    title_line = f'title = "{title}"\n' if title is not None else ""
+    return (
+        f"[kaggle]\n{kaggle}\n\n"
+        f'[kernel]\nslug = "{slug}"\n{title_line}accelerator = "{accelerator}"\n{kernel}\n\n'
+        f"{run}"
+    )
+
+
+def write_project(
+    directory: Path,
+    *,
+    slug: str = "tiny-dqn",
+    title: str = "Tiny Dqn",
+    accelerator: str = "none",
+    env: str = "traffic-signal",
+    steps: int = 600,
+    kaggle: str = "",
+    kernel_extra: str = "",
+    run_extra: str = "",
+) -> Path:
+    """A launch project in `directory` (its client found from the environment); returns the toml."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "orchestrate.toml"
+    run = LAUNCH_RUN.format(env=env, steps=steps, run_extra=run_extra)
+    path.write_text(
+        render_project(
+            kaggle=kaggle,
+            slug=slug,
+            title=title,
+            accelerator=accelerator,
+            kernel=kernel_extra,
+            run=run,
+        )
+    )
+    return path
+
+
 def project_toml(
     api_url: str,
     *,
@@ -64,19 +133,13 @@ def project_toml(
     session_limit_s: float = 600,
     gpu_session_cap: int = 2,
 ) -> str:
-    head = f"""
-[kaggle]
-owner = "alice"
-api_url = "{api_url}"
-gpu_session_cap = {gpu_session_cap}
-
-[kernel]
-slug = "{slug}"
-accelerator = "{accelerator}"
-enable_internet = false
-"""
-    return head + TINY_RUN.format(
+    """A chain project's orchestrate.toml text: alice's, on the emulator at `api_url`."""
+    kaggle = f'owner = "alice"\napi_url = "{api_url}"\ngpu_session_cap = {gpu_session_cap}'
+    run = CHAIN_RUN.format(
         total=total, checkpoint_every=checkpoint_every, session_limit_s=session_limit_s
+    )
+    return render_project(
+        kaggle=kaggle, slug=slug, accelerator=accelerator, kernel="enable_internet = false", run=run
     )
 
 
@@ -112,13 +175,8 @@ class ChainProject:
         extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess:
         """`orchestrate ...` in a subprocess, in the project folder."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "orchestrator", *args],
-            cwd=self.dir,
-            env={**self.env(), **(extra_env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+        proc = orchestrate(
+            *args, cwd=self.dir, env={**self.env(), **(extra_env or {})}, timeout=timeout
         )
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -128,52 +186,10 @@ class ChainProject:
 
     def popen(self, *args: str, **kwargs) -> subprocess.Popen:
         return subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", *args],
+            [*ORCHESTRATE, *args],
             cwd=self.dir,
             env=self.env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             **kwargs,
         )
-
-
-def kernel_processes_left(emulator: EmulatorHandle) -> list[int]:
-    """Pids of the emulator's kernels still alive (none should be after a chain ends)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if (
-                str(emulator.root / "kernels").encode() in cmdline
-            ):  # a kernel script, not the server
-                found.append(int(pid))
-    return found
-
-
-def assert_bit_identical(a: Any, b: Any, where: str) -> list[str]:
-    """Bitwise equality of nested dicts/lists of tensors, arrays and plain values; returns the
-    dotted name of every leaf compared."""
-    import torch
-
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys differ"
-        return [leaf for k in a for leaf in assert_bit_identical(a[k], b[k], f"{where}.{k}")]
-    if isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{where}: lengths differ"
-        return [
-            leaf
-            for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for leaf in assert_bit_identical(x, y, f"{where}[{i}]")
-        ]
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype, f"{where}: types differ"
-        assert torch.equal(a, b), f"{where}: tensors differ"
-    elif isinstance(a, np.ndarray):
-        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, f"{where}: types differ"
-        assert np.array_equal(a, b), f"{where}: arrays differ"
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-    return [where]
