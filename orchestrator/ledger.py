@@ -192,6 +192,11 @@ class ChainRecord(BaseModel):
     start_from: StartPoint | None = Field(
         default=None, description="`chain start --from` / `chain resume --from`"
     )
+    runtime_sha256: str | None = Field(
+        default=None,
+        description="the runtime bundle rendered at chain start (orchestrator.chain.bundle); "
+        "None: a chain from before, whose pushes render their own",
+    )
     forgiven_runs: list[str] = Field(
         default_factory=list,
         description="runs whose failures `chain resume` forgave: no longer counted in max_retries",

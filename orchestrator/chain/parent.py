@@ -79,13 +79,11 @@ def local_checkpoint(pulled_dir: Path | None, manifest_sha256: str) -> Path | No
     """The pulled checkpoint dir whose manifest has this hash and whose files verify."""
     if pulled_dir is None:
         return None
-    for manifest_path in (pulled_dir / layout.CHECKPOINTS_DIR).glob(f"*/{layout.MANIFEST_NAME}"):
-        if layout.manifest_hash(manifest_path) != manifest_sha256:
-            continue
-        manifest = layout.CheckpointManifest.model_validate_json(manifest_path.read_bytes())
-        if not manifest.problems(manifest_path.parent):
-            return manifest_path.parent
-    return None
+    found = layout.SessionPaths(pulled_dir).find_checkpoint(manifest_sha256)
+    if found is None:
+        return None
+    manifest, _, problems = layout.verify_checkpoint(found)
+    return found if manifest is not None and not problems else None
 
 
 def gone_message(ledger: Ledger, name: str, point: machine.ResumePoint) -> str:

@@ -472,6 +472,9 @@ class ChainStepper:
             if gate is not None:
                 return gate
             settings = with_dataset_sources(settings, push.dataset_sources)
+        from orchestrator.chain.bundle import load_bundle
+
+        bundle = load_bundle(self.ledger, chain)  # only the run config differs per segment
         try:
             record = self.launch(
                 settings,
@@ -486,6 +489,7 @@ class ChainStepper:
                 preflight=False,
                 docker_image=chain.docker_image,
                 intent_grace_s=chain.intent_grace_s,
+                bundle=bundle,
             )
         except CapacityRefused as error:
             kind = error.accelerator or "session"
@@ -776,11 +780,10 @@ def checkpoint_step(directory: Path, manifest_sha256: str | None, summary) -> in
     left = getattr(summary, "left_checkpoint", None)
     if left is not None and left.manifest_sha256 == manifest_sha256:
         return left.step
-    for manifest_path in (directory / layout.CHECKPOINTS_DIR).glob(f"*/{layout.MANIFEST_NAME}"):
-        if layout.manifest_hash(manifest_path) == manifest_sha256:
-            manifest = layout.CheckpointManifest.model_validate_json(manifest_path.read_bytes())
-            return manifest.num_timesteps
-    return None
+    found = layout.SessionPaths(directory).find_checkpoint(manifest_sha256)
+    if found is None:
+        return None
+    return layout.read_manifest(found).num_timesteps
 
 
 def session_gpu_seconds(run: RunRecord, summary: dict | None) -> float | None:
