@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.emulator.testing import TEST_TIMINGS, EmulatorHandle, start_emulator
+from tests.support.emulator import TEST_USERS
 
-TEST_USERS = {"alice": "alice-test-key-1", "bob": "bob-test-key-2"}
 FAST_QUEUE_DELAY = TEST_TIMINGS["queue_delay"]
 
 

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-HERE = str(Path(__file__).resolve().parent)
-if HERE not in sys.path:  # --import-mode=importlib does not add test folders to sys.path
-    sys.path.insert(0, HERE)
-
-from chain_helpers import ChainProject, project_toml  # noqa: E402
-
-from orchestrator.emulator.testing import EmulatorHandle  # noqa: E402
+from orchestrator.emulator.testing import EmulatorHandle
+from tests.support.project import ChainProject, project_toml
 
 
 @pytest.fixture

@@ -18,14 +18,15 @@ import time
 from pathlib import Path
 
 import pytest
-from chain_helpers import REPO_ROOT, ChainProject, project_toml
-from core_install import core_only_env
 
 from orchestrator.chain.bundle import BUNDLE_ZIP, bundle_dir, load_bundle
 from orchestrator.chain.start import start_chain
 from orchestrator.errors import UserError
 from orchestrator.ledger import Ledger
 from orchestrator.settings import load_settings
+from tests.support import REPO_ROOT
+from tests.support.core_install import core_only_env
+from tests.support.project import ChainProject, project_toml
 
 CHAIN = "core-chain"
 

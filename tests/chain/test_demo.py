@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from chain_helpers import REPO_ROOT
+
+from tests.support import REPO_ROOT
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-from chain_helpers import ChainProject
 
 from kernel_template import layout
 from orchestrator.chain.scheduler import run_chains
@@ -17,6 +16,7 @@ from orchestrator.chain.start import start_chain
 from orchestrator.chain.step import ChainStepper
 from orchestrator.kaggle import KernelNotVisible, PushSpec
 from orchestrator.launch import launch
+from tests.support.project import ChainProject
 
 UNKNOWN_IMAGE = "gcr.io/kaggle-images/python@sha256:" + "0" * 64
 SLEEPER = "import time\nprint('holding a slot', flush=True)\ntime.sleep(120)\n"

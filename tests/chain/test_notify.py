@@ -9,10 +9,10 @@ import socket
 import time
 
 import pytest
-from chain_helpers import ChainProject
-from webhook_receiver import WebhookReceiver
 
-from tests.conftest import TEST_USERS
+from tests.support.emulator import TEST_USERS
+from tests.support.project import ChainProject
+from tests.support.webhook_receiver import WebhookReceiver
 
 GPU = "NvidiaTeslaT4"
 KEY = TEST_USERS["alice"]

@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
-from report_browser import assert_renders_in_chromium
 
 from kernel_template import layout
 from orchestrator.chain.report import build_report, stitch_curve
 from orchestrator.ledger import ChainRecord, Ledger, RunRecord
+from tests.support.report_browser import assert_renders_in_chromium
 
 
 def test_stitch_drops_rows_a_later_segment_trained_again() -> None:

@@ -7,7 +7,8 @@ import json
 import shutil
 
 import pytest
-from chain_helpers import ChainProject
+
+from tests.support.project import ChainProject
 
 CHAIN = "report-chain"
 

@@ -21,12 +21,13 @@ import time
 from pathlib import Path
 
 import pytest
-from chain_helpers import REPO_ROOT, project_toml
-from core_install import KERNEL_EXTRA_MODULES, core_only_env
-from workflow_runner import load_workflow, run_job
 
 from orchestrator.kaggle import Credentials, KaggleClient
 from orchestrator.kaggle.errors import KernelNotVisible
+from tests.support import REPO_ROOT
+from tests.support.core_install import KERNEL_EXTRA_MODULES, core_only_env
+from tests.support.project import project_toml
+from tests.support.workflow_runner import load_workflow, run_job
 
 WORKFLOW = REPO_ROOT / "docs" / "github-actions-chain.yml"
 SCHEDULING = REPO_ROOT / "docs" / "scheduling.md"

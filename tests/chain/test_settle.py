@@ -16,9 +16,9 @@ import shutil
 import time
 
 import pytest
-from chain_helpers import ChainProject
 
 from orchestrator.kaggle import KernelNotVisible
+from tests.support.project import ChainProject
 
 GPU = "NvidiaTeslaT4"
 

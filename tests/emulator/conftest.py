@@ -1,93 +1,11 @@
-"""Raw-httpx helpers for talking to the emulator the way Kaggle's wire protocol does."""
+"""Emulator tests share one emulator per module, and talk to it through raw-httpx `Rpc`s."""
 
 from __future__ import annotations
 
-import time
-
-import httpx
 import pytest
 
-from orchestrator.emulator.executor import RUNNER_FILES
 from orchestrator.emulator.testing import EmulatorHandle, start_emulator
-from tests.conftest import TEST_USERS
-
-SERVICE = "kernels.KernelsApiService"
-TERMINAL = ("COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED")
-DENIED = {"code": 403, "message": "Permission 'kernels.get' was denied"}
-# Longer than any read-after-write lag the tests use (TEST_TIMINGS: 0.2-0.8 s).
-LAG_BOUND_S = 10.0
-
-
-def user_files(listing: dict) -> list[dict]:
-    """The output files a kernel wrote, without the runner's own (__results__.html, ...)."""
-    return [f for f in listing.get("files", []) if f["fileName"] not in RUNNER_FILES]
-
-
-class Rpc:
-    """One user's view of the emulator, with raw httpx (no client library)."""
-
-    def __init__(self, emulator: EmulatorHandle, user: str = "alice"):
-        self.emulator = emulator
-        self.user = user
-        self.http = httpx.Client(
-            base_url=emulator.api_url, auth=(user, emulator.users[user]), timeout=30
-        )
-
-    def call(self, method: str, body: dict | None = None) -> httpx.Response:
-        return self.http.post(f"/{SERVICE}/{method}", json=body or {})
-
-    def push(self, slug: str, text: str, **fields) -> dict:
-        body = {
-            "slug": f"{self.user}/{slug}",
-            "newTitle": slug.replace("-", " ").title(),
-            "text": text,
-            "language": "python",
-            "kernelType": "script",
-            "isPrivate": True,
-            **fields,
-        }
-        response = self.call("SaveKernel", body)
-        response.raise_for_status()
-        return response.json()
-
-    def call_visible(self, method: str, body: dict) -> httpx.Response:
-        """`call`, polling through the 403 a new kernel gets during its read-after-write lag."""
-        deadline = time.monotonic() + LAG_BOUND_S
-        while True:
-            response = self.call(method, body)
-            if response.status_code != 403 or time.monotonic() > deadline:
-                return response
-            assert response.json() == DENIED, response.text
-            time.sleep(0.05)
-
-    def status(self, slug: str, owner: str | None = None) -> dict:
-        response = self.call_visible(
-            "GetKernelSessionStatus", {"userName": owner or self.user, "kernelSlug": slug}
-        )
-        response.raise_for_status()
-        return response.json()
-
-    def wait(self, slug: str, statuses=TERMINAL, timeout: float = 60) -> dict:
-        """Poll until the status is one of `statuses` (a generous bound, not a timing check)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            body = self.status(slug)
-            if body["status"] in statuses:
-                return body
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{slug} still {body} after {timeout}s")
-            time.sleep(0.05)
-
-    def output(self, slug: str, owner: str | None = None, **extra) -> dict:
-        response = self.call_visible(
-            "ListKernelSessionOutput",
-            {"userName": owner or self.user, "kernelSlug": slug, **extra},
-        )
-        response.raise_for_status()
-        return response.json()
-
-    def close(self) -> None:
-        self.http.close()
+from tests.support.emulator import TEST_USERS, Rpc
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 
 from orchestrator.emulator.testing import start_emulator
-from tests.emulator.conftest import DENIED
+from tests.support.emulator import DENIED
 
 
 def test_wrong_key_is_401(emu):

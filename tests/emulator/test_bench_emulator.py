@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.emulator.conftest import Rpc, user_files
+from tests.support.emulator import Rpc, user_files
 
 pytestmark = pytest.mark.bench
 

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.emulator.conftest import Rpc
+from tests.support.emulator import Rpc
 
 SLEEPER = "import time\ntime.sleep(120)\n"
 

@@ -12,7 +12,7 @@ import zipfile
 from orchestrator.emulator.testing import start_emulator
 from orchestrator.kaggle import Credentials, KaggleClient
 from orchestrator.kaggle.datasets import NOT_VISIBLE, READY
-from tests.conftest import TEST_USERS
+from tests.support.emulator import TEST_USERS
 
 # Lists the dataset mount (one level below it, too) into the log, as JSON.
 LIST_INPUT = """

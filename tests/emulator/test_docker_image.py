@@ -7,8 +7,7 @@ import pytest
 
 from orchestrator.emulator.api import default_docker_image
 from orchestrator.emulator.testing import start_emulator
-from tests.conftest import TEST_USERS
-from tests.emulator.conftest import Rpc, user_files
+from tests.support.emulator import TEST_USERS, Rpc, user_files
 
 PINNED = "gcr.io/kaggle-images/python@sha256:" + "a" * 64
 RETIRED_PIN_REPLACEMENT = "gcr.io/kaggle-images/python@sha256:" + "b" * 64

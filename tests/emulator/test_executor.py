@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from orchestrator.emulator.executor import RUNNER_FILES
-from tests.emulator.conftest import Rpc, user_files
+from tests.support.emulator import Rpc, user_files
 
 SIGTERM_AWARE = """
 import os, signal, sys, time

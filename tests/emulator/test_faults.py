@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.emulator.faults import FaultBook, parse_rule, parse_spec
 from orchestrator.kaggle.rpc import TRANSPORT_FAILURES
-from tests.emulator.conftest import Rpc, user_files
+from tests.support.emulator import Rpc, user_files
 
 PAYLOAD = bytes(range(256)) * 64  # 16 KiB
 

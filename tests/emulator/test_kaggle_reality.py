@@ -23,7 +23,7 @@ from orchestrator.emulator.api import default_docker_image
 from orchestrator.emulator.app import EmulatorOptions
 from orchestrator.emulator.executor import ExecutorOptions
 from orchestrator.emulator.middleware import RateLimiter, parse_rate_limit
-from tests.emulator.conftest import DENIED, Rpc, user_files
+from tests.support.emulator import DENIED, Rpc, user_files
 
 SLEEPER = "import time\nprint('up', flush=True)\ntime.sleep(120)\n"
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from kagglesdk.kernels.types.kernels_api_service import ApiGetAcceleratorQuotaStatisticsResponse
 
-from tests.emulator.conftest import Rpc
+from tests.support.emulator import Rpc
 
 SLEEPER = "import time\nprint('on the gpu', flush=True)\ntime.sleep(120)\n"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.emulator.conftest import Rpc, user_files
+from tests.support.emulator import Rpc, user_files
 
 
 def test_restart_keeps_kernels_statuses_logs_and_outputs(emulator):

@@ -18,7 +18,7 @@ from kagglesdk.kernels.types.kernels_api_service import (
 from kagglesdk.kernels.types.kernels_enums import KernelWorkerStatus
 from kagglesdk.security.types.oauth_service import IntrospectTokenResponse
 
-from tests.emulator.conftest import DENIED, Rpc
+from tests.support.emulator import DENIED, Rpc
 
 SCRIPT = """
 import os, sys

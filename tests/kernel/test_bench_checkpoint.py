@@ -31,10 +31,10 @@ import time
 
 import numpy as np
 import pytest
-from kernel_helpers import DQN_CONFIG, config_with
 
 from kernel_template.checkpoint import CheckpointWriter, buffer_arrays
 from kernel_template.config import RunConfig
+from tests.support.kernel import DQN_CONFIG, config_with
 
 SIZES = (10_000, 100_000, 1_000_000)
 EVERY = 50

@@ -14,17 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kernel_helpers import (
-    DQN_CONFIG,
-    assert_same,
-    config_with,
-    mount_as_parent,
-    newest_checkpoint,
-    run_bare,
-    run_kernel,
-    summary_of,
-    training_result,
-)
 
 from kernel_template import layout
 from kernel_template.checkpoint import (
@@ -35,6 +24,17 @@ from kernel_template.checkpoint import (
     buffer_arrays,
     read_replay_buffer,
     restore_replay_buffer,
+)
+from tests.support.compare import assert_bit_identical as assert_same
+from tests.support.kernel import (
+    DQN_CONFIG,
+    config_with,
+    mount_as_parent,
+    newest_checkpoint,
+    run_bare,
+    run_kernel,
+    summary_of,
+    training_result,
 )
 
 MILLION = 1_000_000

@@ -16,12 +16,12 @@ import io
 import time
 
 import pytest
-from kernel_helpers import DQN_CONFIG, config_with
 
 from kernel_template.checkpoint import CheckpointWriter
 from kernel_template.config import RunConfig
 from kernel_template.runtime import RuntimeEnvironment
 from kernel_template.train import TrainingSession
+from tests.support.kernel import DQN_CONFIG, config_with
 
 ROLLOUT = DQN_CONFIG["hyperparams"]["train_freq"]
 # Seconds each commit sleeps before writing: one outlier far slower than the rest.

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from kernel_helpers import DQN_CONFIG, config_with
 
 from kernel_template.checkpoint import BUFFER_DIR, CheckpointWriter, read_replay_buffer
 from kernel_template.config import RunConfig
+from tests.support.kernel import DQN_CONFIG, config_with
 
 ALLOCATED = 200_000
 EVERY = 1000

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from kernel_helpers import DQN_CONFIG, config_with, summary_of
 
 from kernel_template import layout
 from orchestrator.build import render_kernel
 from orchestrator.settings import settings_from_dict
+from tests.support.kernel import DQN_CONFIG, config_with, summary_of
 
 # Installed as sitecustomize on PYTHONPATH: stable_baselines3 cannot be imported from the
 # host's site-packages (as in Kaggle's image), only from a copy found elsewhere first.

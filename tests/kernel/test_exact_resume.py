@@ -6,11 +6,12 @@ import concurrent.futures
 
 import numpy as np
 import pytest
-from kernel_helpers import (
+
+from tests.support.compare import assert_bit_identical as assert_same
+from tests.support.kernel import (
     DQN_CONFIG,
     PPO_CONFIG,
     SAC_CONFIG,
-    assert_same,
     config_with,
     mount_as_parent,
     newest_checkpoint,

@@ -3,7 +3,7 @@ then resume: every kill hits a live session, no uncommitted checkpoint is ever c
 newest committed step advances, at most one checkpoint interval plus one rollout is redone,
 and the final result equals the uninterrupted run's.
 
-Kernels run through `killpoints` (tests/kernel/killpoints.py), a test-only wrapper around
+Kernels run through `killpoints` (tests/support/killpoints.py), a test-only wrapper around
 `python -m kernel_template` that can SIGKILL the session at a named point and records how far
 training got (the model's num_timesteps at every step), so the work a kill threw away is
 measured, not guessed.
@@ -17,7 +17,6 @@ import queue
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,19 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_helpers import (
+
+from kernel_template import layout
+from tests.support.compare import assert_bit_identical as assert_same
+from tests.support.kernel import (
     DQN_CONFIG,
-    assert_same,
+    KILLPOINTS,
     config_with,
-    kernel_env,
     newest_checkpoint,
     run_kernel,
+    start_kernel,
     summary_of,
     training_result,
 )
-from killpoints import read_step_file
-
-from kernel_template import layout
+from tests.support.killpoints import read_step_file
 
 # Random kills: long enough that ten kills, each after at least one new checkpoint, all land
 # while the session still trains (each kill costs at most ~4 checkpoint intervals of steps).
@@ -153,21 +153,11 @@ def start_session(
     pause_s: float = 0,
 ) -> Session:
     working.mkdir(parents=True)
-    config_path = working.parent / f"{working.name}.run.json"
-    config_path.write_text(json.dumps(config))
     step_file = working.parent / f"{working.name}.step"
     extra = {"KILLPOINT_STEP_FILE": str(step_file)}
     if kill_at:
         extra.update(KILLPOINT_AT=kill_at, KILLPOINT_PAUSE_S=str(pause_s))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "killpoints", "--config", str(config_path)]
-        + ["--working", str(working), "--input", str(input_dir)],
-        cwd=working,
-        env=kernel_env(extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_kernel(config, working, input_dir, module=KILLPOINTS, extra_env=extra)
     session = Session(process, working, step_file)
     threading.Thread(target=session._read, daemon=True).start()
     return session

@@ -8,11 +8,11 @@ import shutil
 import time
 
 import pytest
-from kernel_helpers import DQN_CONFIG, config_with, run_kernel, summary_of
 
 from kernel_template import layout
 from kernel_template.config import RunConfig
 from kernel_template.resume import ParentMissing, find_parent_checkpoint, find_resume_point
+from tests.support.kernel import DQN_CONFIG, config_with, run_kernel, summary_of
 
 BASE = config_with(DQN_CONFIG, total_timesteps=900, checkpoint_every=300, keep_checkpoints=3)
 

@@ -7,11 +7,11 @@ import shutil
 import zipfile
 
 import pytest
-from kernel_helpers import DQN_CONFIG, config_with, run_kernel
 
 from kernel_template import layout
 from kernel_template.config import RunConfig
 from kernel_template.resume import ResumeRefused, find_resume_point
+from tests.support.kernel import DQN_CONFIG, config_with, run_kernel
 
 BASE = config_with(DQN_CONFIG, total_timesteps=900, checkpoint_every=300, keep_checkpoints=3)
 

@@ -9,7 +9,9 @@ import time
 
 import pandas as pd
 import pytest
-from kernel_helpers import (
+
+from kernel_template import layout
+from tests.support.kernel import (
     DQN_CONFIG,
     config_with,
     newest_checkpoint,
@@ -17,8 +19,6 @@ from kernel_helpers import (
     start_kernel,
     summary_of,
 )
-
-from kernel_template import layout
 
 
 def assert_outputs_complete(working):
@@ -51,7 +51,7 @@ def test_budget_stop_finishes_before_the_session_limit_when_steps_slow_down(tmp_
     limit = 40.0
     config = config_with(
         DQN_CONFIG,
-        env="slow_env:SlowCartPole",
+        env="tests.support.slow_env:SlowCartPole",
         env_kwargs={"slow_after": 400, "sleep_s": 0.004},
         total_timesteps=1_000_000,
         session_limit_s=limit,

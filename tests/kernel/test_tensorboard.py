@@ -6,9 +6,9 @@ import os
 import shutil
 
 import pytest
-from kernel_helpers import DQN_CONFIG, config_with, newest_checkpoint, run_kernel
 
 from kernel_template import layout
+from tests.support.kernel import DQN_CONFIG, config_with, newest_checkpoint, run_kernel
 
 CONFIG = config_with(
     DQN_CONFIG,

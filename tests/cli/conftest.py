@@ -1,8 +1,0 @@
-"""CLI tests import their helpers from this folder (--import-mode=importlib adds none to sys.path)."""
-
-import sys
-from pathlib import Path
-
-HERE = str(Path(__file__).resolve().parent)
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
