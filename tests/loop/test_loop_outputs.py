@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import regression
 
 from kernel_template import layout
 from kernel_template.config import RunConfig
 from kernel_template.runtime import RuntimeEnvironment
 from kernel_template.session import Session
+from tests.support.loop import example_module
 
 CONFIG = {
     "entrypoint": "regression:train",
@@ -37,7 +37,7 @@ def one_session(working: Path) -> layout.SessionSummary:
     )
     session = Session(RunConfig.model_validate(CONFIG), runtime, stream=io.StringIO())
     session.setup()
-    regression.train(session)
+    example_module().train(session)
     return session.finish()
 
 
