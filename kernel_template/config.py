@@ -128,6 +128,11 @@ class RunConfig(_Strict):
         default_factory=dict, description="passed to the SB3 constructor"
     )
     seed: int = 0
+    trainer: Literal["sb3", "loop"] = Field(
+        default="sb3",
+        description="who trains: 'sb3' (the stable-baselines3 trainer) or 'loop' (the user's "
+        "own loop named by entrypoint; implied when entrypoint is set)",
+    )
     entrypoint: str | None = Field(
         default=None,
         description="'package.module:function' of a [kernel] user_modules module: the "
@@ -212,6 +217,27 @@ class RunConfig(_Strict):
                 )
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _entrypoint_implies_loop(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("entrypoint") and "trainer" not in data:
+            return {**data, "trainer": "loop"}
+        return data
+
+    @model_validator(mode="after")
+    def _trainer_matches_entrypoint(self) -> RunConfig:
+        if self.trainer == "loop" and self.entrypoint is None:
+            raise ValueError(
+                'trainer = "loop" needs entrypoint = "package.module:function"; add it, '
+                "or drop trainer for the SB3 trainer"
+            )
+        if self.trainer == "sb3" and self.entrypoint is not None:
+            raise ValueError(
+                f'entrypoint {self.entrypoint!r} is a user loop but trainer = "sb3"; '
+                'drop trainer (or write trainer = "loop")'
+            )
+        return self
+
     @model_validator(mode="after")
     def _segment_within_total(self) -> RunConfig:
         if self.segment_timesteps is not None and self.segment_timesteps > self.total_timesteps:
@@ -224,11 +250,6 @@ class RunConfig(_Strict):
     def margin_floor_s(self) -> float:
         """The stop margin's floor in seconds: `min_margin_s`, or a share of the session."""
         return stop_margin_floor_s(self.session_limit_s, self.min_margin_s)
-
-    @property
-    def trainer(self) -> Literal["sb3", "loop"]:
-        """Who trains: the SB3 trainer, or the user's own loop named by `entrypoint`."""
-        return "sb3" if self.entrypoint is None else "loop"
 
     def result_fields(self) -> dict[str, Any]:
         """The part of the config that decides the training result."""

@@ -114,3 +114,25 @@ def test_margin_floor_defaults_to_a_48th_of_the_session():
 def test_a_bad_parent_is_refused(parent):
     with pytest.raises(ValidationError):
         RunConfig(parent=parent)
+
+
+def test_trainer_is_sb3_by_default_and_loop_when_an_entrypoint_is_named():
+    assert parse_run_config({"trainer": "sb3"}).trainer == "sb3"
+    loop = parse_run_config({"entrypoint": "mylib.loop:train", "params": {"lr": 0.1}})
+    assert loop.trainer == "loop"
+    assert parse_run_config(json.loads(loop.model_dump_json())) == loop
+    # Naming the trainer changes nothing the hash covers: SB3 hashes stay as they were.
+    assert parse_run_config({"trainer": "sb3"}).config_hash() == RunConfig().config_hash()
+
+
+@pytest.mark.parametrize(
+    ("data", "named"),
+    [
+        ({"trainer": "loop"}, "needs entrypoint"),
+        ({"trainer": "sb3", "entrypoint": "mylib.loop:train"}, "is a user loop"),
+    ],
+)
+def test_a_trainer_that_contradicts_the_entrypoint_is_refused(data, named):
+    with pytest.raises(ConfigError) as info:
+        parse_run_config(data)
+    assert named in str(info.value) and "\n" not in str(info.value)
