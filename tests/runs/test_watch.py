@@ -444,7 +444,7 @@ def test_status_watch_and_pull_default_to_the_same_newest_run(tmp_path):
     """One rule for "the newest run" (status used to pick by creation time over every record,
     watch by push time over pushed ones): push time, and a failed push never counts."""
     import httpx
-    from cli_helpers import write_project
+    from tests.support.project import write_project
 
     from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
     from orchestrator.ledger import Ledger, RunRecord
