@@ -707,13 +707,13 @@ class TrainingSession:
                 self.metrics.append(self._metrics_row(None))
             except Exception as export_error:
                 self._warn(f"final metrics row failed: {export_error}")
-        self.logger.event(
-            "summary",
+        event = layout.SummaryEvent(
             status=summary.status,
             reason=summary.reason,
             step=summary.timesteps_end,
             total=summary.total_timesteps,
         )
+        self.logger.event("summary", **event.model_dump())
         if model is not None:
             with contextlib.suppress(Exception):  # flush TensorBoard's events before the zip
                 model.logger.close()

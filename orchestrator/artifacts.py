@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kernel_template import layout
-from kernel_template.layout import CheckpointManifest, SessionSummary
+from kernel_template.layout import CheckpointManifest, CheckpointRef, SessionSummary
 from orchestrator.errors import RunFailed, UserError
 from orchestrator.kaggle.errors import KernelNotVisible
 from orchestrator.safe_extract import (
@@ -64,12 +64,14 @@ class PulledFile:
 
 @dataclass
 class PullResult:
-    dir: Path  # runs/<run>/ when verified, else where the rejected files were put
+    """What a pull brought home: the one shape the ledger, the chain and the report read."""
+
+    dir: Path  # runs/<slug>/ when verified, else where the rejected files were put
     files: list[PulledFile]
     verified: bool
     summary: SessionSummary | None
     artifacts_sha256: str | None
-    checkpoint_hash: str | None
+    checkpoint: CheckpointRef | None  # the newest checkpoint that verified
     problems: list[str] = field(default_factory=list)
     skipped: bool = False  # a verified pull was already there: nothing downloaded
 
@@ -79,7 +81,7 @@ class PullResult:
             "verified": self.verified,
             "skipped": self.skipped,
             "artifacts_sha256": self.artifacts_sha256,
-            "checkpoint_hash": self.checkpoint_hash,
+            "checkpoint_hash": self.checkpoint.manifest_sha256 if self.checkpoint else None,
             "problems": self.problems,
             "files": [f.__dict__ for f in self.files],
             "summary": self.summary.model_dump(mode="json") if self.summary else None,
@@ -90,25 +92,21 @@ class PullMarker(BaseModel):
     owner: str
     slug: str
     artifacts_sha256: str
-    checkpoint_hash: str | None
+    checkpoint: CheckpointRef | None = None
+    checkpoint_hash: str | None = None  # markers written before checkpoint refs: the hash only
     files: list[dict]
     pulled_at: str
 
-
-def summary_figures(summary: SessionSummary | None) -> dict | None:
-    """The key figures of a session summary, as stored in the ledger and shown in the table."""
-    if summary is None:
+    def checkpoint_in(self, directory: Path) -> CheckpointRef | None:
+        """The pull's checkpoint; for an older marker, the step is the name of the dir whose
+        manifest has its hash."""
+        if self.checkpoint is not None or self.checkpoint_hash is None:
+            return self.checkpoint
+        for candidate in layout.checkpoint_dirs(directory / layout.CHECKPOINTS_DIR):
+            manifest = candidate / layout.MANIFEST_NAME
+            if manifest.is_file() and layout.manifest_hash(manifest) == self.checkpoint_hash:
+                return CheckpointRef(step=int(candidate.name), manifest_sha256=self.checkpoint_hash)
         return None
-    return {
-        "status": summary.status,
-        "reason": summary.reason,
-        "timesteps_start": summary.timesteps_start,
-        "timesteps_end": summary.timesteps_end,
-        "total_timesteps": summary.total_timesteps,
-        "seconds_per_step": summary.seconds_per_step,
-        "wall": summary.wall.model_dump(),
-        "device": summary.device,
-    }
 
 
 def read_marker(dest: Path, owner: str, slug: str) -> PullMarker | None:
@@ -127,11 +125,11 @@ def read_summary(directory: Path) -> SessionSummary | None:
         return None
 
 
-def verify_checkpoints(directory: Path) -> tuple[str | None, list[str]]:
-    """(manifest hash of the newest checkpoint that verifies, problems of those that do not)."""
+def verify_checkpoints(directory: Path) -> tuple[CheckpointRef | None, list[str]]:
+    """(the newest checkpoint that verifies, problems of those that do not)."""
     root = directory / layout.CHECKPOINTS_DIR
     problems: list[str] = []
-    newest: tuple[int, str] | None = None
+    newest: CheckpointRef | None = None
     if not root.is_dir():
         return None, problems
     for manifest_path in sorted(root.glob(f"*/{layout.MANIFEST_NAME}")):
@@ -145,9 +143,11 @@ def verify_checkpoints(directory: Path) -> tuple[str | None, list[str]]:
         if bad:
             problems.extend(f"{where}/{item}" for item in bad)
             continue
-        if newest is None or manifest.num_timesteps > newest[0]:
-            newest = (manifest.num_timesteps, layout.manifest_hash(manifest_path))
-    return (newest[1] if newest else None), problems
+        if newest is None or manifest.num_timesteps > newest.step:
+            newest = CheckpointRef(
+                step=manifest.num_timesteps, manifest_sha256=layout.manifest_hash(manifest_path)
+            )
+    return newest, problems
 
 
 def _reject(staging: Path, dest: Path, problems: list[str]) -> Path:
@@ -191,7 +191,7 @@ def pull_artifacts(
             verified=True,
             summary=read_summary(dest),
             artifacts_sha256=marker.artifacts_sha256,
-            checkpoint_hash=marker.checkpoint_hash,
+            checkpoint=marker.checkpoint_in(dest),
             skipped=True,
         )
 
@@ -274,7 +274,7 @@ def _pull_into(
             verified=False,
             summary=None,
             artifacts_sha256=None,
-            checkpoint_hash=None,
+            checkpoint=None,
             problems=problems,
         )
 
@@ -296,7 +296,7 @@ def _pull_into(
         got = client.download(item.url, target)
         files.append(PulledFile(str(rel), got.size, got.sha256))
 
-    checkpoint_hash, checkpoint_problems = verify_checkpoints(tree)
+    checkpoint, checkpoint_problems = verify_checkpoints(tree)
     problems.extend(checkpoint_problems)
     summary = read_summary(tree)
     verified = artifacts_sha is not None and not problems
@@ -315,7 +315,7 @@ def _pull_into(
             verified=False,
             summary=summary,
             artifacts_sha256=artifacts_sha,
-            checkpoint_hash=checkpoint_hash,
+            checkpoint=checkpoint,
             problems=problems,
         )
     if verified:
@@ -323,11 +323,11 @@ def _pull_into(
             owner=owner,
             slug=slug,
             artifacts_sha256=artifacts_sha,
-            checkpoint_hash=checkpoint_hash,
+            checkpoint=checkpoint,
             files=[f.__dict__ for f in files],
             pulled_at=layout.utc_now_iso(),
         )
-        layout.atomic_write_text(tree / MARKER_NAME, json.dumps(marker.model_dump(), indent=1))
+        layout.atomic_write_text(tree / MARKER_NAME, marker.model_dump_json(indent=1))
     _install(tree, dest)
     return PullResult(
         dir=dest,
@@ -335,7 +335,7 @@ def _pull_into(
         verified=verified,
         summary=summary,
         artifacts_sha256=artifacts_sha,
-        checkpoint_hash=checkpoint_hash,
+        checkpoint=checkpoint,
         problems=problems,
     )
 
@@ -373,8 +373,8 @@ def render_result(console: Console, ref: str, result: PullResult) -> None:
         for name, size, digest in rows:
             console.print(f"{name}  {size}  {digest}".rstrip(), markup=False, soft_wrap=True)
     console.print(f"into: {result.dir}", markup=False, soft_wrap=True)
-    if result.checkpoint_hash:
-        console.print(f"checkpoint: {result.checkpoint_hash}", markup=False)
+    if result.checkpoint:
+        console.print(f"checkpoint: {result.checkpoint.manifest_sha256}", markup=False)
     summary = result.summary
     if summary is not None:
         wall = summary.wall
@@ -447,8 +447,8 @@ def pull_artifacts_command(
             state="pulled",
             pulled_dir=str(result.dir),
             artifacts_sha256=result.artifacts_sha256,
-            checkpoint_hash=result.checkpoint_hash,
-            summary=summary_figures(result.summary),
+            checkpoint=result.checkpoint,
+            summary=result.summary,
         )
     if json_output:
         sys.stdout.write(json.dumps({"run": ref.ref, **result.to_json()}) + "\n")

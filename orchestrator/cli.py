@@ -398,19 +398,19 @@ def launch_command(
             result = follow(
                 client,
                 record.owner,
-                record.run,
+                record.slug,
                 console=out,
                 denial_grace_s=denial_grace_for(record),
             )
             exit_code = result.exit_code
             record = make_ledger(settings).update(
-                record.run,
+                record.slug,
                 kernel_status=result.status,
                 failure_message=result.failure_message,
                 **({"state": "terminal"} if result.status in TERMINAL_STATUSES else {}),
             )
     if json_mode:
-        emit_json(record.model_dump(mode="json"))
+        emit_json(record.cli_json())
     if exit_code:
         raise typer.Exit(exit_code)
 
@@ -521,7 +521,7 @@ def runs_command(
     settle_listed_runs(settings, ledger, console(json_mode=True))  # notes go to stderr
     records = list_runs(ledger, chain=chain)
     if json_mode:
-        emit_json([record.model_dump(mode="json") for record in records])
+        emit_json([record.cli_json() for record in records])
     else:
         print_runs(records, console())
 
@@ -554,11 +554,11 @@ def delete_command(
     with make_client(settings) as client:
         record = delete_run(settings, ledger, client, run, force=force)
     told = [
-        n for n, point in chains_resuming_from(ledger, record.run) if point.owner == record.owner
+        n for n, point in chains_resuming_from(ledger, record.slug) if point.owner == record.owner
     ]
     if json_mode:
         emit_json(
-            {"deleted": record.ref, "run": record.model_dump(mode="json"), "chains_told": told}
+            {"deleted": record.ref, "run": record.cli_json(), "chains_told": told}
         )
     else:
         console().print(f"deleted {record.ref} on Kaggle (the ledger keeps its record)")

@@ -502,7 +502,7 @@ def find_quick_summary(ledger: Ledger | None, slug: str | None) -> Path | None:
     base = slug.removesuffix("-quick")
     for record in reversed(ledger.runs()):
         pulled = ledger.pulled_path(record)
-        if not record.run.startswith(f"{base}-quick") or pulled is None:
+        if not record.slug.startswith(f"{base}-quick") or pulled is None:
             continue
         candidates = [pulled / "session_summary.json", *pulled.glob("*/session_summary.json")]
         for candidate in candidates:

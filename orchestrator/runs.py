@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .ledger import Ledger, RunRecord
 
 RUN_COLUMNS = (
-    "run",
+    "slug",
     "chain",
     "segment",
     "attempt",
@@ -27,6 +27,7 @@ RUN_COLUMNS = (
     "created_at",
 )
 HEADERS = {
+    "slug": "run",
     "segment": "seg",
     "attempt": "try",
     "kernel_status": "kernel",
@@ -47,7 +48,7 @@ def resolve(
                 "the ledger has no runs yet; name one (owner/slug) or `orchestrate launch` first"
             )
         newest = max(records, key=lambda r: r.created_at)
-        return newest.owner, newest.run, newest
+        return newest.owner, newest.slug, newest
     if "/" in run:
         owner, _, slug = run.partition("/")
         if not owner or not slug or "/" in slug:
@@ -56,7 +57,7 @@ def resolve(
         return owner, slug, record if record is not None and record.owner == owner else None
     record = ledger.get(run)
     if record is not None:
-        return record.owner, record.run, record
+        return record.owner, record.slug, record
     owner = settings.kaggle.owner or (client.username if client is not None else None)
     if not owner:
         raise UserError(f"run {run!r} is not in the ledger; name it as owner/slug")
@@ -93,7 +94,7 @@ def run_status(
         "kernel_status": kernel_status,
         "failure_message": failure,
         "url": record.url if record and record.url else client.web_url(owner, slug),
-        "ledger": record.model_dump(mode="json") if record is not None else None,
+        "ledger": record.cli_json() if record is not None else None,
     }
 
 
@@ -197,10 +198,11 @@ def print_status(report: dict[str, Any], console: Console) -> None:
         "version",
         "pushed_at",
         "pulled_dir",
-        "checkpoint_hash",
     ):
         if record.get(key) is not None:
             console.print(f"  {key}: {record[key]}", markup=False)
+    if record.get("checkpoint"):  # a checkpoint ref: its manifest hash names it
+        console.print(f"  checkpoint_hash: {record['checkpoint']['manifest_sha256']}", markup=False)
 
 
 def list_runs(ledger: Ledger, chain: str | None = None) -> list[RunRecord]:
@@ -292,5 +294,5 @@ def delete_run(
     if needed:
         parent.tell_chains(ledger, owner, slug)
     if record is None:
-        return RunRecord(run=slug, owner=owner, state="terminal")
+        return RunRecord(slug=slug, owner=owner, state="terminal")
     return ledger.update(slug, deleted_at=utc_now_iso())

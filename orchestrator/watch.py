@@ -22,6 +22,7 @@ decides:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import sys
@@ -32,11 +33,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Column
 
-from kernel_template.layout import parse_event
+from kernel_template.layout import SummaryEvent, parse_event
 from orchestrator.errors import RunFailed, UserError
 
 TERMINAL = frozenset({"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"})
@@ -82,12 +84,12 @@ def resolve_run(run: str | None, ledger) -> RunRef:
             raise UserError(
                 f"run {run!r} is not in the ledger at {ledger.path}; give a run started elsewhere as owner/slug"
             )
-        return RunRef(record.owner, record.run, True)
+        return RunRef(record.owner, record.slug, True)
     records = [r for r in ledger.runs() if r.state not in ("intent", "failed_push")]
     if not records:
         raise UserError(f"no pushed run in the ledger at {ledger.path}; name one as owner/slug")
     newest = max(records, key=lambda r: r.pushed_at or r.created_at)
-    return RunRef(newest.owner, newest.run, True)
+    return RunRef(newest.owner, newest.slug, True)
 
 
 # -- following a session ---------------------------------------------------------------------
@@ -101,7 +103,7 @@ class WatchResult:
     failure_message: str | None = None
     lines: int = 0
     last_progress: dict[str, Any] | None = None
-    summary: dict[str, Any] | None = None  # the kernel's `summary` event, if it printed one
+    summary: SummaryEvent | None = None  # the kernel's `summary` event, if it printed one
     artifacts: dict[str, Any] | None = None  # its `artifacts` event: artifacts.zip was written
     budget_stop: dict[str, Any] | None = None
     stream_failed: str | None = None  # why the live log was given up, if it was
@@ -119,7 +121,7 @@ class WatchResult:
             "failure_message": self.failure_message,
             "lines": self.lines,
             "last_progress": self.last_progress,
-            "summary": self.summary,
+            "summary": self.summary.model_dump() if self.summary else None,
             "artifacts": self.artifacts,
             "budget_stop": self.budget_stop,
             "stream_failed": self.stream_failed,
@@ -141,9 +143,9 @@ def failure_reason(result: WatchResult) -> str:
     """Why a run that ended counts as failed, in one line."""
     if result.failure_message:
         return result.failure_message
-    summary = result.summary or result.artifacts or {}
-    if summary.get("status") == "error":
-        return f"the kernel's session summary says error: {summary.get('reason') or 'no reason'}"
+    said = result.summary.model_dump() if result.summary else result.artifacts or {}
+    if said.get("status") == "error":
+        return f"the kernel's session summary says error: {said.get('reason') or 'no reason'}"
     if result.status == "COMPLETE":
         return "no session summary was written (the script crashed; Kaggle still says COMPLETE)"
     return "no artifacts were written"
@@ -327,7 +329,8 @@ class _Follower:
                 if name == "progress":
                     self.result.last_progress = event
                 elif name == "summary":
-                    self.result.summary = event
+                    with contextlib.suppress(ValidationError):  # a garbled line: not the end
+                        self.result.summary = SummaryEvent.model_validate(event)
                 elif name == "artifacts":
                     self.result.artifacts = event
                 elif name == "budget_stop":

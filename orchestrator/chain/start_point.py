@@ -47,7 +47,7 @@ class CheckpointSource:
 
     label: str  # as the user wrote it
     checkpoint: LocalCheckpoint | None  # the local copy (None: a run whose copy is gone)
-    run: str | None = None  # a pulled run: attached as a parent kernel
+    slug: str | None = None  # a pulled run: attached as a parent kernel
     owner: str | None = None
     manifest_sha256: str = ""
     step: int = 0
@@ -55,7 +55,11 @@ class CheckpointSource:
 
     @property
     def kind(self) -> str:
-        return "kernel" if self.run else "dataset"
+        return "kernel" if self.slug else "dataset"
+
+    @property
+    def ref(self) -> layout.CheckpointRef:
+        return layout.CheckpointRef(step=self.step, manifest_sha256=self.manifest_sha256)
 
 
 # -- finding and verifying ---------------------------------------------------------------
@@ -104,7 +108,7 @@ def resolve_source(ledger: Ledger, text: str) -> CheckpointSource:
     """`--from RUN_OR_CHECKPOINT_DIR`: a pulled run in the ledger, else a local dir."""
     run = ledger.get(text)
     if run is not None:
-        if run.state != "pulled" or not run.checkpoint_hash or run.checkpoint_step is None:
+        if run.state != "pulled" or run.checkpoint is None:
             raise UserError(
                 f"--from {text}: run {run.ref} left no verified checkpoint in the ledger "
                 f"(state {run.state}); name a pulled run with a checkpoint, or a checkpoint dir"
@@ -114,16 +118,16 @@ def resolve_source(ledger: Ledger, text: str) -> CheckpointSource:
             directory = (
                 Path(run.pulled_dir)
                 / layout.CHECKPOINTS_DIR
-                / layout.checkpoint_dir_name(run.checkpoint_step)
+                / layout.checkpoint_dir_name(run.checkpoint.step)
             )
             local, _ = _read_checkpoint(directory)
         return CheckpointSource(
             label=text,
             checkpoint=local,
-            run=run.run,
+            slug=run.slug,
             owner=run.owner,
-            manifest_sha256=run.checkpoint_hash,
-            step=run.checkpoint_step,
+            manifest_sha256=run.checkpoint.manifest_sha256,
+            step=run.checkpoint.step,
             config_hash=run.config_hash,
         )
     path = Path(text)
@@ -198,13 +202,12 @@ def zip_checkpoint(checkpoint: LocalCheckpoint, dest: Path) -> Path:
 
 def upload_start_point(client, owner: str, source: CheckpointSource) -> StartPoint:
     """The StartPoint for a resolved source: a run as it is; a local dir uploaded first."""
-    if source.run is not None:
+    if source.slug is not None:
         return StartPoint(
             kind="kernel",
             owner=source.owner or owner,
-            slug=source.run,
-            checkpoint_hash=source.manifest_sha256,
-            step=source.step,
+            slug=source.slug,
+            checkpoint=source.ref,
             source=source.label,
         )
     assert source.checkpoint is not None
@@ -217,8 +220,7 @@ def upload_start_point(client, owner: str, source: CheckpointSource) -> StartPoi
         kind="dataset",
         owner=owner,
         slug=slug,
-        checkpoint_hash=source.manifest_sha256,
-        step=source.step,
+        checkpoint=source.ref,
         source=str(source.checkpoint.directory),
         ready=False,
     )
@@ -236,6 +238,7 @@ def with_dataset_sources(settings: Settings, refs: list[str]) -> Settings:
 def dataset_gate(stepper, chain: ChainRecord):
     """None once the start dataset is READY; else a waiting StepResult (Kaggle attaches a
     dataset only once processed: a kernel pushed before gets nothing)."""
+    from orchestrator.chain.states import StepOutcome
     from orchestrator.chain.step import StepResult
     from orchestrator.kaggle.datasets import NOT_VISIBLE, READY
     from orchestrator.kaggle.errors import AuthenticationError, KaggleError
@@ -266,7 +269,7 @@ def dataset_gate(stepper, chain: ChainRecord):
         )
     return StepResult(
         chain.name,
-        "waiting",
+        StepOutcome.WAITING,
         f"dataset {start.ref} is {status} ({age:.0f} s since its upload): Kaggle processes a "
         "new dataset before it can be attached; checking again",
     )

@@ -61,14 +61,16 @@ def test_chain_completes_with_one_push_per_segment(finished_chain) -> None:
     ledger: Ledger = finished_chain["ledger"]
     assert finished_chain["result"].outcome == "done"
     runs = ledger.runs(CHAIN)
-    assert [r.run for r in runs] == ["tiny-chain-s1", "tiny-chain-s2", "tiny-chain-s3"]
+    assert [r.slug for r in runs] == ["tiny-chain-s1", "tiny-chain-s2", "tiny-chain-s3"]
     assert finished_chain["calls"]["SaveKernel.accepted"] == 3
-    assert all(r.state == "pulled" and r.artifacts_sha256 and r.checkpoint_hash for r in runs)
-    assert [r.checkpoint_step for r in runs] == [1000, 2000, 3000]
+    assert all(
+        r.state == "pulled" and r.artifacts_sha256 and r.checkpoint.manifest_sha256 for r in runs
+    )
+    assert [r.checkpoint.step for r in runs] == [1000, 2000, 3000]
     # Each segment resumed from exactly the checkpoint the ledger recorded for its parent.
     for parent, child in zip(runs, runs[1:], strict=False):
-        assert child.summary["resumed_from"]["manifest_sha256"] == parent.checkpoint_hash
-    assert runs[0].summary["resumed_from"] is None
+        assert child.summary.resumed_from.manifest_sha256 == parent.checkpoint.manifest_sha256
+    assert runs[0].summary.resumed_from is None
     chain = ledger.get_chain(CHAIN)
     assert chain.state == "done"
     assert not [n for n in chain.notes if n.level == "alert"]
@@ -83,15 +85,15 @@ def test_chain_completes_with_one_push_per_segment(finished_chain) -> None:
 def test_later_segments_are_pushed_with_the_first_segments_image(finished_chain) -> None:
     ledger: Ledger = finished_chain["ledger"]
     runs = ledger.runs(CHAIN)
-    first_image = runs[0].summary["versions"]["docker_image"]
+    first_image = runs[0].summary.versions["docker_image"]
     assert first_image.startswith("gcr.io/kaggle-images/python@sha256:")
     # What each SaveKernel asked for, as the emulator stored it: segment 1 nothing, then its image.
     emulator = finished_chain["emulator"]
-    pushed = [emulator.kernel_versions("alice", r.run)[0]["pushed_docker_image"] for r in runs]
+    pushed = [emulator.kernel_versions("alice", r.slug)[0]["pushed_docker_image"] for r in runs]
     assert pushed == [None, first_image, first_image]
-    assert [r.summary["versions"]["docker_image"] for r in runs] == [first_image] * 3
+    assert [r.summary.versions["docker_image"] for r in runs] == [first_image] * 3
     chain = ledger.get_chain(CHAIN)
-    assert chain.docker_image == first_image and chain.reference_run == runs[0].run
+    assert chain.docker_image == first_image and chain.reference_run == runs[0].slug
 
 
 def test_final_model_is_bit_identical_to_one_session(finished_chain, tmp_path) -> None:
