@@ -231,6 +231,7 @@ class TrainingSession:
         from kernel_template.throttle import ThrottledLogger
 
         self.config = config
+        self.config_hash = config.config_hash()  # once: the manifests and the summary carry it
         self.runtime = runtime
         self.working = runtime.working_dir
         self.working.mkdir(parents=True, exist_ok=True)
@@ -282,7 +283,7 @@ class TrainingSession:
         )
         self.writer = CheckpointWriter(
             self.working,
-            config_hash=config.config_hash(),
+            config_hash=self.config_hash,
             algo=config.algo,
             keep=config.keep_checkpoints,
         )
@@ -740,7 +741,7 @@ class TrainingSession:
         return layout.SessionSummary(
             status=self.status,
             reason=self.reason or self.status,
-            config_hash=self.config.config_hash(),
+            config_hash=self.config_hash,
             segment_index=self.config.segment_index,
             total_timesteps=self.config.total_timesteps,
             timesteps_start=self.start_step,

@@ -374,6 +374,7 @@ def render_script(
     n_files: int,
     embedded_packages: dict[str, str] | None = None,
     pip_install: list[str] | tuple[str, ...] = (),
+    config_hash: str | None = None,
 ) -> str:
     embedded_packages = dict(sorted((embedded_packages or {}).items()))
     encoded = base64.b64encode(bundle).decode("ascii")
@@ -381,7 +382,7 @@ def render_script(
     config_json = json.dumps(run_config.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
     return _SCRIPT.format(
         ref=ref,
-        config_hash=run_config.config_hash(),
+        config_hash=config_hash or run_config.config_hash(),
         user_note=f" + {', '.join(user_modules)}" if user_modules else "",
         n_files=n_files,
         bundle_sha256=hashlib.sha256(bundle).hexdigest(),
@@ -440,8 +441,10 @@ def render_kernel(
     files = {**runtime_files(), **package_files, **user_files}
     bundle = deterministic_zip(files)
     pip_install = tuple(settings.kernel.pip_install)
+    config_hash = run_config.config_hash()  # once: the script and the folder carry it
     script = render_script(
         run_config,
+        config_hash=config_hash,
         ref=metadata["id"],
         bundle=bundle,
         user_modules=user_tops,
@@ -471,7 +474,7 @@ def render_kernel(
         metadata=metadata,
         script_path=out_dir / metadata["code_file"],
         bundle_sha256=hashlib.sha256(bundle).hexdigest(),
-        config_hash=run_config.config_hash(),
+        config_hash=config_hash,
         embedded_files=tuple(sorted(files)),
         warnings=tuple(warnings),
         embedded_packages=package_versions,

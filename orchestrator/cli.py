@@ -557,9 +557,7 @@ def delete_command(
         n for n, point in chains_resuming_from(ledger, record.slug) if point.owner == record.owner
     ]
     if json_mode:
-        emit_json(
-            {"deleted": record.ref, "run": record.cli_json(), "chains_told": told}
-        )
+        emit_json({"deleted": record.ref, "run": record.cli_json(), "chains_told": told})
     else:
         console().print(f"deleted {record.ref} on Kaggle (the ledger keeps its record)")
         for name in told:

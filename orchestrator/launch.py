@@ -56,18 +56,15 @@ def quick_test_variant(
     margin = run_config.min_margin_s
     if margin is not None and margin > limit * QUICK_MARGIN_SHARE:
         margin = limit * QUICK_MARGIN_SHARE  # a 15-minute floor would leave no time to train
-    quick = run_config.model_copy(
-        update={
-            "total_timesteps": min(steps, run_config.total_timesteps)
-            if steps
-            else run_config.total_timesteps,
-            "segment_timesteps": None,
-            "segment_index": 0,
-            "session_limit_s": limit,
-            "min_margin_s": margin,
-        }
+    quick = run_config.with_changes(
+        total_timesteps=min(steps, run_config.total_timesteps)
+        if steps
+        else run_config.total_timesteps,
+        segment_timesteps=None,
+        segment_index=0,
+        session_limit_s=limit,
+        min_margin_s=margin,
     )
-    quick = RunConfig.model_validate(quick.model_dump())
     return quick, slug if slug.endswith(QUICK_SUFFIX) else f"{slug}{QUICK_SUFFIX}"
 
 

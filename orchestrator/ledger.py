@@ -466,19 +466,19 @@ class Ledger:
             document.runs[record.slug] = record
         return record
 
-    def update(self, run: str, **fields: Any) -> RunRecord:
+    def update(self, slug: str, **fields: Any) -> RunRecord:
         with self._modify() as document:
-            current = document.runs.get(run)
+            current = document.runs.get(slug)
             if current is None:
-                raise KeyError(f"run {run!r} is not in the ledger")
+                raise KeyError(f"run {slug!r} is not in the ledger")
             updated = RunRecord.model_validate(
                 {**current.model_dump(), **self._relative_paths(fields)}
             )
-            document.runs[run] = updated
+            document.runs[slug] = updated
         return updated
 
-    def get(self, run: str) -> RunRecord | None:
-        return self._read().runs.get(run)
+    def get(self, slug: str) -> RunRecord | None:
+        return self._read().runs.get(slug)
 
     def runs(self, chain: str | None = None) -> list[RunRecord]:
         """Runs in creation order; with `chain`, only that chain's, by segment and attempt."""

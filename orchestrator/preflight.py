@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from kernel_template.config import ConfigError, RunConfig, parse_run_config
+from kernel_template.config import RunConfig
 
 from .build import EMBEDDED_PACKAGES, SELFCHECK_FLAG, KernelFolder, render_kernel
 from .errors import InfrastructureError, UserError
@@ -141,11 +141,7 @@ def run_preflight(
 
 
 def check_config(report: PreflightReport, settings: Settings, run_config: RunConfig) -> bool:
-    try:
-        config = parse_run_config(run_config.model_dump(mode="json"))
-    except ConfigError as error:
-        report.add("config", "fail", str(error), "fix [run] in orchestrate.toml")
-        return False
+    config = run_config  # validated where it was loaded (orchestrate.toml) or derived
     report.add(
         "config", "pass", f"valid, {config.algo} on {config.env}, hash {config.config_hash()[:16]}"
     )
@@ -356,7 +352,7 @@ def selfcheck(folder: KernelFolder, scratch: Path, run_config: RunConfig) -> dic
             return {
                 "error": f"the script imported {result['kernel_template']}, not its embedded copy"
             }
-        if result.get("config_hash") != run_config.config_hash():
+        if result.get("config_hash") != folder.config_hash:
             return {
                 "error": "the embedded run config hashes differently from the one built; rebuild"
             }

@@ -137,10 +137,9 @@ def start_chain(
         count=count,
         plan_from=plan_from,
     )
-    run_config = settings.run.model_copy(
-        update={"total_timesteps": total, "segment_timesteps": None, "segment_index": 0}
+    run_config = settings.run.with_changes(
+        total_timesteps=total, segment_timesteps=None, segment_index=0
     )
-    run_config = type(run_config).model_validate(run_config.model_dump())  # re-validate the copy
     start_point = None
     if start_from is not None:
         start_point, run_config = _start_point(start_from, run_config, owner, client)

@@ -149,14 +149,15 @@ def resolve_source(ledger: Ledger, text: str) -> CheckpointSource:
 def config_changes(source: CheckpointSource, run_config: RunConfig) -> list[str]:
     """Result fields the checkpoint's config has other than `run_config` (allowed ones left
     out); UserError when that cannot be told (a manifest without its result fields)."""
-    if source.config_hash == run_config.config_hash():
+    config_hash = run_config.config_hash()
+    if source.config_hash == config_hash:
         return []
     manifest = source.checkpoint.manifest if source.checkpoint else None
     stored = getattr(manifest, "result_fields", None)
     if not isinstance(stored, dict):
         raise UserError(
             f"--from {source.label}: the checkpoint was made with config hash "
-            f"{(source.config_hash or '?')[:12]}, this chain has {run_config.config_hash()[:12]}; "
+            f"{(source.config_hash or '?')[:12]}, this chain has {config_hash[:12]}; "
             "use the original [run] settings"
         )
     differing = diff_result_fields(stored, run_config.result_fields())
@@ -178,7 +179,7 @@ def allowing_total_change(run_config: RunConfig) -> RunConfig:
     if "total_timesteps" in run_config.allow_config_change:
         return run_config
     allowed = [*run_config.allow_config_change, "total_timesteps"]
-    return RunConfig.model_validate({**run_config.model_dump(), "allow_config_change": allowed})
+    return run_config.with_changes(allow_config_change=allowed)
 
 
 # -- uploading ---------------------------------------------------------------------------

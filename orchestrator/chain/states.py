@@ -20,6 +20,7 @@ class _Word(str, Enum):
         return self.value
 
     __format__ = str.__format__
+    __hash__ = str.__hash__  # equal to its word, so hashed like it (sets, dict keys)
 
 
 class ChainState(_Word):

@@ -18,7 +18,7 @@ from orchestrator.chain.start import start_chain
 from orchestrator.chain.step import ChainStepper, segment_run_config
 from orchestrator.emulator.testing import start_emulator
 from orchestrator.kaggle import Credentials, KaggleClient
-from orchestrator.ledger import Ledger
+from orchestrator.ledger import Ledger, RunRecord
 from orchestrator.settings import load_settings
 
 # A full chain plus a one-session run to compare with: the heaviest end-to-end check.
@@ -94,6 +94,36 @@ def test_later_segments_are_pushed_with_the_first_segments_image(finished_chain)
     assert [r.summary.versions["docker_image"] for r in runs] == [first_image] * 3
     chain = ledger.get_chain(CHAIN)
     assert chain.docker_image == first_image and chain.reference_run == runs[0].slug
+
+
+def test_a_run_pulled_by_hand_reads_what_the_chain_recorded(
+    finished_chain, tmp_path, monkeypatch
+) -> None:
+    """Another project has segment 2 as a plain run and pulls it with `orchestrate
+    pull-artifacts`: its record reads the same summary and checkpoint as the chain's."""
+    from orchestrator.cli import main
+
+    emulator = finished_chain["emulator"]
+    chained = finished_chain["ledger"].get("tiny-chain-s2")
+    project = tmp_path / "by-hand"
+    project.mkdir()
+    (project / "orchestrate.toml").write_text(project_toml(emulator.api_url))
+    for name, value in emulator.env("alice").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    monkeypatch.chdir(project)
+    Ledger(project).record_intent(RunRecord(slug="tiny-chain-s2", owner="alice"))
+    assert main(["pull-artifacts", "tiny-chain-s2"]) == 0
+
+    by_hand = Ledger(project).get("tiny-chain-s2")
+    assert by_hand.chain is None and by_hand.state == "pulled"
+    assert chained.summary.versions and chained.summary.resumed_from is not None
+    assert by_hand.summary.versions == chained.summary.versions
+    assert by_hand.summary.resumed_from == chained.summary.resumed_from
+    assert by_hand.summary == chained.summary
+    assert by_hand.checkpoint == chained.checkpoint == layout.CheckpointRef(
+        step=2000, manifest_sha256=chained.checkpoint.manifest_sha256
+    )
 
 
 def test_final_model_is_bit_identical_to_one_session(finished_chain, tmp_path) -> None:
