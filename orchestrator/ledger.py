@@ -189,7 +189,7 @@ class StartPoint(BaseModel):
     ready: bool = Field(
         default=True, description="a dataset: Kaggle has processed it (READY), so it attaches"
     )
-    created_at: str = Field(default_factory=utc_now_iso)
+    created_at: str | None = Field(default=None, description="when `--from` recorded it")
 
     @model_validator(mode="before")
     @classmethod

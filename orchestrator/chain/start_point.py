@@ -210,6 +210,7 @@ def upload_start_point(client, owner: str, source: CheckpointSource) -> StartPoi
             slug=source.slug,
             checkpoint=source.ref,
             source=source.label,
+            created_at=layout.utc_now_iso(),
         )
     assert source.checkpoint is not None
     slug = dataset_slug(source.manifest_sha256)
@@ -224,6 +225,7 @@ def upload_start_point(client, owner: str, source: CheckpointSource) -> StartPoi
         checkpoint=source.ref,
         source=str(source.checkpoint.directory),
         ready=False,
+        created_at=layout.utc_now_iso(),  # Kaggle's processing is timed from here
     )
 
 

@@ -121,8 +121,10 @@ def test_a_run_pulled_by_hand_reads_what_the_chain_recorded(
     assert by_hand.summary.versions == chained.summary.versions
     assert by_hand.summary.resumed_from == chained.summary.resumed_from
     assert by_hand.summary == chained.summary
-    assert by_hand.checkpoint == chained.checkpoint == layout.CheckpointRef(
-        step=2000, manifest_sha256=chained.checkpoint.manifest_sha256
+    assert (
+        by_hand.checkpoint
+        == chained.checkpoint
+        == layout.CheckpointRef(step=2000, manifest_sha256=chained.checkpoint.manifest_sha256)
     )
 
 
