@@ -18,6 +18,7 @@ from orchestrator.chain.machine import (
     Wait,
     next_action,
 )
+from orchestrator.chain.states import ChainState, StepOutcome
 from orchestrator.ledger import ChainRecord, RunRecord, StartPoint
 
 NOW = datetime(2025, 10, 25, 12, 0, tzinfo=timezone.utc)
@@ -225,3 +226,14 @@ def test_version_drift_names_each_changed_pinned_version() -> None:
     assert machine.version_drift(first, without_image) == ["docker_image: img@sha256:a -> (none)"]
     # A segment that left no summary reports nothing: nothing to compare.
     assert machine.version_drift(first, None) == [] and machine.version_drift(None, first) == []
+
+
+def test_every_finished_chain_state_is_a_step_outcome() -> None:
+    """A step on a finished chain reports its state: adding a final state here must add the
+    outcome of the same name (chain/states.py), or `chain step` cannot say it."""
+    for state in ChainState:
+        outcome = StepOutcome.of_finished(state) if state.finished else None
+        assert outcome is None or (outcome.finished and f"{outcome}" == f"{state}")
+    assert not ChainState.ACTIVE.finished and not StepOutcome.WAITING.finished
+    assert {StepOutcome.FAILED.exit_code, StepOutcome.UNKNOWN.exit_code} == {1, 3}
+    assert StepOutcome.WAITING.exit_code == 0 and {StepOutcome.DONE} == {"done"}
