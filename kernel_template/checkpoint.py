@@ -80,15 +80,6 @@ RNG_PKL = "rng.pkl"
 STATE_JSON = "state.json"
 BUFFER_DIR = "buffer"
 BUFFER_INDEX = "buffer/index.json"
-TMP_PREFIX = ".tmp-"
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _entry(data: bytes) -> layout.FileEntry:
@@ -431,7 +422,6 @@ class _Snapshot:
     """A checkpoint serialised in memory at a rollout boundary, ready to be written anywhere."""
 
     step: int
-    name: str
     blobs: dict[str, bytes]
     buffer: BufferPlan | None
     manifest: dict[str, Any]
@@ -449,7 +439,8 @@ class CheckpointWriter:
     """
 
     def __init__(self, working_dir: Path, *, config_hash: str, algo: str, keep: int) -> None:
-        self.root = Path(working_dir) / layout.CHECKPOINTS_DIR
+        self.paths = layout.SessionPaths(working_dir)
+        self.root = self.paths.checkpoints
         self.config_hash = config_hash
         self.algo = algo
         self.keep = keep
@@ -465,8 +456,9 @@ class CheckpointWriter:
         self._remove_stale_temp_dirs()
 
     def _remove_stale_temp_dirs(self) -> None:
-        for path in self.root.glob(TMP_PREFIX + "*"):
-            shutil.rmtree(path, ignore_errors=True)
+        for path in self.root.iterdir():
+            if layout.is_temporary(path.name):
+                shutil.rmtree(path, ignore_errors=True)
 
     def continue_from(self, checkpoint_dir: Path, manifest_sha256: str) -> None:
         """The next checkpoint continues this one (its parent; its buffer chunks are reused)."""
@@ -507,7 +499,7 @@ class CheckpointWriter:
             self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoint-writer")
         self._pending = self._writer.submit(self._commit, snapshot)
         # Pruning is cleanup, not durability: it runs after the commit, off the write's clock.
-        self._writer.submit(self._prune, self.root / snapshot.name)
+        self._writer.submit(self._prune, self.paths.checkpoint(snapshot.step))
         return previous
 
     def poll(self) -> WrittenCheckpoint | None:
@@ -557,7 +549,6 @@ class CheckpointWriter:
 
         began = time.perf_counter()
         step = int(model.num_timesteps)
-        name = layout.checkpoint_dir_name(step)
         model_bytes = io.BytesIO()
         model.save(model_bytes)
         blobs = {
@@ -570,7 +561,7 @@ class CheckpointWriter:
         buffer = getattr(model, "replay_buffer", None)
         if buffer is not None:
             rows_total = model.num_timesteps // buffer.n_envs
-            buffer_plan = self.chunks.plan(buffer, rows_total, self.root / name)
+            buffer_plan = self.chunks.plan(buffer, rows_total, self.paths.checkpoint(step))
         manifest = {
             "config_hash": self.config_hash,
             "num_timesteps": step,
@@ -580,7 +571,7 @@ class CheckpointWriter:
             "parent": self.parent_hash,
             **(extra_manifest or {}),
         }
-        return _Snapshot(step, name, blobs, buffer_plan, manifest, time.perf_counter() - began)
+        return _Snapshot(step, blobs, buffer_plan, manifest, time.perf_counter() - began)
 
     # -- the background side --------------------------------------------------------------
     def _fsync_all(self, paths: list[Path]) -> None:
@@ -588,15 +579,15 @@ class CheckpointWriter:
         once for the lot instead of once per file."""
         if self._syncer is None:
             self._syncer = concurrent.futures.ThreadPoolExecutor(8, "checkpoint-fsync")
-        for done in self._syncer.map(_fsync_path, paths):
+        for done in self._syncer.map(layout.fsync, paths):
             del done  # map re-raises the first error
 
     def _commit(self, snapshot: _Snapshot) -> WrittenCheckpoint:
         """Files, fsync, manifest (last), fsync, rename, fsync: a crash at any point leaves
         either no checkpoint or a complete one."""
         began = time.perf_counter()
-        tmp = self.root / f"{TMP_PREFIX}{snapshot.name}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        final = self.paths.checkpoint(snapshot.step)
+        tmp = layout.temporary_sibling(final)
         tmp.mkdir(parents=True)
         files: dict[str, layout.FileEntry] = {}
         to_sync: list[Path] = []
@@ -642,11 +633,7 @@ class CheckpointWriter:
             handle.write(manifest_bytes)
         self._fsync_all([tmp / layout.MANIFEST_NAME, tmp])
 
-        final = self.root / snapshot.name
-        if final.exists():  # a checkpoint at this step from an earlier attempt: replace it
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        layout.fsync_dir(self.root)
+        layout.install_dir(tmp, final)  # replaces a checkpoint at this step from an earlier try
         self.last_bytes = sum(e.size for e in files.values())
         ref = layout.CheckpointRef(
             step=snapshot.step,
@@ -670,11 +657,10 @@ class CheckpointWriter:
         a kill half-way through deleting never leaves a checkpoint with missing files."""
         if not keep_dir.is_dir():  # its commit failed: leave everything as it is
             return
-        complete = sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.isdigit())
-        for old in complete[: -self.keep]:
+        for old in self.paths.checkpoint_dirs()[: -self.keep]:
             if old == keep_dir:
                 continue
-            trash = self.root / f"{TMP_PREFIX}pruned-{old.name}-{os.getpid()}"
+            trash = layout.temporary_sibling(old, "pruned")
             try:
                 os.rename(old, trash)
             except OSError:
@@ -691,12 +677,6 @@ def _json_default(value: Any) -> Any:
 
 
 # -- reading -------------------------------------------------------------------------------
-
-
-def read_manifest(checkpoint_dir: Path) -> layout.CheckpointManifest:
-    return layout.CheckpointManifest.model_validate_json(
-        (checkpoint_dir / layout.MANIFEST_NAME).read_bytes()
-    )
 
 
 def read_state(checkpoint_dir: Path) -> dict[str, Any]:

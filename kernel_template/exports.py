@@ -25,7 +25,7 @@ class MetricsWriter:
     """
 
     def __init__(self, working_dir: str | Path) -> None:
-        self.path = Path(working_dir) / layout.METRICS_CSV
+        self.path = layout.SessionPaths(working_dir).metrics
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_torn_tail()
         self.last_step = self._read_last_step()
@@ -54,7 +54,7 @@ class MetricsWriter:
             data = memoryview(text.encode())
             while data:
                 data = data[os.write(fd, data) :]
-            os.fsync(fd)
+            layout.fsync(fd)
         finally:
             os.close(fd)
         self.last_step = int(step)
@@ -70,7 +70,7 @@ class MetricsWriter:
             with open(self.path, "r+b") as handle:
                 handle.truncate(data.rfind(b"\n") + 1)
                 handle.flush()
-                os.fsync(handle.fileno())
+                layout.fsync(handle.fileno())
 
     def _read_last_step(self) -> int | None:
         if not self.path.exists():
@@ -90,14 +90,12 @@ class MetricsWriter:
         return None
 
 
-def render_learning_curve(
-    working_dir: str | Path, out: str | Path = layout.LEARNING_CURVE_PNG
-) -> Path | None:
+def render_learning_curve(working_dir: str | Path) -> Path | None:
     """Episode reward against step with a rolling mean, segment starts marked; None without data."""
     import pandas as pd
 
-    working_dir = Path(working_dir)
-    csv_path = working_dir / layout.METRICS_CSV
+    paths = layout.SessionPaths(working_dir)
+    csv_path = paths.metrics
     if not csv_path.exists() or csv_path.stat().st_size == 0:
         return None
     frame = pd.read_csv(csv_path)
@@ -133,7 +131,7 @@ def render_learning_curve(
     axes.set_title("Learning curve")
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize="small")
-    target = working_dir / out
+    target = paths.learning_curve
     layout.atomic_write_bytes(target, figure_png(figure))
     return target
 
@@ -158,8 +156,9 @@ class BestModelTracker:
     """Keeps `models/best_model.zip` as the best-scoring model seen (saved atomically)."""
 
     def __init__(self, working_dir: str | Path) -> None:
-        self.path = Path(working_dir) / layout.BEST_MODEL_ZIP
-        self.info_path = self.path.with_suffix(".json")
+        paths = layout.SessionPaths(working_dir)
+        self.path = paths.best_model
+        self.info_path = paths.best_model_info
         self.best_score: float | None = None
         self.best_step: int | None = None
 

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 STORED_SUFFIXES = frozenset(
     {".zip", ".png", ".jpg", ".gz", ".npy", ".npz", ".pt", ".pth", ".bz2", ".xz"}
 )
-TEMP_MARKERS = (".tmp-", ".part")
+# A download the client has not finished (`.part`); our own temp names are `layout.is_temporary`.
+PARTIAL_MARKER = ".part"
 FINALIZE_TAG = "finalize"
 
 
@@ -40,6 +41,7 @@ def finalize_session(
 ) -> str:
     """Evaluate, write `session_summary.json`, then `artifacts.zip` + `.sha256`; returns the zip's sha256."""
     working_dir = Path(working_dir)
+    paths = layout.SessionPaths(working_dir)
     started = time.monotonic()
     evaluation_s = 0.0
     if evaluate:
@@ -56,12 +58,10 @@ def finalize_session(
     elapsed = time.monotonic() - started
     summary.wall.finalization += elapsed - evaluation_s
     summary.wall.total += elapsed
-    layout.atomic_write_text(
-        working_dir / layout.SESSION_SUMMARY_JSON, summary.model_dump_json(indent=2) + "\n"
-    )
+    layout.atomic_write_text(paths.summary, summary.model_dump_json(indent=2) + "\n")
 
     zip_path = write_artifacts_zip(working_dir)
-    digest = layout.write_sha256sum(zip_path, working_dir / layout.ARTIFACTS_SHA256)
+    digest = layout.write_sha256sum(zip_path, paths.artifacts_sha256)
     if logger is not None:
         logger.event(
             "artifacts", sha256=digest, size=zip_path.stat().st_size, status=summary.status
@@ -84,7 +84,7 @@ def _final_evaluation(
 
         frame = evaluation.evaluate_against_baselines(model, run_config)
         csv_text = frame.to_csv(index=False)
-        layout.atomic_write_text(working_dir / layout.EVALUATION_CSV, csv_text)
+        layout.atomic_write_text(layout.SessionPaths(working_dir).evaluation_csv, csv_text)
         result = evaluation.summarize(frame)
         render_evaluation_chart(working_dir, result)
         if logger is not None:
@@ -152,64 +152,48 @@ def render_evaluation_chart(working_dir: Path, result: dict[str, Any]) -> Path:
         )
         queue_axes.set_ylabel("mean queue (vehicles)")
         queue_axes.tick_params(axis="x", labelrotation=20)
-    target = working_dir / layout.EVALUATION_PNG
+    target = layout.SessionPaths(working_dir).evaluation_png
     layout.atomic_write_bytes(target, figure_png(figure))
     return target
-
-
-def newest_checkpoint_name(working_dir: Path) -> str | None:
-    """The newest committed checkpoint directory that has its manifest."""
-    complete = [
-        d.name
-        for d in layout.checkpoint_dirs(working_dir / layout.CHECKPOINTS_DIR)
-        if (d / layout.MANIFEST_NAME).is_file()
-    ]
-    return max(complete, default=None)
 
 
 def artifact_files(working_dir: Path) -> list[Path]:
     """Every regular file to archive, relative, in sorted order (no zip, no sidecar, no temp
     files). Of the checkpoints only the newest goes in: older ones share its replay-buffer
     chunks, and a zip cannot store them once."""
-    excluded = {layout.ARTIFACTS_ZIP, layout.ARTIFACTS_SHA256}
-    newest = newest_checkpoint_name(working_dir)
+    working_dir = Path(working_dir)
+    paths = layout.SessionPaths(working_dir)
+    excluded = {paths.artifacts_zip, paths.artifacts_sha256}
+    newest = paths.newest_checkpoint()
     found = []
     for root, dirs, files in os.walk(working_dir):
-        dirs.sort()
+        if Path(root) == paths.checkpoints:
+            dirs[:] = [newest.name] if newest is not None else []
+        dirs[:] = sorted(d for d in dirs if not layout.is_temporary(d))
         for name in files:
             path = Path(root, name)
-            relative = path.relative_to(working_dir)
-            if relative.as_posix() in excluded or any(marker in name for marker in TEMP_MARKERS):
-                continue
-            parts = relative.parts
-            if len(parts) > 2 and parts[0] == layout.CHECKPOINTS_DIR and parts[1] != newest:
+            if path in excluded or layout.is_temporary(name) or PARTIAL_MARKER in name:
                 continue
             if path.is_symlink() or not path.is_file():
                 continue
-            found.append(relative)
+            found.append(path.relative_to(working_dir))
     return sorted(found, key=lambda p: p.as_posix())
 
 
 def write_artifacts_zip(working_dir: str | Path) -> Path:
     """Zip the working dir into `artifacts.zip` via a temp file and a rename."""
     working_dir = Path(working_dir)
-    target = working_dir / layout.ARTIFACTS_ZIP
-    temp = working_dir / f".{layout.ARTIFACTS_ZIP}.tmp-{os.getpid()}"
+    target = layout.SessionPaths(working_dir).artifacts_zip
     files = artifact_files(working_dir)
-    try:
-        with zipfile.ZipFile(temp, "w", allowZip64=True, strict_timestamps=False) as archive:
-            for relative in files:
-                stored = relative.suffix.lower() in STORED_SUFFIXES
-                archive.write(
-                    working_dir / relative,
-                    arcname=relative.as_posix(),
-                    compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED,
-                )
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
-        layout.fsync_dir(working_dir)
-    finally:
-        if temp.exists():
-            temp.unlink()
+    with (
+        layout.atomic_path(target) as temp,
+        zipfile.ZipFile(temp, "w", allowZip64=True, strict_timestamps=False) as archive,
+    ):
+        for relative in files:
+            stored = relative.suffix.lower() in STORED_SUFFIXES
+            archive.write(
+                working_dir / relative,
+                arcname=relative.as_posix(),
+                compress_type=zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED,
+            )
     return target

@@ -12,15 +12,22 @@ The working directory of a session holds:
     session_summary.json               contract 4
     artifacts.zip, artifacts.zip.sha256
 
+`SessionPaths` names each of them, and holds the one rule for a committed checkpoint dir.
+Work in progress is named `.tmp-*` (`temporary_sibling`) and committed by a rename
+(`atomic_path`, `install_dir`); `fsync` is the one flush to disk.
+
 Standard library and pydantic only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import shutil
+import uuid
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +53,8 @@ RUN_CONFIG_JSON = "run_config.json"
 SESSION_SUMMARY_JSON = "session_summary.json"
 ARTIFACTS_ZIP = "artifacts.zip"
 ARTIFACTS_SHA256 = "artifacts.zip.sha256"
+# Every temp name starts with it (`temporary_sibling`): readers skip such names.
+TEMP_MARKER = ".tmp-"
 
 # Columns of metrics/metrics.csv, in order. Empty cells where a value is unknown.
 METRICS_COLUMNS = (
@@ -90,13 +99,15 @@ def checkpoint_dir_name(num_timesteps: int) -> str:
     return f"{num_timesteps:012d}"
 
 
-def checkpoint_dirs(root: str | Path) -> list[Path]:
-    """The committed checkpoint dirs under `root` (digit names; temp and pruned ones start
-    with a dot), oldest first. Whether each verifies is the caller's question."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+def is_checkpoint_name(name: str) -> bool:
+    """The one rule for a committed checkpoint dir's name: its step, digits only. Work in
+    progress (a commit's temp dir, a pruned or replaced one) is named `.tmp-*` and never is."""
+    return name.isdigit()
+
+
+def is_temporary(name: str) -> bool:
+    """A file or dir that is work in progress, never an output (see `temporary_sibling`)."""
+    return TEMP_MARKER in name
 
 
 class FileEntry(BaseModel):
@@ -137,6 +148,127 @@ class CheckpointManifest(BaseModel):
 def manifest_hash(manifest_path: str | Path) -> str:
     """A checkpoint's identity: the sha256 of its MANIFEST.json bytes."""
     return sha256_file(manifest_path)
+
+
+def read_manifest(checkpoint_dir: str | Path) -> CheckpointManifest:
+    return CheckpointManifest.model_validate_json(
+        (Path(checkpoint_dir) / MANIFEST_NAME).read_bytes()
+    )
+
+
+def verify_checkpoint(
+    directory: str | Path,
+) -> tuple[CheckpointManifest | None, str | None, list[str]]:
+    """(manifest, its sha256, problems) of a checkpoint dir; problems name each bad file."""
+    manifest_path = Path(directory) / MANIFEST_NAME
+    try:
+        raw = manifest_path.read_bytes()
+        manifest = CheckpointManifest.model_validate_json(raw)
+    except FileNotFoundError:
+        return None, None, [f"{MANIFEST_NAME}: missing"]
+    except (OSError, ValueError) as error:
+        return None, None, [f"{MANIFEST_NAME}: unreadable ({str(error).splitlines()[0]})"]
+    return manifest, hashlib.sha256(raw).hexdigest(), manifest.problems(Path(directory))
+
+
+class SessionPaths:
+    """Every output path of one session (contract 2), as submitit's `JobPaths` names every
+    file of a job. The root is a session's working dir, a parent's output mounted among the
+    inputs, or a run pulled to `runs/<slug>/`: the same tree, read and written through here."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS_DIR
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / checkpoint_dir_name(step)
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS_CSV
+
+    @property
+    def learning_curve(self) -> Path:
+        return self.root / LEARNING_CURVE_PNG
+
+    @property
+    def evaluation_png(self) -> Path:
+        return self.root / EVALUATION_PNG
+
+    @property
+    def evaluation_csv(self) -> Path:
+        return self.root / EVALUATION_CSV
+
+    @property
+    def best_model(self) -> Path:
+        return self.root / BEST_MODEL_ZIP
+
+    @property
+    def best_model_info(self) -> Path:
+        """The best model's score and step, beside it."""
+        return self.best_model.with_suffix(".json")
+
+    @property
+    def events(self) -> Path:
+        return self.root / EVENTS_JSONL
+
+    @property
+    def tensorboard(self) -> Path:
+        """One run dir per algorithm below it, continued across segments."""
+        return self.root / TENSORBOARD_DIR
+
+    @property
+    def run_config(self) -> Path:
+        return self.root / RUN_CONFIG_JSON
+
+    @property
+    def summary(self) -> Path:
+        return self.root / SESSION_SUMMARY_JSON
+
+    @property
+    def artifacts_zip(self) -> Path:
+        return self.root / ARTIFACTS_ZIP
+
+    @property
+    def artifacts_sha256(self) -> Path:
+        return self.root / ARTIFACTS_SHA256
+
+    def continued_outputs(self) -> tuple[Path, ...]:
+        """Files a resumed session carries over from its parent's output and goes on with."""
+        return (self.metrics, self.best_model, self.best_model_info)
+
+    # -- checkpoints: the one rule (`is_checkpoint_name`) applied for every reader -------------
+    def checkpoint_dirs(self) -> list[Path]:
+        """The committed checkpoint dirs, oldest first (never a `.tmp-*` one). Whether each
+        has a manifest, and whether it verifies, is the caller's question."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(
+            p for p in self.checkpoints.iterdir() if is_checkpoint_name(p.name) and p.is_dir()
+        )
+
+    def checkpoint_manifests(self) -> list[Path]:
+        """The MANIFEST.json of each committed checkpoint dir that has one, oldest first."""
+        found = (d / MANIFEST_NAME for d in self.checkpoint_dirs())
+        return [path for path in found if path.is_file()]
+
+    def newest_checkpoint(self) -> Path | None:
+        """The newest committed checkpoint dir that has its manifest (unverified)."""
+        manifests = self.checkpoint_manifests()
+        return manifests[-1].parent if manifests else None
+
+    def find_checkpoint(self, manifest_sha256: str) -> Path | None:
+        """The committed checkpoint dir whose manifest has this hash (its files unverified)."""
+        for path in self.checkpoint_manifests():
+            if manifest_hash(path) == manifest_sha256:
+                return path.parent
+        return None
 
 
 class CheckpointRef(BaseModel):
@@ -231,34 +363,79 @@ def parse_event(line: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and "event" in data else None
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temp file, fsync, rename: readers see the old file or the new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique temp name per call: threads of one process may write the same file.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+# -- durable writes: the one fsync, the one temp name, the one atomic write --------------------
+
+
+def fsync(target: str | Path | int) -> None:
+    """Flush a file or a directory (by path) or an open descriptor to disk."""
+    if isinstance(target, int):
+        os.fsync(target)
+        return
+    fd = os.open(target, os.O_RDONLY)
     try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | Path) -> None:
+    """fsync every file and directory under `root`, deepest first, then `root` itself."""
+    root = Path(root)
+    for path in sorted(root.rglob("*"), reverse=True):
+        fsync(path)
+    fsync(root)
+
+
+def temporary_sibling(target: str | Path, purpose: str = "") -> Path:
+    """A unique name beside `target` (same filesystem: a rename commits it) that no reader takes
+    for an output. Unique per call: threads of one process may write the same file."""
+    target = Path(target)
+    tag = f"{purpose}-" if purpose else ""
+    return target.parent / f"{TEMP_MARKER}{tag}{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yields a temp path to write `target` at; then fsyncs it and renames it onto `target`, so
+    readers see the old file or the new one, never a torn one (submitit's
+    `temporary_save_path`, made durable). On an error the temp file is removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = temporary_sibling(target)
+    try:
+        yield temp
+        fsync(temp)
+        os.replace(temp, target)
+    finally:
+        temp.unlink(missing_ok=True)
+    fsync(target.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as temp:
+        # Owner-only, as before: the ledger and the emulator's state are written here too.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def fsync_dir(directory: str | Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def install_dir(staged: str | Path, final: str | Path) -> Path:
+    """Rename a complete (already fsynced) dir into place. One already there is renamed aside
+    to a temp name first and removed after, so a kill at any point leaves one whole dir."""
+    staged, final = Path(staged), Path(final)
+    aside = None
+    if final.exists():
+        aside = temporary_sibling(final, "old")
+        os.replace(final, aside)
+    os.replace(staged, final)
+    fsync(final.parent)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    return final
 
 
 def write_sha256sum(target: str | Path, sidecar: str | Path | None = None) -> str:

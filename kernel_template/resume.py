@@ -18,9 +18,7 @@ nothing. A later segment (segment_index > 1) without a parent is refused the sam
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import time
 import zipfile
@@ -30,7 +28,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kernel_template import layout
-from kernel_template.checkpoint import TMP_PREFIX
 from kernel_template.config import ParentRef, RunConfig, changes_allowed, diff_result_fields
 
 # How often the parent's mounts are looked at again while waiting for them.
@@ -110,9 +107,10 @@ def find_candidates(working_dir: Path, input_dir: Path) -> list[Candidate]:
     """Every checkpoint on disk or in an artifacts.zip, newest step first."""
     candidates: list[Candidate] = []
     for origin, directory in output_dirs(working_dir, input_dir):
-        on_disk = layout.checkpoint_dirs(directory / layout.CHECKPOINTS_DIR)
+        paths = layout.SessionPaths(directory)
+        on_disk = paths.checkpoint_dirs()
         candidates += [Candidate(int(p.name), p, origin=origin) for p in on_disk]
-        archive = directory / layout.ARTIFACTS_ZIP
+        archive = paths.artifacts_zip
         if not on_disk and archive.is_file():
             candidates += _zip_candidates(archive, origin)
     # Newest first; at equal steps prefer the working dir (no copy needed), then disk over zip.
@@ -134,7 +132,7 @@ def _zip_candidates(archive: Path, origin: str) -> list[Candidate]:
             len(parts) >= 3
             and parts[-1] == layout.MANIFEST_NAME
             and parts[-3] == layout.CHECKPOINTS_DIR
-            and parts[-2].isdigit()
+            and layout.is_checkpoint_name(parts[-2])
         ):
             prefix = str(PurePosixPath(*parts[:-1])) + "/"
             found.append(Candidate(int(parts[-2]), None, archive, prefix, origin))
@@ -157,19 +155,6 @@ def _extract_checkpoint(candidate: Candidate, dest: Path) -> None:
                 shutil.copyfileobj(source, out, 1 << 20)
 
 
-def verify(directory: Path) -> tuple[layout.CheckpointManifest | None, str | None, list[str]]:
-    """(manifest, its sha256, problems); problems name each bad file."""
-    manifest_path = directory / layout.MANIFEST_NAME
-    try:
-        raw = manifest_path.read_bytes()
-        manifest = layout.CheckpointManifest.model_validate_json(raw)
-    except FileNotFoundError:
-        return None, None, [f"{layout.MANIFEST_NAME}: missing"]
-    except (OSError, ValueError) as error:
-        return None, None, [f"{layout.MANIFEST_NAME}: unreadable ({str(error).splitlines()[0]})"]
-    return manifest, hashlib.sha256(raw).hexdigest(), manifest.problems(directory)
-
-
 def check_config(manifest: layout.CheckpointManifest, config: RunConfig, where: str) -> None:
     config_hash = config.config_hash()
     if manifest.config_hash == config_hash:
@@ -190,30 +175,19 @@ def check_config(manifest: layout.CheckpointManifest, config: RunConfig, where: 
         )
 
 
-def copy_forward(source: Path, checkpoints_root: Path) -> Path:
+def copy_forward(source: Path, final: Path) -> Path:
     """Copy a checkpoint into this session's outputs (atomically), so they are self-contained."""
-    final = checkpoints_root / source.name
     if final.resolve() == source.resolve():
         return final
-    tmp = checkpoints_root / f"{TMP_PREFIX}copy-{source.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = layout.temporary_sibling(final, "copy")
     shutil.copytree(source, tmp)
-    for path in sorted(tmp.rglob("*"), reverse=True):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    layout.fsync_dir(checkpoints_root)
-    return final
+    layout.fsync_tree(tmp)
+    return layout.install_dir(tmp, final)
 
 
 def _steps_redone(output_dir: Path, resumed_step: int) -> int:
     """Steps the parent session trained past the checkpoint we resume from (work to redo)."""
-    summary_path = output_dir / layout.SESSION_SUMMARY_JSON
+    summary_path = layout.SessionPaths(output_dir).summary
     try:
         summary = json.loads(summary_path.read_text())
         return max(0, int(summary["timesteps_end"]) - resumed_step)
@@ -223,7 +197,7 @@ def _steps_redone(output_dir: Path, resumed_step: int) -> int:
 
 def _adopt(
     candidate: Candidate,
-    checkpoints_root: Path,
+    paths: layout.SessionPaths,
     warn: Callable[[str], Any],
     *,
     expect_manifest: str | None = None,
@@ -232,8 +206,7 @@ def _adopt(
     extracted: Path | None = None
     directory = candidate.directory
     if directory is None:
-        extracted = checkpoints_root / f"{TMP_PREFIX}extract-{candidate.step}-{os.getpid()}"
-        shutil.rmtree(extracted, ignore_errors=True)
+        extracted = layout.temporary_sibling(paths.checkpoint(candidate.step), "extract")
         try:
             _extract_checkpoint(candidate, extracted)
         except (zipfile.BadZipFile, OSError, ValueError) as error:
@@ -241,7 +214,7 @@ def _adopt(
             shutil.rmtree(extracted, ignore_errors=True)
             return None
         directory = extracted
-    manifest, manifest_sha, problems = verify(directory)
+    manifest, manifest_sha, problems = layout.verify_checkpoint(directory)
     if manifest is not None and expect_manifest and manifest_sha != expect_manifest:
         problems = [
             f"manifest sha256 {manifest_sha[:12]} is not the parent's {expect_manifest[:12]}"
@@ -258,18 +231,16 @@ def _adopt(
 def _bring_in(
     candidate: Candidate,
     adopted: tuple[layout.CheckpointManifest, str, Path, Path | None],
-    checkpoints_root: Path,
+    paths: layout.SessionPaths,
 ) -> ResumePoint:
     manifest, manifest_sha, directory, extracted = adopted
     redone = _steps_redone(candidate.output_dir, manifest.num_timesteps)
+    local = paths.checkpoint(candidate.step)
     if extracted is not None:
-        local = checkpoints_root / layout.checkpoint_dir_name(candidate.step)
-        if local.exists():
-            shutil.rmtree(local)
-        os.rename(extracted, local)
-        layout.fsync_dir(checkpoints_root)
+        layout.fsync_tree(extracted)
+        layout.install_dir(extracted, local)
     else:
-        local = copy_forward(directory, checkpoints_root)
+        copy_forward(directory, local)
     return ResumePoint(local, manifest, manifest_sha, candidate.label, candidate.output_dir, redone)
 
 
@@ -309,18 +280,18 @@ def input_listing(input_dir: Path, parent: ParentRef | None) -> dict[str, list[s
     if parent is not None:
         mounts = parent_mounts(input_dir, parent)
         dirs += [mounts[0].parent, *mounts]
-        dirs += [d / layout.CHECKPOINTS_DIR for d in parent_output_dirs(input_dir, parent)]
+        dirs += [layout.SessionPaths(d).checkpoints for d in parent_output_dirs(input_dir, parent)]
     return {str(d): _list_dir(d) for d in dict.fromkeys(dirs)}
 
 
 def _parent_candidates(input_dir: Path, parent: ParentRef) -> list[Candidate]:
     found: list[Candidate] = []
-    name = layout.checkpoint_dir_name(parent.step)
     for mount in parent_output_dirs(input_dir, parent):
-        directory = mount / layout.CHECKPOINTS_DIR / name
+        paths = layout.SessionPaths(mount)
+        directory = paths.checkpoint(parent.step)
         if directory.is_dir():
             found.append(Candidate(parent.step, directory, origin="input"))
-        archive = mount / layout.ARTIFACTS_ZIP
+        archive = paths.artifacts_zip
         if archive.is_file():
             found += [c for c in _zip_candidates(archive, "input") if c.step == parent.step]
     return found
@@ -340,8 +311,8 @@ def find_parent_checkpoint(
     copied into `<working>/checkpoints/`; raises ParentMissing after `parent_wait_s`."""
     parent = config.parent
     assert parent is not None
-    checkpoints_root = working_dir / layout.CHECKPOINTS_DIR
-    checkpoints_root.mkdir(parents=True, exist_ok=True)
+    paths = layout.SessionPaths(working_dir)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
     said: set[str] = set()
 
     def warn_once(message: str) -> None:
@@ -352,13 +323,11 @@ def find_parent_checkpoint(
     deadline = clock() + config.parent_wait_s
     while True:
         for candidate in _parent_candidates(input_dir, parent):
-            adopted = _adopt(
-                candidate, checkpoints_root, warn_once, expect_manifest=parent.manifest_sha256
-            )
+            adopted = _adopt(candidate, paths, warn_once, expect_manifest=parent.manifest_sha256)
             if adopted is None:
                 continue
             check_config(adopted[0], config, candidate.label)
-            return _bring_in(candidate, adopted, checkpoints_root)
+            return _bring_in(candidate, adopted, paths)
         left = deadline - clock()
         if left <= 0:
             break
@@ -401,12 +370,12 @@ def find_resume_point(
             layout.PARENT_REQUIRED_REASON,
             input_listing(input_dir, None),
         )
-    checkpoints_root = working_dir / layout.CHECKPOINTS_DIR
-    checkpoints_root.mkdir(parents=True, exist_ok=True)
+    paths = layout.SessionPaths(working_dir)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
     for candidate in find_candidates(working_dir, input_dir):
-        adopted = _adopt(candidate, checkpoints_root, warn)
+        adopted = _adopt(candidate, paths, warn)
         if adopted is None:
             continue
         check_config(adopted[0], config, candidate.label)
-        return _bring_in(candidate, adopted, checkpoints_root)
+        return _bring_in(candidate, adopted, paths)
     return None

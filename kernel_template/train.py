@@ -234,10 +234,11 @@ class TrainingSession:
         self.config_hash = config.config_hash()  # once: the manifests and the summary carry it
         self.runtime = runtime
         self.working = runtime.working_dir
+        self.paths = layout.SessionPaths(self.working)
         self.working.mkdir(parents=True, exist_ok=True)
         # The split starts at process start: imports and installs are part of setup.
         self.clock = SessionClock(started=runtime.session_start)
-        self.logger = ThrottledLogger(config.logging, self.working / layout.EVENTS_JSONL, stream)
+        self.logger = ThrottledLogger(config.logging, self.paths.events, stream)
         self._metrics_writer_cls = MetricsWriter
         self.metrics: MetricsWriter | None = None  # opened after the parent's rows are carried over
         self.best = BestModelTracker(self.working)
@@ -253,12 +254,10 @@ class TrainingSession:
         self.start_step = 0
         self.last_checkpoint_step = 0
         self.last_checkpoint_time = time.monotonic()
-        # The newest checkpoint on disk (where a kill resumes): its step and when its state
-        # was taken; and until when training may go on while the next one is written.
+        # The step of the newest checkpoint on disk (where a kill resumes), and until when
+        # training may go on while the next one is written.
         self.durable_step = 0
-        self.durable_time = time.monotonic()
         self.write_grace_until = 0.0
-        self._in_flight_taken: tuple[int, float] | None = None
         self.last_export_step = 0
         self.last_export_time = time.monotonic()
         self.last_progress_step = 0
@@ -272,9 +271,7 @@ class TrainingSession:
     def setup(self) -> None:
         config = self.config
         self.signals.install()  # from here on SIGTERM/SIGINT mean "stop gracefully"
-        layout.atomic_write_text(
-            self.working / layout.RUN_CONFIG_JSON, config.model_dump_json(indent=2) + "\n"
-        )
+        layout.atomic_write_text(self.paths.run_config, config.model_dump_json(indent=2) + "\n")
         device = self.runtime.device
         if device == "cpu":
             torch.set_num_threads(1)  # deterministic CPU kernels, and SB3's advice for small nets
@@ -305,7 +302,7 @@ class TrainingSession:
         self.start_step = self.last_checkpoint_step = self.last_export_step = (
             self.model.num_timesteps
         )
-        self.durable_step, self.durable_time = self.start_step, time.monotonic()
+        self.durable_step = self.start_step
         self.last_progress_step = self.start_step
         self.stats = TrainingStats(self._emergency)
         self.clock.add("setup", time.time() - self.clock.started)
@@ -329,12 +326,10 @@ class TrainingSession:
             return
         import shutil
 
-        for name in (
-            layout.METRICS_CSV,
-            layout.BEST_MODEL_ZIP,
-            str(Path(layout.BEST_MODEL_ZIP).with_suffix(".json")),
+        parent = layout.SessionPaths(self.resumed.source_output_dir)
+        for source, target in zip(
+            parent.continued_outputs(), self.paths.continued_outputs(), strict=True
         ):
-            source, target = self.resumed.source_output_dir / name, self.working / name
             if source.is_file() and not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, target)
@@ -359,7 +354,7 @@ class TrainingSession:
         purge marker at the resume step hides whatever the parent logged past its checkpoint
         (work that is redone after a kill), so the steps stay strictly increasing."""
         formats: list[str] = []
-        run_dir = self.working / layout.TENSORBOARD_DIR / self.config.algo
+        run_dir = self.paths.tensorboard / self.config.algo
         if self.config.logging.tensorboard:
             try:
                 import tensorboard  # noqa: F401
@@ -386,8 +381,8 @@ class TrainingSession:
     def _copy_parent_tensorboard(self) -> None:
         if self.resumed is None:
             return
-        parent_tb = self.resumed.source_output_dir / layout.TENSORBOARD_DIR
-        tb_dir = self.working / layout.TENSORBOARD_DIR
+        parent_tb = layout.SessionPaths(self.resumed.source_output_dir).tensorboard
+        tb_dir = self.paths.tensorboard
         if parent_tb.is_dir() and parent_tb.resolve() != tb_dir.resolve():
             import shutil
 
@@ -586,7 +581,6 @@ class TrainingSession:
         self.last_checkpoint_time = time.monotonic()
         if finished is not None:
             self._report_checkpoint(finished)
-        self._in_flight_taken = (self.last_checkpoint_step, began)
 
     def _collect_checkpoint(self, *, block: bool) -> None:
         """Report the checkpoint in flight once it is on disk (raises if writing it failed)."""
@@ -598,8 +592,7 @@ class TrainingSession:
             self._report_checkpoint(finished)
 
     def _report_checkpoint(self, written) -> None:
-        if self._in_flight_taken is not None and self._in_flight_taken[0] == written.ref.step:
-            self.durable_step, self.durable_time = self._in_flight_taken
+        self.durable_step = written.ref.step
         # The budget plans for the whole cost: the session's last checkpoint is waited for.
         self.budget.record_cost("checkpoint", written.seconds)
         self.logger.event(

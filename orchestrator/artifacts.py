@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import sys
-import uuid
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -33,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kernel_template import layout
-from kernel_template.layout import CheckpointManifest, CheckpointRef, SessionSummary
+from kernel_template.layout import CheckpointRef, SessionSummary
 from orchestrator.errors import RunFailed, UserError
 from orchestrator.kaggle.errors import KernelNotVisible
 from orchestrator.safe_extract import (
@@ -98,15 +97,15 @@ class PullMarker(BaseModel):
     pulled_at: str
 
     def checkpoint_in(self, directory: Path) -> CheckpointRef | None:
-        """The pull's checkpoint; for an older marker, the step is the name of the dir whose
-        manifest has its hash."""
+        """The pull's checkpoint; for an older marker, the step is read from the manifest
+        with its hash."""
         if self.checkpoint is not None or self.checkpoint_hash is None:
             return self.checkpoint
-        for candidate in layout.checkpoint_dirs(directory / layout.CHECKPOINTS_DIR):
-            manifest = candidate / layout.MANIFEST_NAME
-            if manifest.is_file() and layout.manifest_hash(manifest) == self.checkpoint_hash:
-                return CheckpointRef(step=int(candidate.name), manifest_sha256=self.checkpoint_hash)
-        return None
+        found = layout.SessionPaths(directory).find_checkpoint(self.checkpoint_hash)
+        if found is None:
+            return None
+        step = layout.read_manifest(found).num_timesteps
+        return CheckpointRef(step=step, manifest_sha256=self.checkpoint_hash)
 
 
 def read_marker(dest: Path, owner: str, slug: str) -> PullMarker | None:
@@ -118,7 +117,7 @@ def read_marker(dest: Path, owner: str, slug: str) -> PullMarker | None:
 
 
 def read_summary(directory: Path) -> SessionSummary | None:
-    path = directory / layout.SESSION_SUMMARY_JSON
+    path = layout.SessionPaths(directory).summary
     try:
         return SessionSummary.model_validate_json(path.read_bytes())
     except (OSError, ValidationError):
@@ -127,26 +126,16 @@ def read_summary(directory: Path) -> SessionSummary | None:
 
 def verify_checkpoints(directory: Path) -> tuple[CheckpointRef | None, list[str]]:
     """(the newest checkpoint that verifies, problems of those that do not)."""
-    root = directory / layout.CHECKPOINTS_DIR
     problems: list[str] = []
     newest: CheckpointRef | None = None
-    if not root.is_dir():
-        return None, problems
-    for manifest_path in sorted(root.glob(f"*/{layout.MANIFEST_NAME}")):
+    for manifest_path in layout.SessionPaths(directory).checkpoint_manifests():
         where = manifest_path.parent.relative_to(directory)
-        try:
-            manifest = CheckpointManifest.model_validate_json(manifest_path.read_bytes())
-        except (OSError, ValidationError):
-            problems.append(f"{where}: MANIFEST.json unreadable")
-            continue
-        bad = manifest.problems(manifest_path.parent)
-        if bad:
+        manifest, manifest_sha256, bad = layout.verify_checkpoint(manifest_path.parent)
+        if manifest is None or bad:
             problems.extend(f"{where}/{item}" for item in bad)
             continue
         if newest is None or manifest.num_timesteps > newest.step:
-            newest = CheckpointRef(
-                step=manifest.num_timesteps, manifest_sha256=layout.manifest_hash(manifest_path)
-            )
+            newest = CheckpointRef(step=manifest.num_timesteps, manifest_sha256=manifest_sha256)
     return newest, problems
 
 
@@ -158,18 +147,6 @@ def _reject(staging: Path, dest: Path, problems: list[str]) -> Path:
     os.replace(staging / "download", target)
     (target / "PROBLEMS.txt").write_text("\n".join(problems) + "\n")
     return target
-
-
-def _install(tree: Path, dest: Path) -> None:
-    """Rename the verified tree into place; an older pull there is swapped out, then removed."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(dest, old)
-    os.replace(tree, dest)
-    layout.fsync_dir(dest.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def pull_artifacts(
@@ -211,7 +188,7 @@ def pull_artifacts(
     listing = client.list_output(owner, slug)
     by_name = {f.name: f for f in listing.files}
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.with_name(f".{dest.name}.staging-{uuid.uuid4().hex[:8]}")
+    staging = layout.temporary_sibling(dest, "staging")
     downloads = staging / "download"
     tree = staging / "tree"
     tree.mkdir(parents=True)
@@ -233,14 +210,15 @@ def _pull_into(
     zip_file = by_name.get(layout.ARTIFACTS_ZIP)
     sidecar_file = by_name.get(layout.ARTIFACTS_SHA256)
 
+    downloaded = layout.SessionPaths(downloads)
     if zip_file is not None:
-        zip_path = downloads / layout.ARTIFACTS_ZIP
+        zip_path = downloaded.artifacts_zip
         got = client.download(zip_file.url, zip_path)
         files.append(PulledFile(layout.ARTIFACTS_ZIP, got.size, got.sha256))
         if sidecar_file is None:
             problems.append("artifacts.zip.sha256 is missing: the zip cannot be verified")
         else:
-            sidecar_path = downloads / layout.ARTIFACTS_SHA256
+            sidecar_path = downloaded.artifacts_sha256
             side = client.download(sidecar_file.url, sidecar_path)
             files.append(PulledFile(layout.ARTIFACTS_SHA256, side.size, side.sha256))
             try:
@@ -328,7 +306,7 @@ def _pull_into(
             pulled_at=layout.utc_now_iso(),
         )
         layout.atomic_write_text(tree / MARKER_NAME, marker.model_dump_json(indent=1))
-    _install(tree, dest)
+    layout.install_dir(tree, dest)  # an older pull there is swapped out, then removed
     return PullResult(
         dir=dest,
         files=files,

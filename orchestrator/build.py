@@ -28,6 +28,7 @@ import kernel_template
 from kernel_template.config import RunConfig
 
 from .errors import UserError
+from .kernel_extra import KERNEL_EXTRA_HINT
 from .settings import (
     MIN_TITLE_LENGTH,
     Settings,
@@ -45,6 +46,28 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 # Pure-Python packages the kernel needs and Kaggle's image lacks: import name -> distribution.
 EMBEDDED_PACKAGES = {"stable_baselines3": "stable-baselines3"}
 _SKIPPED_DIRS = {"__pycache__", "tests", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+
+
+@dataclass(frozen=True)
+class RuntimeBundle:
+    """What a kernel runs besides its run config: kernel_template, the embedded packages and
+    the user modules as one deterministic zip, and what the kernel pip-installs. A chain
+    renders it once, at `chain start`, so every segment runs the same code (and a stepper
+    without stable-baselines3 installed can still push segments)."""
+
+    data: bytes
+    user_modules: tuple[str, ...] = ()  # top-level import names of the user modules
+    embedded_packages: dict[str, str] = field(default_factory=dict)  # import name -> version
+    pip_install: tuple[str, ...] = ()
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        with zipfile.ZipFile(io.BytesIO(self.data)) as archive:
+            return tuple(sorted(archive.namelist()))
 
 
 @dataclass(frozen=True)
@@ -177,11 +200,14 @@ def runtime_files() -> dict[str, bytes]:
 def embedded_package_files(name: str) -> tuple[dict[str, bytes], str]:
     """(archive files, version) of an installed pure-Python package: its .py files and
     package data (e.g. stable_baselines3/version.txt), no bytecode."""
-    spec = importlib.util.find_spec(name)
+    try:
+        spec = importlib.util.find_spec(name)
+    except ImportError:
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
             f"{name} is not installed here, and the kernel must carry it (Kaggle's image lacks it); "
-            f"pip install {EMBEDDED_PACKAGES.get(name, name)} in this environment"
+            f"{KERNEL_EXTRA_HINT} in this environment"
         )
     root = Path(next(iter(spec.submodule_search_locations))).resolve()
     files = _package_files(root, name, python_only=False)
@@ -398,6 +424,20 @@ def render_script(
     )
 
 
+def render_bundle(settings: Settings) -> RuntimeBundle:
+    """The runtime from this install: needs the embedded packages' source (the `[kernel]` extra)."""
+    user_files = user_module_files(settings.kernel.user_modules, settings.project_dir)
+    user_tops = sorted({name.split("/")[0].removesuffix(".py") for name in user_files})
+    package_files, package_versions = embedded_packages_files()
+    files = {**runtime_files(), **package_files, **user_files}
+    return RuntimeBundle(
+        data=deterministic_zip(files),
+        user_modules=tuple(user_tops),
+        embedded_packages=dict(sorted(package_versions.items())),
+        pip_install=tuple(settings.kernel.pip_install),
+    )
+
+
 # ---------------------------------------------------------------------------- the folder
 
 
@@ -428,29 +468,28 @@ def render_kernel(
     kernel_sources: tuple[str, ...] | list[str] = (),
     out_dir: str | Path,
     owner: str | None = None,
+    bundle: RuntimeBundle | None = None,
 ) -> KernelFolder:
-    """Write `out_dir` (replacing an earlier rendering) with kernel-metadata.json and the script."""
+    """Write `out_dir` (replacing an earlier rendering) with kernel-metadata.json and the script.
+
+    `bundle`: the runtime to embed (a chain's, rendered at its start); by default rendered
+    now from this install."""
     out_dir = Path(out_dir)
     owner = resolve_owner(settings, owner)
     metadata = kernel_metadata(settings, owner=owner, slug=slug, kernel_sources=kernel_sources)
     warnings = [w for w in (retired_shape_warning(settings.kernel.machine_shape),) if w]
 
-    user_files = user_module_files(settings.kernel.user_modules, settings.project_dir)
-    user_tops = sorted({name.split("/")[0].removesuffix(".py") for name in user_files})
-    package_files, package_versions = embedded_packages_files()
-    files = {**runtime_files(), **package_files, **user_files}
-    bundle = deterministic_zip(files)
-    pip_install = tuple(settings.kernel.pip_install)
+    bundle = bundle or render_bundle(settings)
     config_hash = run_config.config_hash()  # once: the script and the folder carry it
     script = render_script(
         run_config,
         config_hash=config_hash,
         ref=metadata["id"],
-        bundle=bundle,
-        user_modules=user_tops,
-        n_files=len(files),
-        embedded_packages=package_versions,
-        pip_install=pip_install,
+        bundle=bundle.data,
+        user_modules=list(bundle.user_modules),
+        n_files=len(bundle.files),
+        embedded_packages=bundle.embedded_packages,
+        pip_install=bundle.pip_install,
     )
     metadata_text = json.dumps(metadata, indent=2) + "\n"
 
@@ -473,12 +512,12 @@ def render_kernel(
         path=out_dir,
         metadata=metadata,
         script_path=out_dir / metadata["code_file"],
-        bundle_sha256=hashlib.sha256(bundle).hexdigest(),
+        bundle_sha256=bundle.sha256,
         config_hash=config_hash,
-        embedded_files=tuple(sorted(files)),
+        embedded_files=bundle.files,
         warnings=tuple(warnings),
-        embedded_packages=package_versions,
-        pip_install=pip_install,
+        embedded_packages=dict(bundle.embedded_packages),
+        pip_install=bundle.pip_install,
     )
 
 

@@ -17,7 +17,7 @@ from kernel_template.layout import utc_now_iso
 from orchestrator.kaggle.models import VISIBILITY_GRACE_S
 from orchestrator.ledger import seconds_since
 
-from .build import default_build_dir, render_kernel, resolve_owner
+from .build import RuntimeBundle, default_build_dir, render_kernel, resolve_owner
 from .errors import InfrastructureError, UserError
 from .settings import Settings, check_slug, is_gpu_shape
 
@@ -132,12 +132,14 @@ def launch(
     out_dir: Path | None = None,
     docker_image: str | None = None,
     intent_grace_s: float = VISIBILITY_GRACE_S,
+    bundle: RuntimeBundle | None = None,
 ) -> RunRecord:
     """Push one session of `run_config` as kernel `slug` and return its ledger record.
 
     `docker_image` (default: `[kernel] docker_image`) pins the Kaggle image it runs on.
     `intent_grace_s`: how long an unconfirmed earlier push of the slug may stay unlisted
-    before it is taken as lost and the slug pushed again.
+    before it is taken as lost and the slug pushed again. `bundle`: the runtime to embed
+    (a chain's, rendered at its start); by default rendered from this install.
     """
     from .kaggle import PushSpec
     from .ledger import RunRecord
@@ -155,6 +157,7 @@ def launch(
         kernel_sources=kernel_sources,
         out_dir=out_dir or default_build_dir(settings, slug),
         owner=owner,
+        bundle=bundle,
     )
     for warning in folder.warnings:
         _say(console, warning)

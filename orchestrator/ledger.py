@@ -266,6 +266,11 @@ class ChainRecord(BaseModel):
     start_from: StartPoint | None = Field(
         default=None, description="`chain start --from` / `chain resume --from`"
     )
+    runtime_sha256: str | None = Field(
+        default=None,
+        description="the runtime bundle rendered at chain start (orchestrator.chain.bundle); "
+        "None: a chain from before, whose pushes render their own",
+    )
     forgiven_runs: list[str] = Field(
         default_factory=list,
         description="runs whose failures `chain resume` forgave: no longer counted in max_retries",
@@ -433,11 +438,12 @@ class Ledger:
             digest, pulled = record.get("checkpoint_hash"), record.get("pulled_dir")
             if not digest or not pulled:
                 continue
-            checkpoints = self.project_dir / pulled / layout.CHECKPOINTS_DIR
-            for directory in layout.checkpoint_dirs(checkpoints):
-                manifest = directory / layout.MANIFEST_NAME
-                if manifest.is_file() and layout.manifest_hash(manifest) == digest:
-                    record["checkpoint_step"] = int(directory.name)
+            found = layout.SessionPaths(self.project_dir / pulled).find_checkpoint(digest)
+            try:
+                step = layout.read_manifest(found).num_timesteps if found else None
+            except (OSError, ValueError):  # a damaged pull: the step stays unknown
+                step = None
+            record["checkpoint_step"] = step
         return data
 
     def _write(self, document: LedgerDocument) -> None:

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kernel_template.config import RunConfig
+from kernel_template.layout import SessionPaths
 
 from .build import EMBEDDED_PACKAGES, SELFCHECK_FLAG, KernelFolder, render_kernel
 from .errors import InfrastructureError, UserError
+from .kernel_extra import KERNEL_EXTRA_HINT, TRAINING_MODULES, missing
 from .settings import Settings, is_gpu_shape, is_tpu_shape
 
 if TYPE_CHECKING:
@@ -241,7 +243,19 @@ def check_kernel(
     owner: str,
     folder: KernelFolder | None,
 ) -> tuple[KernelFolder | None, dict | None]:
-    """Render (unless given) and run the script's unpack + import step in a subprocess."""
+    """Render (unless given) and run the script's unpack + import step in a subprocess.
+
+    Without the `[kernel]` extra, what needs it is skipped, one line each: rendering needs
+    the source of the packages the kernel embeds, the env and model rehearsal the training
+    stack."""
+    lacking = missing(TRAINING_MODULES)
+    unembeddable = missing(EMBEDDED_PACKAGES)
+    if folder is None and unembeddable:
+        for name in ("kernel renders", "embedded runtime"):
+            report.add(name, "skip", _not_installed(unembeddable))
+        for name in ("env", "model"):
+            report.add(name, "skip", _not_installed(lacking))
+        return None, None
     scratch = Path(tempfile.mkdtemp(prefix="orchestrate-preflight-"))
     try:
         if folder is None:
@@ -263,7 +277,7 @@ def check_kernel(
             "pass",
             f"{folder.script_path.name}, {size:,} bytes, {len(folder.embedded_files)} files embedded",
         )
-        probe = selfcheck(folder, scratch, run_config)
+        probe = selfcheck(folder, scratch, run_config, rehearse=not lacking)
         if probe.get("error"):
             report.add(
                 "embedded runtime", "fail", probe["error"], "rebuild; check [kernel] user_modules"
@@ -274,7 +288,10 @@ def check_kernel(
             "pass",
             f"imports kernel_template from the unpacked copy ({probe['kernel_template']})",
         )
-        if probe.get("env_error"):
+        if lacking:
+            for name in ("env", "model"):
+                report.add(name, "skip", _not_installed(lacking))
+        elif probe.get("env_error"):
             report.add(
                 "env",
                 "fail",
@@ -289,6 +306,10 @@ def check_kernel(
         return folder, probe
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _not_installed(distributions: list[str]) -> str:
+    return f"skipped: {', '.join(distributions)} not installed here ({KERNEL_EXTRA_HINT})"
 
 
 # Runs kernel_template.probe from the unpacked runtime (argv[1]), so its embedded copies
@@ -321,8 +342,11 @@ _PROBE = (
 )
 
 
-def selfcheck(folder: KernelFolder, scratch: Path, run_config: RunConfig) -> dict[str, Any]:
-    """Run the rendered script's own unpack step and import, then probe the env from that copy."""
+def selfcheck(
+    folder: KernelFolder, scratch: Path, run_config: RunConfig, *, rehearse: bool = True
+) -> dict[str, Any]:
+    """Run the rendered script's own unpack step and import, then (`rehearse`) probe the env
+    and model from that copy."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["ORCHESTRATE_WORKING_DIR"] = str(scratch / "working")
     try:
@@ -356,6 +380,8 @@ def selfcheck(folder: KernelFolder, scratch: Path, run_config: RunConfig) -> dic
             return {
                 "error": "the embedded run config hashes differently from the one built; rebuild"
             }
+        if not rehearse:
+            return result
         probe = subprocess.run(
             [
                 sys.executable,
@@ -500,7 +526,8 @@ def find_quick_summary(ledger: Ledger | None, slug: str | None) -> Path | None:
         pulled = ledger.pulled_path(record)
         if not record.slug.startswith(f"{base}-quick") or pulled is None:
             continue
-        candidates = [pulled / "session_summary.json", *pulled.glob("*/session_summary.json")]
+        outputs = [pulled, *(d for d in sorted(pulled.glob("*")) if d.is_dir())]
+        candidates = [SessionPaths(d).summary for d in outputs]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate

@@ -78,15 +78,11 @@ def local_checkpoint(pulled_dir: Path | None, checkpoint: CheckpointRef) -> Path
     """The pulled dir of this checkpoint, if its manifest has the hash and its files verify."""
     if pulled_dir is None:
         return None
-    directory = pulled_dir / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(checkpoint.step)
-    manifest_path = directory / layout.MANIFEST_NAME
-    if (
-        not manifest_path.is_file()
-        or layout.manifest_hash(manifest_path) != checkpoint.manifest_sha256
-    ):
+    directory = layout.SessionPaths(pulled_dir).checkpoint(checkpoint.step)
+    manifest, manifest_sha256, problems = layout.verify_checkpoint(directory)
+    if manifest is None or problems or manifest_sha256 != checkpoint.manifest_sha256:
         return None
-    manifest = layout.CheckpointManifest.model_validate_json(manifest_path.read_bytes())
-    return None if manifest.problems(directory) else directory
+    return directory
 
 
 def gone_message(ledger: Ledger, name: str, point: StartPoint) -> str:

@@ -131,7 +131,7 @@ def segment_facts(outputs: SegmentOutputs) -> SegmentFacts:
 def read_metrics(directory: Path | None) -> pd.DataFrame | None:
     if directory is None:
         return None
-    path = directory / layout.METRICS_CSV
+    path = layout.SessionPaths(directory).metrics
     if not path.is_file() or path.stat().st_size == 0:
         return None
     try:
@@ -144,7 +144,7 @@ def read_metrics(directory: Path | None) -> pd.DataFrame | None:
 def exported_nothing(directory: Path) -> bool:
     """metrics.csv holds its header only: the session ended before its first export."""
     try:
-        frame = pd.read_csv(directory / layout.METRICS_CSV)
+        frame = pd.read_csv(layout.SessionPaths(directory).metrics)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         return False
     return "step" in frame.columns and not len(frame)
@@ -171,7 +171,7 @@ def stitch_curve(parts: list[tuple[int, pd.DataFrame]]) -> pd.DataFrame:
 def read_evaluation(directory: Path | None) -> pd.DataFrame | None:
     if directory is None:
         return None
-    path = directory / layout.EVALUATION_CSV
+    path = layout.SessionPaths(directory).evaluation_csv
     if not path.is_file():
         return None
     try:
@@ -438,7 +438,7 @@ def build_report(
         if facts.end is not None:
             gaps.append((start, facts.end))
         if not facts.missing:  # the folder is there, its metrics.csv does not parse
-            where = ledger.project_relative(facts.pulled_dir / layout.METRICS_CSV)
+            where = ledger.project_relative(layout.SessionPaths(facts.pulled_dir).metrics)
             facts.missing = f"{where} is unreadable"
     images = []
     curve = stitch_curve(parts) if parts else pd.DataFrame()

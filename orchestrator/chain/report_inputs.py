@@ -32,7 +32,7 @@ class SegmentOutputs:
 def has_metrics(directory: Path | None) -> bool:
     if directory is None:
         return False
-    path = directory / layout.METRICS_CSV
+    path = layout.SessionPaths(directory).metrics
     return path.is_file() and path.stat().st_size > 0
 
 

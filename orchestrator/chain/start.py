@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from orchestrator.build import render_bundle
+from orchestrator.chain.bundle import store_bundle
 from orchestrator.chain.machine import segment_slug
 from orchestrator.errors import UserError
 from orchestrator.kaggle.models import VISIBILITY_GRACE_S
@@ -116,6 +118,8 @@ def start_chain(
             f"chain {name!r} already exists; to continue it from a checkpoint use "
             f"`orchestrate chain resume {name} --from DIR`, or pick another name"
         )
+    # The runtime every segment embeds, rendered before anything is uploaded or written.
+    bundle = render_bundle(settings)
     extra = settings.chain.model_extra or {}
     start_step = start_from.step if start_from is not None else 0
     total = (
@@ -164,6 +168,7 @@ def start_chain(
         ),
         docker_image=settings.kernel.docker_image,  # else the first segment's image, once known
         start_from=start_point,
+        runtime_sha256=bundle.sha256,
     )
     record.note(
         f"chain of {len(sizes)} segment(s) {sizes} for {total} timesteps, config {record.config_hash[:12]}"
@@ -173,7 +178,10 @@ def start_chain(
             f"starts from {start_from.label}: step {start_point.step}, manifest "
             f"{start_point.checkpoint.manifest_sha256[:12]}, attached as {start_point.kind} {start_point.ref}"
         )
-    return ledger.create_chain(record)
+    with ledger.locked():
+        if ledger.get_chain(name) is None:  # never replace an existing chain's runtime
+            store_bundle(ledger, name, bundle)
+        return ledger.create_chain(record)  # refuses a name in use
 
 
 def _start_point(source, run_config, owner: str, client):

@@ -66,23 +66,21 @@ class CheckpointSource:
 
 
 def _read_checkpoint(directory: Path) -> tuple[LocalCheckpoint | None, list[str]]:
-    manifest_path = directory / layout.MANIFEST_NAME
-    try:
-        manifest = layout.CheckpointManifest.model_validate_json(manifest_path.read_bytes())
-    except FileNotFoundError:
-        return None, [f"{layout.MANIFEST_NAME}: missing"]
-    except (OSError, ValueError) as error:
-        return None, [f"{layout.MANIFEST_NAME}: unreadable ({str(error).splitlines()[0]})"]
-    problems = manifest.problems(directory)
-    if problems:
+    manifest, manifest_sha256, problems = layout.verify_checkpoint(directory)
+    if manifest is None or manifest_sha256 is None or problems:
         return None, problems
-    return LocalCheckpoint(directory, manifest, layout.manifest_hash(manifest_path)), []
+    return LocalCheckpoint(directory, manifest, manifest_sha256), []
 
 
 def verified_local_checkpoint(path: Path) -> LocalCheckpoint:
     """A checkpoint dir (with MANIFEST.json) that verifies, or the newest verifying one in a
     run's output dir (with `checkpoints/`); UserError naming what is wrong otherwise."""
     path = path.expanduser()
+    if layout.is_temporary(path.name):
+        raise UserError(
+            f"--from {path}: a checkpoint being written or removed (a temp dir), never a "
+            "checkpoint; name its run's output dir or a committed checkpoints/<step> dir"
+        )
     if (path / layout.MANIFEST_NAME).is_file():
         checkpoint, problems = _read_checkpoint(path)
         if checkpoint is None:
@@ -91,13 +89,14 @@ def verified_local_checkpoint(path: Path) -> LocalCheckpoint:
                 "name another checkpoint dir"
             )
         return checkpoint
-    root = path / layout.CHECKPOINTS_DIR
+    paths = layout.SessionPaths(path)
+    root = paths.checkpoints
     if not root.is_dir():
         raise UserError(
             f"--from {path}: not a checkpoint dir (no {layout.MANIFEST_NAME}) nor a run's output "
             f"dir (no {layout.CHECKPOINTS_DIR}/); name one, e.g. runs/<slug>/checkpoints/<step>"
         )
-    for directory in reversed(layout.checkpoint_dirs(root)):
+    for directory in reversed(paths.checkpoint_dirs()):
         checkpoint, _ = _read_checkpoint(directory)
         if checkpoint is not None:
             return checkpoint
@@ -115,11 +114,7 @@ def resolve_source(ledger: Ledger, text: str) -> CheckpointSource:
             )
         local = None
         if run.pulled_dir:
-            directory = (
-                Path(run.pulled_dir)
-                / layout.CHECKPOINTS_DIR
-                / layout.checkpoint_dir_name(run.checkpoint.step)
-            )
+            directory = layout.SessionPaths(run.pulled_dir).checkpoint(run.checkpoint.step)
             local, _ = _read_checkpoint(directory)
         return CheckpointSource(
             label=text,
@@ -192,7 +187,7 @@ def dataset_slug(manifest_sha256: str) -> str:
 
 def zip_checkpoint(checkpoint: LocalCheckpoint, dest: Path) -> Path:
     """`artifacts.zip` holding `checkpoints/<step>/...`, the layout of a kernel's own output."""
-    prefix = f"{layout.CHECKPOINTS_DIR}/{layout.checkpoint_dir_name(checkpoint.step)}"
+    prefix = layout.SessionPaths("").checkpoint(checkpoint.step).as_posix()  # inside the zip
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(checkpoint.directory.rglob("*")):
             if path.is_file():

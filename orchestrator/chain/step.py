@@ -466,6 +466,9 @@ class ChainStepper:
             if gate is not None:
                 return gate
             settings = with_dataset_sources(settings, push.dataset_sources)
+        from orchestrator.chain.bundle import load_bundle
+
+        bundle = load_bundle(self.ledger, chain)  # only the run config differs per segment
         try:
             record = self.launch(
                 settings,
@@ -480,6 +483,7 @@ class ChainStepper:
                 preflight=False,
                 docker_image=chain.docker_image,
                 intent_grace_s=chain.intent_grace_s,
+                bundle=bundle,
             )
         except CapacityRefused as error:
             kind = error.accelerator or "session"

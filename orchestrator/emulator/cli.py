@@ -108,6 +108,11 @@ def serve(
 
     Fast, for a demo: ... --queue-delay 1 --gpu-queue-delay 1 --boot-time 1 --read-lag 0.5:2
     """
+    from orchestrator import kernel_extra
+
+    kernel_extra.require(
+        {**kernel_extra.EMULATOR_MODULES, **kernel_extra.TRAINING_MODULES}, "the emulator"
+    )
     import uvicorn
 
     from orchestrator.emulator.api import parse_read_lag

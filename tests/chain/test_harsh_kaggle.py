@@ -193,7 +193,9 @@ def _budget_project(emulator, chain_project, name: str, limit_s: float) -> Chain
     return project
 
 
-def _budget_stop_runs(emulator_factory, chain_project, tmp_path: Path, count: int) -> None:
+def _budget_stop_runs(
+    emulator_factory, chain_project, tmp_path: Path, count: int, batch: int = 0
+) -> None:
     """`count` sessions at once, each far too long for its limit, on an emulator that kills
     with no grace and starts each script seconds after its session clock: every one must
     stop itself in time and end COMPLETE with a verified artifacts.zip."""
@@ -202,7 +204,7 @@ def _budget_stop_runs(emulator_factory, chain_project, tmp_path: Path, count: in
     limit = 40.0
     emulator = emulator_factory(max_session=limit, boot_time=6, cpu_slots=max(count, 5))
     projects = [
-        _budget_project(emulator, chain_project, f"budget-{i}", limit) for i in range(count)
+        _budget_project(emulator, chain_project, f"budget-{batch}-{i}", limit) for i in range(count)
     ]
     with projects[0].client(fast_retries=True) as client:
         records = [
@@ -246,4 +248,6 @@ def test_budget_stop_beats_the_sigkill_with_a_boot_offset(
 @pytest.mark.reliability
 def test_budget_stop_beats_the_sigkill_twenty_times(emulator_factory, chain_project, tmp_path):
     for batch in range(4):
-        _budget_stop_runs(emulator_factory, chain_project, tmp_path / f"batch-{batch}", count=5)
+        _budget_stop_runs(
+            emulator_factory, chain_project, tmp_path / f"batch-{batch}", count=5, batch=batch
+        )

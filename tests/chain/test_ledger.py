@@ -182,7 +182,15 @@ def test_a_ledger_written_before_checkpoint_refs_still_loads(tmp_path: Path) -> 
     # The hand-pulled run's checkpoint is on disk: its step is read from there.
     manifest = tmp_path / "runs" / "by-hand" / layout.CHECKPOINTS_DIR / "000000002000"
     manifest.mkdir(parents=True)
-    (manifest / layout.MANIFEST_NAME).write_text('{"num_timesteps": 2000}')
+    written = layout.CheckpointManifest(
+        config_hash="c" * 64,
+        num_timesteps=2000,
+        episode_count=12,
+        created_at="2026-11-01T00:01:00Z",
+        algo="DQN",
+        files={},
+    )
+    (manifest / layout.MANIFEST_NAME).write_text(written.model_dump_json())
     digest = layout.manifest_hash(manifest / layout.MANIFEST_NAME)
     document = json.loads(LEGACY_LEDGER.read_text())
     document["runs"]["by-hand"]["checkpoint_hash"] = digest

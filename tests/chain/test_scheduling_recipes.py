@@ -2,7 +2,8 @@
 
 * GitHub Actions: docs/github-actions-chain.yml's shell steps in fresh clones of a fresh
   repository, three runs in a row (start + push; pull + push + report; an ALERT), with an
-  `orchestrate` that cannot import the training stack (the light install).
+  `orchestrate` that cannot find the `[kernel]` extra (the core install), whose `chain start`
+  sees only the source of stable-baselines3 the recipe keeps for it.
 * cron: the documented crontab command mails (prints) ALERTs and nothing on a quiet step.
 * systemd: the documented units pass `systemd-analyze verify`, and `Persistent=` has a
   calendar timer to act on.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from chain_helpers import REPO_ROOT, project_toml
+from core_install import KERNEL_EXTRA_MODULES, core_only_env
 from workflow_runner import load_workflow, run_job
 
 from orchestrator.kaggle import Credentials, KaggleClient
@@ -30,9 +32,8 @@ WORKFLOW = REPO_ROOT / "docs" / "github-actions-chain.yml"
 SCHEDULING = REPO_ROOT / "docs" / "scheduling.md"
 LEDGER_BRANCH = "orchestrate-ledger"
 CHAIN = "ci-chain"
-# Never on a scheduler's machine: Kaggle trains, the orchestrator only talks to it. (The
-# source of stable-baselines3 is there, for kernels to carry, but it cannot import without torch.)
-TRAINING_STACK = ("torch", "gymnasium", "tensorboard")
+# The recipe keeps the source `chain start` embeds here, under the cached venv.
+KERNEL_SOURCE = "kernel-source"
 
 
 def _git(*args: str, cwd: Path | None = None) -> str:
@@ -46,21 +47,32 @@ def _git(*args: str, cwd: Path | None = None) -> str:
     return done.stdout
 
 
-def light_orchestrate(bin_dir: Path, blocked: Path) -> Path:
-    """An `orchestrate` for which the training stack is not installed."""
-    for module in TRAINING_STACK:
-        (blocked / module).mkdir(parents=True, exist_ok=True)
-        (blocked / module / "__init__.py").write_text(
-            f"raise ImportError('{module} is not in the light install')\n"
-        )
+def core_orchestrate(bin_dir: Path, blocker: Path) -> Path:
+    """An `orchestrate` of the core install: this repository, without the `[kernel]` extra
+    (PYTHONPATH entries the caller sets come first and stay visible)."""
+    [pythonpath] = core_only_env(blocker).values()
     bin_dir.mkdir(parents=True, exist_ok=True)
     command = bin_dir / "orchestrate"
     command.write_text(
         "#!/bin/sh\n"
-        f'PYTHONPATH="{blocked}:{REPO_ROOT}" exec "{sys.executable}" -m orchestrator "$@"\n'
+        f'PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{pythonpath}" exec "{sys.executable}" -m orchestrator "$@"\n'
     )
     command.chmod(0o755)
     return command
+
+
+def kernel_source(target: Path) -> None:
+    """What `pip install --no-deps --target` leaves for stable-baselines3: its package and
+    metadata (links to this venv's copy; the blocker hides only the venv's own path)."""
+    import importlib.metadata
+
+    dist = importlib.metadata.distribution("stable-baselines3")
+    target.mkdir(parents=True, exist_ok=True)
+    package = Path(str(dist.locate_file("stable_baselines3")))
+    (target / "stable_baselines3").symlink_to(package, target_is_directory=True)
+    [metadata] = [f for f in dist.files or () if f.name == "METADATA"]
+    info = Path(str(dist.locate_file(metadata))).parent  # the .dist-info dir
+    (target / info.name).symlink_to(info, target_is_directory=True)
 
 
 def _base_env(home: Path) -> dict[str, str]:
@@ -116,7 +128,8 @@ def test_github_actions_recipe_runs_as_written_in_fresh_clones(emulator, tmp_pat
     home = tmp_path / "home"
     # A cache hit of the workflow's venv: the install step finds `orchestrate` and adds it
     # to PATH (the cache-miss pip lines are checked against pyproject.toml below).
-    light_orchestrate(home / ".orchestrate-venv" / "bin", tmp_path / "not-installed")
+    core_orchestrate(home / ".orchestrate-venv" / "bin", tmp_path / "not-installed")
+    kernel_source(home / ".orchestrate-venv" / KERNEL_SOURCE)
 
     def run(number: int, inputs: dict[str, str]) -> dict[str, object]:
         workspace = tmp_path / f"run-{number}" / "workspace"
@@ -139,6 +152,8 @@ def test_github_actions_recipe_runs_as_written_in_fresh_clones(emulator, tmp_pat
     assert "no branch orchestrate-ledger yet" in first["Restore the ledger from its branch"].stdout
     ledger = _ledger_on_branch(origin)
     assert list(ledger["runs"]) == [f"{CHAIN}-s1"]
+    runtime = f"chains/{CHAIN}/runtime.zip"  # what a core-install step pushes again
+    assert runtime in _git("--git-dir", str(origin), "ls-tree", "-r", "--name-only", LEDGER_BRANCH)
     assert emulator.call_counts()["SaveKernel.accepted"] == 1
 
     _wait_terminal(emulator.api_url, key, f"{CHAIN}-s1")
@@ -180,32 +195,31 @@ def test_github_actions_recipe_runs_as_written_in_fresh_clones(emulator, tmp_pat
     assert key not in history
 
 
-def test_github_actions_light_install_matches_pyproject() -> None:
-    """The cache-miss install: the package without dependencies, then exactly the
-    orchestrator's own dependencies as pyproject.toml pins them, and no training stack."""
+def test_github_actions_installs_the_core_only() -> None:
+    """The cache-miss install: the package without extras (its own dependencies as
+    pyproject.toml declares them), and apart from it, for `chain start`, the pinned source
+    of what the kernel embeds, without dependencies."""
     import tomllib
+    from packaging.requirements import Requirement
 
     workflow = load_workflow(WORKFLOW)
     [install] = [s for s in workflow["jobs"]["step"]["steps"] if "Install" in s.get("name", "")]
-    from packaging.requirements import Requirement
-
     lines = [line.strip() for line in install["run"].splitlines()]
-    declared = {
-        Requirement(r).name: Requirement(r)
-        for r in tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
-            "dependencies"
-        ]
-    }
-    [no_deps] = [line for line in lines if "install --quiet --no-deps" in line]
-    package, sb3 = shlex.split(no_deps)[4:]
-    assert package == "$ORCHESTRATE_PACKAGE"
-    sb3 = Requirement(sb3)  # pinned: a chain's segments must all carry the same version
+    assert not Requirement(workflow["env"]["ORCHESTRATE_PACKAGE"]).extras
+    [core] = [line for line in lines if "pip" in line and "--no-deps" not in line]
+    assert shlex.split(core)[1:] == ["install", "--quiet", "$ORCHESTRATE_PACKAGE"]
+    [source] = [line for line in lines if "--no-deps" in line]
+    words = shlex.split(source)
+    assert words[words.index("--target") + 1] == f"$venv/{KERNEL_SOURCE}"
+    sb3 = Requirement(words[-1])  # pinned: a chain's segments must all carry the same version
     [pinned] = [spec.version for spec in sb3.specifier if spec.operator == "=="]
-    assert declared[sb3.name].specifier.contains(pinned)
-    [deps_line] = [line for line in lines if "install --quiet" in line and "--no-deps" not in line]
-    wanted = [Requirement(w) for w in shlex.split(deps_line)[3:]]
-    assert all(w.specifier == declared[w.name].specifier for w in wanted), wanted
-    assert not {w.name.replace("-", "_") for w in wanted} & {*TRAINING_STACK, "stable_baselines3"}
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    core_deps = {Requirement(r).name.replace("-", "_") for r in project["dependencies"]}
+    assert not core_deps & set(KERNEL_EXTRA_MODULES)
+    kernel = {
+        Requirement(r).name: Requirement(r) for r in project["optional-dependencies"]["kernel"]
+    }
+    assert kernel[sb3.name].specifier.contains(pinned)
 
 
 def _cron_command() -> str:
@@ -219,7 +233,7 @@ def test_cron_line_mails_alerts_and_stays_quiet_otherwise(emulator, tmp_path) ->
     project.mkdir()
     toml = project_toml(emulator.api_url, slug=CHAIN, total=1000)
     (project / "orchestrate.toml").write_text(toml + "\n[chain]\nmax_unknowns = 1\n")
-    orchestrate = light_orchestrate(tmp_path / "venv" / "bin", tmp_path / "not-installed")
+    orchestrate = core_orchestrate(tmp_path / "venv" / "bin", tmp_path / "not-installed")
     command = _cron_command()
     assert (
         "/home/me/traffic" in command
@@ -234,10 +248,10 @@ def test_cron_line_mails_alerts_and_stays_quiet_otherwise(emulator, tmp_path) ->
         done = subprocess.run(["/bin/sh", "-c", command], env=env, capture_output=True, text=True)
         return done.stdout + done.stderr
 
-    started = subprocess.run(
-        [str(orchestrate), "chain", "start", CHAIN, "--segments", "1000"],
+    started = subprocess.run(  # where the [kernel] extra is installed: it renders the runtime
+        [sys.executable, "-m", "orchestrator", "chain", "start", CHAIN, "--segments", "1000"],
         cwd=project,
-        env=env,
+        env={**env, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
         text=True,
     )

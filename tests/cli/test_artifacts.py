@@ -159,7 +159,7 @@ def test_pull_verifies_extracts_and_is_idempotent(emulator, client, tmp_path):
         layout.ARTIFACTS_SHA256,
     }
     assert json.loads((dest / MARKER_NAME).read_text())["artifacts_sha256"] == zip_sha
-    assert not list(dest.parent.glob(".art-ok.*")), "staging dirs must be cleaned up"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["art-ok"], "staging is cleaned up"
 
     counts = emulator.call_counts()
     again = pull_artifacts(client, "alice", "art-ok", dest)

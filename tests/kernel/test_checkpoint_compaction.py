@@ -192,7 +192,7 @@ def assert_restores(model, checkpoint_dir: Path, fresh) -> None:
 def test_1m_buffer_wrapped_stays_in_few_files_and_restores_exactly(tmp_path, optimize_memory):
     from stable_baselines3.common.buffers import ReplayBuffer
 
-    from kernel_template.checkpoint import read_manifest
+    from kernel_template.layout import read_manifest
 
     model = cartpole_dqn(MILLION, optimize_memory)
     fresh = ReplayBuffer(
@@ -360,5 +360,5 @@ def test_default_config_run_with_1m_buffer_keeps_working_dir_under_200_files(tmp
     assert len(commits) >= STEPS_AFTER_FILL // 60
     assert sum(1 for c in commits if c.merged_rows) >= 10  # it compacted many times
     assert max(c.buffer_files for c in commits) <= file_bound(MILLION)
-    newest = layout.checkpoint_dirs(working / layout.CHECKPOINTS_DIR)[-1]
+    newest = layout.SessionPaths(working).checkpoint_dirs()[-1]
     assert json.loads((newest / BUFFER_INDEX).read_text())["rows_total"] == summary.timesteps_end

@@ -23,7 +23,7 @@ def _chunk_bytes(checkpoint) -> int:
 def test_checkpoint_size_grows_with_rows_added_not_the_allocation(tmp_path):
     import torch
 
-    from kernel_template.checkpoint import read_manifest
+    from kernel_template.layout import read_manifest
     from kernel_template.train import build_model, build_vec_env
 
     torch.set_num_threads(1)
