@@ -259,8 +259,14 @@ class RunConfig(_Strict):
             fields.update({name: data[name] for name in LOOP_RESULT_FIELDS})
         return fields
 
+    def with_changes(self, **changes: Any) -> RunConfig:
+        """A copy with `changes`, validated once (`model_copy(update=...)` skips validation)."""
+        return RunConfig.model_validate({**self.model_dump(), **changes})
+
     def config_hash(self) -> str:
-        """sha256 over the result fields in canonical JSON (sorted keys, no spaces)."""
+        """sha256 over the result fields in canonical JSON (sorted keys, no spaces). Compute it
+        once per config and carry the value (KernelFolder, ChainRecord, RunRecord, the
+        checkpoint writer): the kernel and the orchestrator each validate a config once."""
         canonical = json.dumps(self.result_fields(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -272,9 +272,12 @@ class SessionPaths:
 
 
 class CheckpointRef(BaseModel):
+    """A checkpoint's identity: its step and the sha256 of its MANIFEST.json. The kernel adds
+    where it found or wrote it; the orchestrator's refs (ledger, pulls) carry no path."""
+
     step: int
     manifest_sha256: str
-    path: str
+    path: str | None = None
 
 
 class WallClock(BaseModel):
@@ -329,6 +332,18 @@ class SessionSummary(BaseModel):
     @property
     def training_done(self) -> bool:
         return self.timesteps_end >= self.total_timesteps
+
+
+class SummaryEvent(BaseModel):
+    """The `summary` progress event (contract 5): the session summary's first words, printed
+    when training stops, before the files are written. What `watch` sees from the log."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: SummaryStatus
+    reason: str = ""
+    step: int | None = Field(default=None, description="the summary's timesteps_end")
+    total: int | None = None
 
 
 def format_event(event: str, **fields: Any) -> str:

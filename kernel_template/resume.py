@@ -156,13 +156,14 @@ def _extract_checkpoint(candidate: Candidate, dest: Path) -> None:
 
 
 def check_config(manifest: layout.CheckpointManifest, config: RunConfig, where: str) -> None:
-    if manifest.config_hash == config.config_hash():
+    config_hash = config.config_hash()
+    if manifest.config_hash == config_hash:
         return
     stored = getattr(manifest, "result_fields", None)
     if not isinstance(stored, dict):
         raise ResumeRefused(
             f"checkpoint {where} was made with config hash {manifest.config_hash[:12]}, this run has "
-            f"{config.config_hash()[:12]}; start a new run or resume with the original config"
+            f"{config_hash[:12]}; start a new run or resume with the original config"
         )
     differing = diff_result_fields(stored, config.result_fields())
     refused = changes_allowed(differing, config.allow_config_change)

@@ -90,6 +90,7 @@ class Session:
         from kernel_template.throttle import ThrottledLogger
 
         self.config = config
+        self.config_hash = config.config_hash()  # once: the manifests and the summary carry it
         self.params: dict[str, Any] = dict(config.params)
         self.runtime = runtime
         self.device = runtime.device
@@ -160,7 +161,7 @@ class Session:
         )
         self.writer = CheckpointWriter(
             self.working_dir,
-            config_hash=config.config_hash(),
+            config_hash=self.config_hash,
             algo=algo,
             keep=config.keep_checkpoints,
         )
@@ -556,13 +557,13 @@ class Session:
         """The summary event, then `finalize_session`: summary file, artifacts.zip, sha256."""
         from kernel_template.finalize import finalize_session
 
-        self.logger.event(
-            "summary",
+        event = layout.SummaryEvent(
             status=summary.status,
             reason=summary.reason,
             step=summary.timesteps_end,
             total=summary.total_timesteps,
         )
+        self.logger.event("summary", **event.model_dump())
         with contextlib.suppress(Exception):  # flush TensorBoard's events before the zip
             self._close_tensorboard()
         summary.wall.total = time.time() - self.runtime.session_start
@@ -588,7 +589,7 @@ class Session:
         return layout.SessionSummary(
             status=self.status,
             reason=self.reason or self.status,
-            config_hash=self.config.config_hash(),
+            config_hash=self.config_hash,
             segment_index=self.config.segment_index,
             total_timesteps=self.config.total_timesteps,
             timesteps_start=self.start_step,

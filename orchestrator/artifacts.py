@@ -16,7 +16,6 @@ more) are downloaded as they are, under the same name checks as zip entries.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import zipfile
@@ -29,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kernel_template import layout
-from kernel_template.layout import SessionSummary
+from kernel_template.layout import CheckpointRef, SessionSummary
 from orchestrator.errors import UserError
 from orchestrator.kaggle.errors import KernelNotVisible
 from orchestrator.safe_extract import (
@@ -60,12 +59,14 @@ class PulledFile:
 
 @dataclass
 class PullResult:
-    dir: Path  # runs/<run>/ when verified, else where the rejected files were put
+    """What a pull brought home: the one shape the ledger, the chain and the report read."""
+
+    dir: Path  # runs/<slug>/ when verified, else where the rejected files were put
     files: list[PulledFile]
     verified: bool
     summary: SessionSummary | None
     artifacts_sha256: str | None
-    checkpoint_hash: str | None
+    checkpoint: CheckpointRef | None  # the newest checkpoint that verified
     problems: list[str] = field(default_factory=list)
     skipped: bool = False  # a verified pull was already there: nothing downloaded
 
@@ -75,7 +76,7 @@ class PullResult:
             "verified": self.verified,
             "skipped": self.skipped,
             "artifacts_sha256": self.artifacts_sha256,
-            "checkpoint_hash": self.checkpoint_hash,
+            "checkpoint_hash": self.checkpoint.manifest_sha256 if self.checkpoint else None,
             "problems": self.problems,
             "files": [f.__dict__ for f in self.files],
             "summary": self.summary.model_dump(mode="json") if self.summary else None,
@@ -86,25 +87,21 @@ class PullMarker(BaseModel):
     owner: str
     slug: str
     artifacts_sha256: str
-    checkpoint_hash: str | None
+    checkpoint: CheckpointRef | None = None
+    checkpoint_hash: str | None = None  # markers written before checkpoint refs: the hash only
     files: list[dict]
     pulled_at: str
 
-
-def summary_figures(summary: SessionSummary | None) -> dict | None:
-    """The key figures of a session summary, as stored in the ledger and shown in the table."""
-    if summary is None:
-        return None
-    return {
-        "status": summary.status,
-        "reason": summary.reason,
-        "timesteps_start": summary.timesteps_start,
-        "timesteps_end": summary.timesteps_end,
-        "total_timesteps": summary.total_timesteps,
-        "seconds_per_step": summary.seconds_per_step,
-        "wall": summary.wall.model_dump(),
-        "device": summary.device,
-    }
+    def checkpoint_in(self, directory: Path) -> CheckpointRef | None:
+        """The pull's checkpoint; for an older marker, the step is read from the manifest
+        with its hash."""
+        if self.checkpoint is not None or self.checkpoint_hash is None:
+            return self.checkpoint
+        found = layout.SessionPaths(directory).find_checkpoint(self.checkpoint_hash)
+        if found is None:
+            return None
+        step = layout.read_manifest(found).num_timesteps
+        return CheckpointRef(step=step, manifest_sha256=self.checkpoint_hash)
 
 
 def read_marker(dest: Path, owner: str, slug: str) -> PullMarker | None:
@@ -123,19 +120,19 @@ def read_summary(directory: Path) -> SessionSummary | None:
         return None
 
 
-def verify_checkpoints(directory: Path) -> tuple[str | None, list[str]]:
-    """(manifest hash of the newest checkpoint that verifies, problems of those that do not)."""
+def verify_checkpoints(directory: Path) -> tuple[CheckpointRef | None, list[str]]:
+    """(the newest checkpoint that verifies, problems of those that do not)."""
     problems: list[str] = []
-    newest: tuple[int, str] | None = None
+    newest: CheckpointRef | None = None
     for manifest_path in layout.SessionPaths(directory).checkpoint_manifests():
         where = manifest_path.parent.relative_to(directory)
         manifest, manifest_sha256, bad = layout.verify_checkpoint(manifest_path.parent)
         if manifest is None or bad:
             problems.extend(f"{where}/{item}" for item in bad)
             continue
-        if newest is None or manifest.num_timesteps > newest[0]:
-            newest = (manifest.num_timesteps, manifest_sha256)
-    return (newest[1] if newest else None), problems
+        if newest is None or manifest.num_timesteps > newest.step:
+            newest = CheckpointRef(step=manifest.num_timesteps, manifest_sha256=manifest_sha256)
+    return newest, problems
 
 
 def _reject(staging: Path, dest: Path, problems: list[str]) -> Path:
@@ -167,7 +164,7 @@ def pull_artifacts(
             verified=True,
             summary=read_summary(dest),
             artifacts_sha256=marker.artifacts_sha256,
-            checkpoint_hash=marker.checkpoint_hash,
+            checkpoint=marker.checkpoint_in(dest),
             skipped=True,
         )
 
@@ -251,7 +248,7 @@ def _pull_into(
             verified=False,
             summary=None,
             artifacts_sha256=None,
-            checkpoint_hash=None,
+            checkpoint=None,
             problems=problems,
         )
 
@@ -273,7 +270,7 @@ def _pull_into(
         got = client.download(item.url, target)
         files.append(PulledFile(str(rel), got.size, got.sha256))
 
-    checkpoint_hash, checkpoint_problems = verify_checkpoints(tree)
+    checkpoint, checkpoint_problems = verify_checkpoints(tree)
     problems.extend(checkpoint_problems)
     summary = read_summary(tree)
     verified = artifacts_sha is not None and not problems
@@ -292,7 +289,7 @@ def _pull_into(
             verified=False,
             summary=summary,
             artifacts_sha256=artifacts_sha,
-            checkpoint_hash=checkpoint_hash,
+            checkpoint=checkpoint,
             problems=problems,
         )
     if verified:
@@ -300,11 +297,11 @@ def _pull_into(
             owner=owner,
             slug=slug,
             artifacts_sha256=artifacts_sha,
-            checkpoint_hash=checkpoint_hash,
+            checkpoint=checkpoint,
             files=[f.__dict__ for f in files],
             pulled_at=layout.utc_now_iso(),
         )
-        layout.atomic_write_text(tree / MARKER_NAME, json.dumps(marker.model_dump(), indent=1))
+        layout.atomic_write_text(tree / MARKER_NAME, marker.model_dump_json(indent=1))
     layout.install_dir(tree, dest)  # an older pull there is swapped out, then removed
     return PullResult(
         dir=dest,
@@ -312,7 +309,7 @@ def _pull_into(
         verified=verified,
         summary=summary,
         artifacts_sha256=artifacts_sha,
-        checkpoint_hash=checkpoint_hash,
+        checkpoint=checkpoint,
         problems=problems,
     )
 
@@ -350,8 +347,8 @@ def render_result(console: Console, ref: str, result: PullResult) -> None:
         for name, size, digest in rows:
             console.print(f"{name}  {size}  {digest}".rstrip(), markup=False, soft_wrap=True)
     console.print(f"into: {result.dir}", markup=False, soft_wrap=True)
-    if result.checkpoint_hash:
-        console.print(f"checkpoint: {result.checkpoint_hash}", markup=False)
+    if result.checkpoint:
+        console.print(f"checkpoint: {result.checkpoint.manifest_sha256}", markup=False)
     summary = result.summary
     if summary is not None:
         wall = summary.wall

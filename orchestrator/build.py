@@ -400,6 +400,7 @@ def render_script(
     n_files: int,
     embedded_packages: dict[str, str] | None = None,
     pip_install: list[str] | tuple[str, ...] = (),
+    config_hash: str | None = None,
 ) -> str:
     embedded_packages = dict(sorted((embedded_packages or {}).items()))
     encoded = base64.b64encode(bundle).decode("ascii")
@@ -407,7 +408,7 @@ def render_script(
     config_json = json.dumps(run_config.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
     return _SCRIPT.format(
         ref=ref,
-        config_hash=run_config.config_hash(),
+        config_hash=config_hash or run_config.config_hash(),
         user_note=f" + {', '.join(user_modules)}" if user_modules else "",
         n_files=n_files,
         bundle_sha256=hashlib.sha256(bundle).hexdigest(),
@@ -479,8 +480,10 @@ def render_kernel(
     warnings = [w for w in (retired_shape_warning(settings.kernel.machine_shape),) if w]
 
     bundle = bundle or render_bundle(settings)
+    config_hash = run_config.config_hash()  # once: the script and the folder carry it
     script = render_script(
         run_config,
+        config_hash=config_hash,
         ref=metadata["id"],
         bundle=bundle.data,
         user_modules=list(bundle.user_modules),
@@ -510,7 +513,7 @@ def render_kernel(
         metadata=metadata,
         script_path=out_dir / metadata["code_file"],
         bundle_sha256=bundle.sha256,
-        config_hash=run_config.config_hash(),
+        config_hash=config_hash,
         embedded_files=bundle.files,
         warnings=tuple(warnings),
         embedded_packages=dict(bundle.embedded_packages),

@@ -356,7 +356,7 @@ def _quick_run(client, settings, report, poll_s, say) -> None:
 
     ledger = Ledger(settings.project_dir)
     record = launch(settings, settings.run, client=client, ledger=ledger, preflight=False)
-    report.made.append(record.run)
+    report.made.append(record.slug)
     say(f"pushed our kernel {record.ref}; watching it")
     began = time.time()
     from rich.console import Console
@@ -364,14 +364,14 @@ def _quick_run(client, settings, report, poll_s, say) -> None:
     result = follow(
         client,
         record.owner,
-        record.run,
+        record.slug,
         console=Console(stderr=True, quiet=True),
         poll_s=poll_s,
         denial_grace_s=denial_grace_for(record),
     )
     report.timings["quick_run_s"] = round(time.time() - began, 1)
     pulled = pull_artifacts(
-        client, record.owner, record.run, settings.project_dir / "runs" / record.run
+        client, record.owner, record.slug, settings.project_dir / "runs" / record.slug
     )
     summary = pulled.summary
     report.observe(
@@ -419,11 +419,11 @@ def _chain(client, settings, run_id, report, poll_s, timeout_s, say) -> None:
     )
     report.timings["chain_s"] = round(time.time() - began, 1)
     runs = ledger.runs(name)
-    report.made.extend(r.run for r in runs if r.state != "failed_push")
+    report.made.extend(r.slug for r in runs if r.state != "failed_push")
     outcome = results[name].outcome
     second = next((r for r in runs if r.segment == 2 and r.state == "pulled"), None)
-    resumed = ((second.summary or {}).get("resumed_from") or {}) if second else {}
-    mount = resumed.get("path")
+    resumed = second.summary.resumed_from if second and second.summary else None
+    mount = resumed.path if resumed else None
     report.observe(
         "mounts",
         "where the parent's output was mounted",

@@ -54,18 +54,15 @@ def quick_test_variant(
     margin = run_config.min_margin_s
     if margin is not None and margin > limit * QUICK_MARGIN_SHARE:
         margin = limit * QUICK_MARGIN_SHARE  # a 15-minute floor would leave no time to train
-    quick = run_config.model_copy(
-        update={
-            "total_timesteps": min(steps, run_config.total_timesteps)
-            if steps
-            else run_config.total_timesteps,
-            "segment_timesteps": None,
-            "segment_index": 0,
-            "session_limit_s": limit,
-            "min_margin_s": margin,
-        }
+    quick = run_config.with_changes(
+        total_timesteps=min(steps, run_config.total_timesteps)
+        if steps
+        else run_config.total_timesteps,
+        segment_timesteps=None,
+        segment_index=0,
+        session_limit_s=limit,
+        min_margin_s=margin,
     )
-    quick = RunConfig.model_validate(quick.model_dump())
     return quick, slug if slug.endswith(QUICK_SUFFIX) else f"{slug}{QUICK_SUFFIX}"
 
 
@@ -143,7 +140,7 @@ def launch(
         if existing is None:
             ledger.record_intent(
                 RunRecord(
-                    run=slug,
+                    slug=slug,
                     owner=owner,
                     chain=chain,
                     segment=segment,
@@ -202,12 +199,12 @@ def _settle_before_push(
 
     _refuse_spent_slug(earlier)
     try:
-        info = client.find_own_kernel(record.owner, record.run)
+        info = client.find_own_kernel(record.owner, record.slug)
     except (AuthenticationError, CredentialsNotFound):
         raise  # refused credentials: exit 2 with the fix
     except KaggleError as error:
         raise InfrastructureError(
-            f"could not list {record.owner}'s kernels to check that {record.run} is not on "
+            f"could not list {record.owner}'s kernels to check that {record.slug} is not on "
             f"Kaggle already ({error}); nothing was pushed, run the same command again later"
         ) from None
     if info is not None:
@@ -217,11 +214,11 @@ def _settle_before_push(
             f"{record.ref} already exists on Kaggle ({why}): adopting it, not pushing again",
         )
         return ledger.update(
-            record.run,
+            record.slug,
             state="pushed",
             pushed_at=record.pushed_at or utc_now_iso(),
             version=info.current_version_number,
-            url=client.web_url(record.owner, record.run),
+            url=client.web_url(record.owner, record.slug),
             failure_message=None,
             adopted_at=utc_now_iso(),
         )
@@ -233,7 +230,7 @@ def _settle_before_push(
                 f"kernel for a while; nothing was pushed, run the same command again in "
                 f"{intent_grace_s - age:.0f} s"
             )
-    ledger.update(record.run, state="intent", failure_message=None, refusal=None)
+    ledger.update(record.slug, state="intent", failure_message=None, refusal=None)
     return None
 
 
@@ -241,7 +238,7 @@ def _refuse_spent_slug(existing: RunRecord | None) -> None:
     """Kaggle shows only a slug's latest session: a pushed slug is never pushed again."""
     if existing is not None and existing.state not in ("intent", "failed_push"):
         raise UserError(
-            f"run {existing.run!r} was already pushed (state {existing.state}); pick a new slug with --slug"
+            f"run {existing.slug!r} was already pushed (state {existing.state}); pick a new slug with --slug"
         )
 
 

@@ -24,9 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from kernel_template.layout import atomic_write_text, utc_now_iso
+from kernel_template import layout
+from kernel_template.layout import CheckpointRef, SessionSummary, atomic_write_text, utc_now_iso
+from orchestrator.chain.states import ChainState
 from orchestrator.errors import InfrastructureError, UserError
 from orchestrator.kaggle.models import VISIBILITY_GRACE_S
 
@@ -37,7 +39,8 @@ LOCK_FILE = "ledger.lock"
 FORMAT_VERSION = 1
 
 RunState = Literal["intent", "pushed", "running", "terminal", "pulled", "failed_push"]
-ChainState = Literal["active", "waiting", "done", "failed", "cancelled"]
+# GPU quota a chain keeps free (`[chain] quota_reserve_h` in orchestrate.toml, in hours there).
+DEFAULT_QUOTA_RESERVE_S = 1800.0
 
 
 def seconds_since(iso_time: str | None) -> float:
@@ -50,6 +53,40 @@ def seconds_since(iso_time: str | None) -> float:
     return (datetime.now(timezone.utc) - moment).total_seconds()
 
 
+def upgrade_run_record(data: dict[str, Any]) -> dict[str, Any]:
+    """A run record as older ledgers wrote it, in today's words: `run` was the slug; the
+    checkpoint was `checkpoint_hash` + `checkpoint_step`; a run pulled by hand kept only
+    some figures of its summary (the rest is unknown: empty, zero)."""
+    if not {"run", "checkpoint_hash", "checkpoint_step"} & data.keys() and not _partial(
+        data.get("summary")
+    ):
+        return data
+    data = {**data}
+    if "run" in data and "slug" not in data:
+        data["slug"] = data.pop("run")
+    digest, step = data.pop("checkpoint_hash", None), data.pop("checkpoint_step", None)
+    summary = data.get("summary")
+    if _partial(summary):
+        summary = data["summary"] = {
+            "config_hash": data.get("config_hash") or "",
+            "started_at": "",
+            "ended_at": "",
+            "session_limit_s": 0.0,
+            **summary,
+        }
+    if step is None and isinstance(summary, dict):
+        left = summary.get("left_checkpoint") or {}
+        step = left.get("step") if left.get("manifest_sha256") == digest else None
+    if digest and step is not None and "checkpoint" not in data:
+        data["checkpoint"] = {"step": step, "manifest_sha256": digest}
+    return data
+
+
+def _partial(summary: Any) -> bool:
+    """The figures `pull-artifacts` used to keep instead of the whole summary."""
+    return isinstance(summary, dict) and "started_at" not in summary
+
+
 class LedgerBusy(InfrastructureError):
     """Another process holds the ledger lock (e.g. an overlapping `chain step`)."""
 
@@ -59,7 +96,7 @@ class RunRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
-    run: str = Field(description="the kernel slug; unique per session")
+    slug: str = Field(description="the kernel's slug; unique per session, so it names the run")
     owner: str
     chain: str | None = None
     segment: int | None = None
@@ -74,11 +111,12 @@ class RunRecord(BaseModel):
     url: str | None = None
     pulled_dir: str | None = None
     artifacts_sha256: str | None = None
-    checkpoint_hash: str | None = Field(
-        default=None, description="verified manifest hash the run left"
+    checkpoint: CheckpointRef | None = Field(
+        default=None, description="the newest verified checkpoint the run left"
     )
-    checkpoint_step: int | None = Field(default=None, description="the step of that checkpoint")
-    summary: dict[str, Any] | None = None
+    summary: SessionSummary | None = Field(
+        default=None, description="the run's session_summary.json, as pulled"
+    )
     gpu_seconds: float | None = None
     failure_message: str | None = None
     refusal: str | None = Field(
@@ -101,9 +139,26 @@ class RunRecord(BaseModel):
         default=None, description="what a chain's progress checks saw (orchestrator.chain.stall)"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_older_ledgers(cls, data: Any) -> Any:
+        return upgrade_run_record(data) if isinstance(data, dict) else data
+
     @property
     def ref(self) -> str:
-        return f"{self.owner}/{self.run}"
+        return f"{self.owner}/{self.slug}"
+
+    def cli_json(self) -> dict[str, Any]:
+        """The record as `--json` has always printed it: `run` for the slug, the checkpoint
+        as `checkpoint_hash` and `checkpoint_step` (scripts read those keys)."""
+        data = self.model_dump(mode="json")
+        checkpoint = data.pop("checkpoint") or {}
+        return {
+            "run": data.pop("slug"),
+            **data,
+            "checkpoint_hash": checkpoint.get("manifest_sha256"),
+            "checkpoint_step": checkpoint.get("step"),
+        }
 
     def seconds_since_push(self) -> float:
         """Since the push (or, unconfirmed, the intent before it): Kaggle's read lag counts
@@ -120,23 +175,40 @@ class Note(BaseModel):
 
 
 class StartPoint(BaseModel):
-    """A verified checkpoint from outside the chain's own runs that it continues: another
-    run's kernel output, or a dataset uploaded from a local checkpoint dir."""
+    """The verified checkpoint a segment starts from, and the output that holds it: a run's
+    kernel output (a segment of this chain or another run), or a dataset uploaded from a
+    local checkpoint dir. A chain's `start_from` is one from outside its own runs."""
 
-    kind: Literal["kernel", "dataset"]
+    kind: Literal["kernel", "dataset"] = "kernel"
     owner: str
     slug: str = Field(description="the kernel's or the dataset's slug")
-    checkpoint_hash: str
-    step: int
-    source: str = Field(description="what the user named: a run, or a local checkpoint dir")
+    checkpoint: CheckpointRef
+    source: str | None = Field(
+        default=None, description="`--from`: what the user named, a run or a local checkpoint dir"
+    )
     ready: bool = Field(
         default=True, description="a dataset: Kaggle has processed it (READY), so it attaches"
     )
-    created_at: str = Field(default_factory=utc_now_iso)
+    created_at: str | None = Field(default=None, description="when `--from` recorded it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_older_ledgers(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "checkpoint_hash" in data:  # before checkpoint refs
+            data = {**data}
+            data["checkpoint"] = {
+                "step": data.pop("step"),
+                "manifest_sha256": data.pop("checkpoint_hash"),
+            }
+        return data
 
     @property
     def ref(self) -> str:
         return f"{self.owner}/{self.slug}"
+
+    @property
+    def step(self) -> int:
+        return self.checkpoint.step
 
 
 class ChainRecord(BaseModel):
@@ -153,8 +225,10 @@ class ChainRecord(BaseModel):
     segment_seconds: list[float] | None = Field(
         default=None, description="planned wall s per segment"
     )
-    quota_reserve_s: float = Field(default=1800.0, ge=0, description="GPU quota kept free")
-    state: ChainState = "active"
+    quota_reserve_s: float = Field(
+        default=DEFAULT_QUOTA_RESERVE_S, ge=0, description="GPU quota kept free"
+    )
+    state: ChainState = ChainState.ACTIVE
     created_at: str = Field(default_factory=utc_now_iso)
     updated_at: str = Field(default_factory=utc_now_iso)
     max_retries: int = 2
@@ -203,8 +277,31 @@ class ChainRecord(BaseModel):
     )
     notes: list[Note] = Field(default_factory=list)
 
+    @field_validator("state", mode="before")
+    @classmethod
+    def _no_waiting_state(cls, value: Any) -> Any:
+        # Older code declared a "waiting" chain state; a waiting chain is active.
+        return ChainState.ACTIVE if value == "waiting" else value
+
     def note(self, message: str, level: Literal["info", "warning", "alert"] = "info") -> None:
         self.notes = [*self.notes[-199:], Note(level=level, message=message)]
+
+    def cli_json(self) -> dict[str, Any]:
+        """The record as `--json` has always printed it: the start point's checkpoint as
+        `checkpoint_hash` and `step`."""
+        data = self.model_dump(mode="json")
+        start = data.get("start_from")
+        if start is not None:
+            checkpoint = start.pop("checkpoint")
+            data["start_from"] = {
+                "kind": start.pop("kind"),
+                "owner": start.pop("owner"),
+                "slug": start.pop("slug"),
+                "checkpoint_hash": checkpoint["manifest_sha256"],
+                "step": checkpoint["step"],
+                **start,
+            }
+        return data
 
 
 class LedgerDocument(BaseModel):
@@ -246,7 +343,7 @@ class Ledger:
         stored = Path(run.pulled_dir)
         if not stored.is_absolute():
             return self.project_dir / stored
-        moved = self.project_dir / RUNS_DIR / run.run  # an absolute path from before a move
+        moved = self.project_dir / RUNS_DIR / run.slug  # an absolute path from before a move
         return moved if not stored.exists() and moved.exists() else stored
 
     def _relative_paths(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -318,7 +415,7 @@ class Ledger:
         except FileNotFoundError:
             return LedgerDocument()
         try:
-            document = LedgerDocument.model_validate(json.loads(text))
+            document = LedgerDocument.model_validate(self._with_legacy_steps(json.loads(text)))
         except (json.JSONDecodeError, ValidationError) as error:
             first = str(error).splitlines()[0]
             raise UserError(
@@ -330,6 +427,24 @@ class Ledger:
                 f"orchestrate understands ({FORMAT_VERSION}); upgrade kaggle-orchestrate"
             )
         return document
+
+    def _with_legacy_steps(self, data: Any) -> Any:
+        """Older `pull-artifacts` kept a run's checkpoint hash without its step: read the step
+        from the pulled checkpoint with that manifest hash, if the pull is still there."""
+        runs = data.get("runs") if isinstance(data, dict) else None
+        for record in (runs or {}).values():
+            if not isinstance(record, dict) or record.get("checkpoint_step") is not None:
+                continue
+            digest, pulled = record.get("checkpoint_hash"), record.get("pulled_dir")
+            if not digest or not pulled:
+                continue
+            found = layout.SessionPaths(self.project_dir / pulled).find_checkpoint(digest)
+            try:
+                step = layout.read_manifest(found).num_timesteps if found else None
+            except (OSError, ValueError):  # a damaged pull: the step stays unknown
+                step = None
+            record["checkpoint_step"] = step
+        return data
 
     def _write(self, document: LedgerDocument) -> None:
         atomic_write_text(self.path, document.model_dump_json(indent=1) + "\n")
@@ -346,30 +461,30 @@ class Ledger:
     def record_intent(self, record: RunRecord) -> RunRecord:
         """Write a run before its push. A slug already in the ledger is never reused."""
         with self._modify() as document:
-            if record.run in document.runs:
+            if record.slug in document.runs:
                 raise UserError(
-                    f"run {record.run!r} is already in the ledger; pick a new slug "
+                    f"run {record.slug!r} is already in the ledger; pick a new slug "
                     "(Kaggle shows only the latest session of a slug)"
                 )
             record = record.model_copy(
                 update=self._relative_paths({"state": "intent", "pulled_dir": record.pulled_dir})
             )
-            document.runs[record.run] = record
+            document.runs[record.slug] = record
         return record
 
-    def update(self, run: str, **fields: Any) -> RunRecord:
+    def update(self, slug: str, **fields: Any) -> RunRecord:
         with self._modify() as document:
-            current = document.runs.get(run)
+            current = document.runs.get(slug)
             if current is None:
-                raise KeyError(f"run {run!r} is not in the ledger")
+                raise KeyError(f"run {slug!r} is not in the ledger")
             updated = RunRecord.model_validate(
                 {**current.model_dump(), **self._relative_paths(fields)}
             )
-            document.runs[run] = updated
+            document.runs[slug] = updated
         return updated
 
-    def get(self, run: str) -> RunRecord | None:
-        return self._read().runs.get(run)
+    def get(self, slug: str) -> RunRecord | None:
+        return self._read().runs.get(slug)
 
     def runs(self, chain: str | None = None) -> list[RunRecord]:
         """Runs in creation order; with `chain`, only that chain's, by segment and attempt."""

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from kernel_template.config import ConfigError, RunConfig, parse_run_config
+from kernel_template.config import RunConfig
 from kernel_template.layout import SessionPaths
 
 from .build import EMBEDDED_PACKAGES, SELFCHECK_FLAG, KernelFolder, render_kernel
@@ -142,11 +142,7 @@ def run_preflight(
 
 
 def check_config(report: PreflightReport, settings: Settings, run_config: RunConfig) -> bool:
-    try:
-        config = parse_run_config(run_config.model_dump(mode="json"))
-    except ConfigError as error:
-        report.add("config", "fail", str(error), "fix [run] in orchestrate.toml")
-        return False
+    config = run_config  # validated where it was loaded (orchestrate.toml) or derived
     what = config.entrypoint if config.trainer == "loop" else f"{config.algo} on {config.env}"
     report.add("config", "pass", f"valid, {what}, hash {config.config_hash()[:16]}")
     embedded = {
@@ -401,7 +397,7 @@ def selfcheck(
             return {
                 "error": f"the script imported {result['kernel_template']}, not its embedded copy"
             }
-        if result.get("config_hash") != run_config.config_hash():
+        if result.get("config_hash") != folder.config_hash:
             return {
                 "error": "the embedded run config hashes differently from the one built; rebuild"
             }
@@ -546,7 +542,7 @@ def find_quick_summary(ledger: Ledger | None, slug: str | None) -> Path | None:
     base = slug.removesuffix("-quick")
     for record in reversed(ledger.runs()):
         pulled = ledger.pulled_path(record)
-        if not record.run.startswith(f"{base}-quick") or pulled is None:
+        if not record.slug.startswith(f"{base}-quick") or pulled is None:
             continue
         outputs = [pulled, *(d for d in sorted(pulled.glob("*")) if d.is_dir())]
         candidates = [SessionPaths(d).summary for d in outputs]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .ledger import Ledger, RunRecord
 
 RUN_COLUMNS = (
-    "run",
+    "slug",
     "chain",
     "segment",
     "attempt",
@@ -31,6 +31,7 @@ RUN_COLUMNS = (
     "created_at",
 )
 HEADERS = {
+    "slug": "run",
     "segment": "seg",
     "attempt": "try",
     "kernel_status": "kernel",
@@ -77,7 +78,7 @@ def resolve_run(run: str | None, ledger: Ledger, *, default_owner: str | None = 
     if run:
         record = ledger.get(run)
         if record is not None:
-            return RunRef(record.owner, record.run, record)
+            return RunRef(record.owner, record.slug, record)
         if default_owner:
             return RunRef(default_owner, run, None)
         raise UserError(
@@ -90,7 +91,7 @@ def resolve_run(run: str | None, ledger: Ledger, *, default_owner: str | None = 
             "or `orchestrate launch` first"
         )
     newest = max(records, key=lambda r: r.pushed_at or r.created_at)
-    return RunRef(newest.owner, newest.run, newest)
+    return RunRef(newest.owner, newest.slug, newest)
 
 
 def _default_owner(settings: Settings, client: KaggleClient | None) -> str | None:
@@ -108,7 +109,7 @@ def pull_run(
 ) -> PullResult:
     """Pull a named run's outputs into `dest` (default runs/SLUG/) and record a verified pull
     in the ledger (a chain's segment as its chain records it)."""
-    from .artifacts import pull_artifacts, summary_figures
+    from .artifacts import pull_artifacts
 
     target = dest or settings.project_dir / "runs" / ref.slug
     record = ref.record
@@ -125,8 +126,8 @@ def pull_run(
             state="pulled",
             pulled_dir=str(result.dir),
             artifacts_sha256=result.artifacts_sha256,
-            checkpoint_hash=result.checkpoint_hash,
-            summary=summary_figures(result.summary),
+            checkpoint=result.checkpoint,
+            summary=result.summary,
         )
     return result
 
@@ -162,7 +163,7 @@ def run_status(
         "kernel_status": kernel_status,
         "failure_message": failure,
         "url": record.url if record and record.url else client.web_url(owner, slug),
-        "ledger": record.model_dump(mode="json") if record is not None else None,
+        "ledger": record.cli_json() if record is not None else None,
     }
 
 
@@ -266,10 +267,11 @@ def print_status(report: dict[str, Any], console: Console) -> None:
         "version",
         "pushed_at",
         "pulled_dir",
-        "checkpoint_hash",
     ):
         if record.get(key) is not None:
             console.print(f"  {key}: {record[key]}", markup=False)
+    if record.get("checkpoint"):  # a checkpoint ref: its manifest hash names it
+        console.print(f"  checkpoint_hash: {record['checkpoint']['manifest_sha256']}", markup=False)
 
 
 def list_runs(ledger: Ledger, chain: str | None = None) -> list[RunRecord]:
@@ -362,5 +364,5 @@ def delete_run(
     if needed:
         parent.tell_chains(ledger, owner, slug)
     if record is None:
-        return RunRecord(run=slug, owner=owner, state="terminal")
+        return RunRecord(slug=slug, owner=owner, state="terminal")
     return ledger.update(slug, deleted_at=utc_now_iso())

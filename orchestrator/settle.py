@@ -43,7 +43,7 @@ class Settlement:
     unreadable: list[str] = field(default_factory=list)
 
     def busy_gpu(self) -> list[str]:
-        return [r.run for r in self.busy if is_gpu_shape(r.machine_shape)]
+        return [r.slug for r in self.busy if is_gpu_shape(r.machine_shape)]
 
 
 def is_unsettled(record: RunRecord) -> bool:
@@ -74,9 +74,7 @@ class _Settler:
         self.client = client
         self.result = Settlement()
         self._listing: dict[str, KernelInfo] | None = None
-        self._active_chains = {
-            c.name: c for c in ledger.chains() if c.state in ("active", "waiting")
-        }
+        self._active_chains = {c.name: c for c in ledger.chains() if not c.state.finished}
 
     def settle(self, select: Callable[[RunRecord], bool] | None) -> Settlement:
         for record in self.ledger.runs():
@@ -111,13 +109,13 @@ class _Settler:
                 self.result.busy.append(record)  # may still appear: Kaggle lists late
                 return None
             self.ledger.update(
-                record.run,
+                record.slug,
                 state="failed_push",
                 failure_message=f"the push never reached Kaggle (not listed {VISIBILITY_GRACE_S:.0f} s on)",
             )
             return None
         return self.ledger.update(
-            record.run,
+            record.slug,
             state="pushed",
             pushed_at=record.pushed_at or utc_now_iso(),
             version=info.current_version_number,
@@ -133,28 +131,28 @@ class _Settler:
         )
 
         try:
-            status = self.client.status(record.owner, record.run)
+            status = self.client.status(record.owner, record.slug)
         except (AuthenticationError, CredentialsNotFound):
             raise
         except (KernelNotVisible, NotFoundError):
             self._denied(record)
             return
         except KaggleError:
-            self.result.unreadable.append(record.run)
+            self.result.unreadable.append(record.slug)
             self.result.busy.append(record)
             return
         if status.is_terminal:
             self.ledger.update(
-                record.run,
+                record.slug,
                 state="terminal",
                 kernel_status=status.status,
                 failure_message=status.failure_message,
                 terminal_at=record.terminal_at or utc_now_iso(),
             )
-            self.result.ended.append(record.run)
+            self.result.ended.append(record.slug)
             return
         if record.state != "running" or record.kernel_status != status.status:
-            record = self.ledger.update(record.run, state="running", kernel_status=status.status)
+            record = self.ledger.update(record.slug, state="running", kernel_status=status.status)
         self.result.busy.append(record)
 
     def _denied(self, record: RunRecord) -> None:
@@ -167,14 +165,14 @@ class _Settler:
         if info is None:
             self._gone(record, "not on Kaggle any more (deleted on kaggle.com?)")
         else:  # listed but unreadable, or the listing failed: keep counting it
-            self.result.unreadable.append(record.run)
+            self.result.unreadable.append(record.slug)
             self.result.busy.append(record)
 
     def _gone(self, record: RunRecord, why: str) -> None:
-        self.result.gone.append(record.run)
+        self.result.gone.append(record.slug)
         if not self._owned_by_active_chain(record):  # an active chain reports it itself
             self.ledger.update(
-                record.run,
+                record.slug,
                 state="terminal",
                 kernel_status=GONE,
                 failure_message=why,
@@ -195,4 +193,4 @@ class _Settler:
                 raise
             except KaggleError:
                 return False
-        return self._listing.get(record.run)
+        return self._listing.get(record.slug)

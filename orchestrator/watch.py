@@ -22,17 +22,19 @@ decides:
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Column
 
-from kernel_template.layout import parse_event
+from kernel_template.layout import SummaryEvent, parse_event
 from orchestrator.errors import UserError
 from orchestrator.kaggle.models import TERMINAL_STATUSES
 
@@ -59,7 +61,7 @@ class WatchResult:
     failure_message: str | None = None
     lines: int = 0
     last_progress: dict[str, Any] | None = None
-    summary: dict[str, Any] | None = None  # the kernel's `summary` event, if it printed one
+    summary: SummaryEvent | None = None  # the kernel's `summary` event, if it printed one
     artifacts: dict[str, Any] | None = None  # its `artifacts` event: artifacts.zip was written
     budget_stop: dict[str, Any] | None = None
     stream_failed: str | None = None  # why the live log was given up, if it was
@@ -77,7 +79,7 @@ class WatchResult:
             "failure_message": self.failure_message,
             "lines": self.lines,
             "last_progress": self.last_progress,
-            "summary": self.summary,
+            "summary": self.summary.model_dump() if self.summary else None,
             "artifacts": self.artifacts,
             "budget_stop": self.budget_stop,
             "stream_failed": self.stream_failed,
@@ -99,9 +101,9 @@ def failure_reason(result: WatchResult) -> str:
     """Why a run that ended counts as failed, in one line."""
     if result.failure_message:
         return result.failure_message
-    summary = result.summary or result.artifacts or {}
-    if summary.get("status") == "error":
-        return f"the kernel's session summary says error: {summary.get('reason') or 'no reason'}"
+    said = result.summary.model_dump() if result.summary else result.artifacts or {}
+    if said.get("status") == "error":
+        return f"the kernel's session summary says error: {said.get('reason') or 'no reason'}"
     if result.status == "COMPLETE":
         return "no session summary was written (the script crashed; Kaggle still says COMPLETE)"
     return "no artifacts were written"
@@ -285,7 +287,8 @@ class _Follower:
                 if name == "progress":
                     self.result.last_progress = event
                 elif name == "summary":
-                    self.result.summary = event
+                    with contextlib.suppress(ValidationError):  # a garbled line: not the end
+                        self.result.summary = SummaryEvent.model_validate(event)
                 elif name == "artifacts":
                     self.result.artifacts = event
                 elif name == "budget_stop":

@@ -24,15 +24,14 @@ _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b(: .*)?$"
 _ERROR_PREFIXES = ("error: ", "orchestrate: ")
 
 
-def from_summary(summary: dict[str, Any] | None) -> str | None:
+def from_summary(summary: layout.SessionSummary | None) -> str | None:
     """The summary's error when the session ended `error` without training a step."""
-    if not summary or summary.get("status") != "error":
+    if summary is None or summary.status != "error":
         return None
-    reason = summary.get("reason") or "error"
+    reason = summary.reason or "error"
     if reason in PARENT_REASONS:
         return None
-    start, end = summary.get("timesteps_start") or 0, summary.get("timesteps_end") or 0
-    return quote(reason) if end <= start else None
+    return quote(reason) if summary.timesteps_end <= summary.timesteps_start else None
 
 
 def from_log(entries: Iterable[Any], kernel_status: str | None) -> str | None:

@@ -8,22 +8,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.chain.states import ChainState
 from orchestrator.chain.step import StepResult
 from orchestrator.ledger import Ledger
 from orchestrator.notify import NotifyEvent
 
-FINISHED = ("done", "failed", "cancelled")
+# The chain states worth a notification when a step brings a chain to them.
+NOTIFIED_STATES = {ChainState.DONE: "chain_done", ChainState.FAILED: "chain_failed"}
 
 
 @dataclass(frozen=True)
 class BeforeStep:
-    chain_state: str | None
+    chain_state: ChainState | None
     pulled: frozenset[str]  # runs already pulled
 
 
 def before_step(ledger: Ledger, name: str) -> BeforeStep:
     chain = ledger.get_chain(name)
-    pulled = frozenset(r.run for r in ledger.runs(name) if r.state == "pulled")
+    pulled = frozenset(r.slug for r in ledger.runs(name) if r.state == "pulled")
     return BeforeStep(chain.state if chain else None, pulled)
 
 
@@ -34,27 +36,27 @@ def step_events(ledger: Ledger, before: BeforeStep, result: StepResult) -> list[
         return []
     events = []
     for run in ledger.runs(name):
-        if run.state == "pulled" and run.run not in before.pulled:
+        if run.state == "pulled" and run.slug not in before.pulled:
             events.append(NotifyEvent("segment_done", name, _segment_text(chain, run)))
     events += [
         NotifyEvent("alert", name, f"ALERT chain {name}: {alert}") for alert in result.alerts
     ]
-    if before.chain_state not in FINISHED and chain.state in ("done", "failed"):
-        kind = "chain_done" if chain.state == "done" else "chain_failed"
+    newly_finished = before.chain_state is None or not before.chain_state.finished
+    if newly_finished and chain.state in NOTIFIED_STATES:
+        kind = NOTIFIED_STATES[chain.state]
         events.append(NotifyEvent(kind, name, f"chain {name} {chain.state}: {result.message}"))
     return events
 
 
 def _segment_text(chain, run) -> str:
     planned = len(chain.segments)
-    where = f"segment {run.segment} of {planned}" if run.segment else run.run
+    where = f"segment {run.segment} of {planned}" if run.segment else run.slug
     retry = f" (attempt {run.attempt + 1})" if run.attempt else ""
-    if run.checkpoint_step is None:
+    if run.checkpoint is None:
         reached = "left no checkpoint"
     else:
-        share = 100 * run.checkpoint_step / chain.total_timesteps
-        reached = (
-            f"checkpoint at step {run.checkpoint_step} of {chain.total_timesteps} ({share:.0f}%)"
-        )
+        step = run.checkpoint.step
+        share = 100 * step / chain.total_timesteps
+        reached = f"checkpoint at step {step} of {chain.total_timesteps} ({share:.0f}%)"
     hours = f", {run.gpu_seconds / 3600:.2f} GPU h" if run.gpu_seconds else ""
     return f"chain {chain.name}: {where}{retry} ended {run.kernel_status} ({run.ref}): {reached}{hours}"

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from kernel_template.layout import SessionSummary
+from orchestrator.chain.states import ChainState
 from orchestrator.ledger import ChainRecord, RunRecord, StartPoint
 
 ACTIVE_STATES = ("pushed", "running")
@@ -38,22 +40,6 @@ def segment_slug(chain: str, segment: int, attempt: int = 0) -> str:
     return f"{chain}-s{segment}" if attempt == 0 else f"{chain}-s{segment}-r{attempt}"
 
 
-@dataclass(frozen=True)
-class ResumePoint:
-    """The newest verified checkpoint the chain holds, and the kernel whose output (or the
-    dataset, for a checkpoint uploaded by `--from`) has it."""
-
-    run: str
-    owner: str
-    checkpoint_hash: str
-    step: int
-    kind: str = "kernel"  # or "dataset"
-
-    @property
-    def ref(self) -> str:
-        return f"{self.owner}/{self.run}"
-
-
 # -- actions ---------------------------------------------------------------------------------
 
 
@@ -66,7 +52,7 @@ class Idle:
 
 @dataclass(frozen=True)
 class Finish:
-    state: str  # "done" or "failed"
+    state: ChainState  # DONE or FAILED
     reason: str
 
 
@@ -93,15 +79,15 @@ class Push:
     attempt: int
     slug: str
     segment_timesteps: int
-    resume: ResumePoint | None
+    start: StartPoint | None
 
     @property
     def kernel_sources(self) -> list[str]:
-        return [self.resume.ref] if self.resume and self.resume.kind == "kernel" else []
+        return [self.start.ref] if self.start and self.start.kind == "kernel" else []
 
     @property
     def dataset_sources(self) -> list[str]:
-        return [self.resume.ref] if self.resume and self.resume.kind == "dataset" else []
+        return [self.start.ref] if self.start and self.start.kind == "dataset" else []
 
 
 @dataclass(frozen=True)
@@ -121,39 +107,36 @@ def latest_run(runs: list[RunRecord]) -> RunRecord | None:
     return max(runs, key=lambda r: (r.segment or 0, r.attempt), default=None)
 
 
-def start_point(start: StartPoint | None) -> ResumePoint | None:
-    if start is None:
-        return None
-    return ResumePoint(start.slug, start.owner, start.checkpoint_hash, start.step, start.kind)
-
-
-def resume_point(
+def start_point(
     runs: list[RunRecord], before: RunRecord | None = None, start: StartPoint | None = None
-) -> ResumePoint | None:
-    """The pulled run with the furthest verified checkpoint (optionally: pulled before `before`).
-    A chain's `start_from` counts as a checkpoint it holds, and wins a tie (the user named it)."""
-    best: ResumePoint | None = start_point(start)
+) -> StartPoint | None:
+    """Where the next segment starts: the pulled run with the furthest verified checkpoint
+    (optionally: pulled before `before`). A chain's `start_from` counts as a checkpoint it
+    holds, and wins a tie (the user named it)."""
+    best = start
     for run in sorted(runs, key=lambda r: (r.segment or 0, r.attempt)):
-        if before is not None and run.run == before.run:
+        if before is not None and run.slug == before.slug:
             break
-        if run.state != "pulled" or not run.checkpoint_hash or run.checkpoint_step is None:
+        if run.state != "pulled" or run.checkpoint is None:
             continue
-        if best is None or run.checkpoint_step > best.step:  # ties: the original holder
-            best = ResumePoint(run.run, run.owner, run.checkpoint_hash, run.checkpoint_step)
+        if best is None or run.checkpoint.step > best.step:  # ties: the original holder
+            best = StartPoint(owner=run.owner, slug=run.slug, checkpoint=run.checkpoint)
     return best
 
 
 def made_progress(runs: list[RunRecord], run: RunRecord, start: StartPoint | None = None) -> bool:
     """Whether a pulled run left a checkpoint further than the chain had before it."""
-    if run.checkpoint_step is None or not run.checkpoint_hash:
+    if run.checkpoint is None:
         return False
-    previous = resume_point(runs, before=run, start=start)
-    return run.checkpoint_step > (previous.step if previous else 0)
+    previous = start_point(runs, before=run, start=start)
+    return run.checkpoint.step > (previous.step if previous else 0)
 
 
 def training_done(chain: ChainRecord, run: RunRecord) -> bool:
-    end = (run.summary or {}).get("timesteps_end")
-    reached = end if end is not None else run.checkpoint_step
+    if run.summary is not None:
+        reached = run.summary.timesteps_end
+    else:
+        reached = run.checkpoint.step if run.checkpoint else None
     return reached is not None and reached >= chain.total_timesteps
 
 
@@ -175,7 +158,7 @@ def failed_attempts(
         1
         for r in runs
         if r.segment == segment
-        and r.run not in forgiven
+        and r.slug not in forgiven
         and ((r.state == "pulled" and not made_progress(runs, r, start)) or is_failed_push(r))
     )
 
@@ -198,7 +181,7 @@ def max_segments(chain: ChainRecord) -> int:
 
 
 def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Action:
-    if chain.state in ("done", "failed", "cancelled"):
+    if chain.state.finished:
         return Idle(f"chain {chain.name} is {chain.state}")
 
     latest = latest_run(runs)
@@ -210,18 +193,20 @@ def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Act
         if latest.state == "terminal":
             return Pull(latest)
         if latest.state == "pulled" and training_done(chain, latest):
-            return Finish("done", f"{chain.total_timesteps} timesteps reached by {latest.run}")
+            return Finish(
+                ChainState.DONE, f"{chain.total_timesteps} timesteps reached by {latest.slug}"
+            )
         if latest.state == "pulled" and latest.early_error:
             # Deterministic (a bad hyperparameter, a broken env): a retry burns a session on it.
-            return Finish("failed", early_failure_reason(latest))
+            return Finish(ChainState.FAILED, early_failure_reason(latest))
 
     until = parse_time(chain.wait_until)
     if until is not None and now < until:
         return Wait(chain.waiting_reason or "waiting", until)
 
     start = chain.start_from
-    resume = resume_point(runs, start=start)
-    done_steps = resume.step if resume else 0
+    begin = start_point(runs, start=start)
+    done_steps = begin.step if begin else 0
     if latest is None:
         segment, attempt = 1, 0
     elif latest.state == "failed_push" and latest.refusal in WAIT_REFUSALS:
@@ -240,14 +225,14 @@ def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Act
                     f"ended {latest.kernel_status} without a new checkpoint"
                 )
             return Finish(
-                "failed",
-                f"segment {segment} failed {failures} times without progress; last: {latest.run} {why}",
+                ChainState.FAILED,
+                f"segment {segment} failed {failures} times without progress; last: {latest.slug} {why}",
             )
         attempt = latest.attempt + 1
 
     if segment > max_segments(chain):
         return Finish(
-            "failed",
+            ChainState.FAILED,
             f"{segment - 1} segments ran but only {done_steps} of {chain.total_timesteps} timesteps "
             "are done; plan shorter segments (e.g. orchestrate plan) and start a new chain",
         )
@@ -256,13 +241,13 @@ def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Act
         attempt=attempt,
         slug=segment_slug(chain.name, segment, attempt),
         segment_timesteps=segment_size(chain, segment, done_steps),
-        resume=resume,
+        start=begin,
     )
 
 
 def early_failure_reason(run: RunRecord) -> str:
     return (
-        f"segment {run.segment} ({run.run}) failed before its first training step: "
+        f"segment {run.segment} ({run.slug}) failed before its first training step: "
         f"{run.early_error}; not retried, it would fail the same way. Fix the cause "
         "(`orchestrate preflight` builds the model and trains a few steps locally), then "
         "start a new chain"
@@ -321,20 +306,20 @@ def capacity_gate(busy_sessions: int, cap: int) -> Wait | None:
     return Wait(f"GPU slots busy: {busy_sessions} of {cap} batch GPU sessions are running")
 
 
-def resume_mismatch(expected: ResumePoint | None, summary: dict | None) -> str | None:
+def resume_mismatch(expected: StartPoint | None, summary: SessionSummary | None) -> str | None:
     """An alert when a segment did not resume from the checkpoint the ledger says it should."""
     if expected is None or summary is None:
         return None
-    resumed = summary.get("resumed_from") or {}
-    got = resumed.get("manifest_sha256")
-    if got == expected.checkpoint_hash:
+    resumed = summary.resumed_from
+    if resumed is not None and resumed.manifest_sha256 == expected.checkpoint.manifest_sha256:
         return None
-    if got is None:
+    want = expected.checkpoint.manifest_sha256[:12]
+    if resumed is None:
         return (
             f"expected a resume from {expected.ref} step {expected.step} "
-            f"(manifest {expected.checkpoint_hash[:12]}) but the session started from scratch"
+            f"(manifest {want}) but the session started from scratch"
         )
     return (
-        f"resumed from manifest {got[:12]} (step {resumed.get('step')}), not the recorded "
-        f"{expected.checkpoint_hash[:12]} (step {expected.step}) of {expected.ref}"
+        f"resumed from manifest {resumed.manifest_sha256[:12]} (step {resumed.step}), not the "
+        f"recorded {want} (step {expected.step}) of {expected.ref}"
     )

@@ -16,7 +16,8 @@ def final_evaluation(runs: list[RunRecord]) -> float | None:
     for run in sorted(runs, key=lambda r: (r.segment or 0, r.attempt), reverse=True):
         if run.state != "pulled":
             continue
-        controllers = ((run.summary or {}).get("evaluation") or {}).get("controllers") or {}
+        evaluation = (run.summary.evaluation if run.summary else None) or {}
+        controllers = evaluation.get("controllers") or {}
         agent = controllers.get(AGENT) or {}
         if agent.get("mean_return") is not None:
             return float(agent["mean_return"])
@@ -29,8 +30,8 @@ def chain_overview(ledger: Ledger, name: str) -> dict[str, Any] | None:
     if chain is None:
         return None
     runs = ledger.runs(name)
-    resume = machine.resume_point(runs)
-    done = resume.step if resume else 0
+    start = machine.start_point(runs)
+    done = start.step if start else 0
     pulled = {r.segment for r in runs if r.state == "pulled" and machine.made_progress(runs, r)}
     return {
         "name": chain.name,
@@ -41,7 +42,7 @@ def chain_overview(ledger: Ledger, name: str) -> dict[str, Any] | None:
         "segments_planned": len(chain.segments),
         "gpu_hours": round(sum(r.gpu_seconds or 0 for r in runs) / 3600, 4),
         "final_evaluation": final_evaluation(runs),
-        "waiting_reason": chain.waiting_reason if chain.state in ("active", "waiting") else None,
+        "waiting_reason": chain.waiting_reason if not chain.state.finished else None,
         "updated_at": chain.updated_at,
     }
 

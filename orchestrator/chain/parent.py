@@ -9,23 +9,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kernel_template import layout
+from kernel_template.layout import CheckpointRef
 from orchestrator.chain import machine
-from orchestrator.ledger import Ledger
+from orchestrator.ledger import Ledger, StartPoint
 
 if TYPE_CHECKING:
     from orchestrator.kaggle import KaggleClient
 
-LIVE_CHAIN_STATES = ("active", "waiting")
 
-
-def chains_resuming_from(ledger: Ledger, slug: str) -> list[tuple[str, machine.ResumePoint]]:
-    """(chain name, resume point) of each live chain whose next segment resumes from `slug`."""
+def chains_resuming_from(ledger: Ledger, slug: str) -> list[tuple[str, StartPoint]]:
+    """(chain name, start point) of each live chain whose next segment resumes from `slug`."""
     found = []
     for chain in ledger.chains():
-        if chain.state not in LIVE_CHAIN_STATES:
+        if chain.state.finished:
             continue
-        point = machine.resume_point(ledger.runs(chain.name), start=chain.start_from)
-        if point is not None and point.kind == "kernel" and point.run == slug:
+        point = machine.start_point(ledger.runs(chain.name), start=chain.start_from)
+        if point is not None and point.kind == "kernel" and point.slug == slug:
             found.append((chain.name, point))
     return found
 
@@ -60,39 +59,39 @@ def tell_chains(ledger: Ledger, owner: str, slug: str) -> list[str]:
     return told
 
 
-def is_gone(ledger: Ledger, client: KaggleClient, point: machine.ResumePoint) -> bool:
+def is_gone(ledger: Ledger, client: KaggleClient, point: StartPoint) -> bool:
     """Whether the kernel holding the resume point is gone: deleted through this ledger, or
     missing from the account's own listing (never judged by a 403, which also answers for a
     kernel that exists). Another owner's kernel cannot be listed, and a dataset start point
     is not a kernel: both taken as present."""
     if point.kind != "kernel":
         return False
-    record = ledger.get(point.run)
+    record = ledger.get(point.slug)
     if record is not None and getattr(record, "deleted_at", None):
         return True
     if point.owner != client.username:
         return False
-    return client.find_own_kernel(point.owner, point.run) is None
+    return client.find_own_kernel(point.owner, point.slug) is None
 
 
-def local_checkpoint(pulled_dir: Path | None, manifest_sha256: str) -> Path | None:
-    """The pulled checkpoint dir whose manifest has this hash and whose files verify."""
+def local_checkpoint(pulled_dir: Path | None, checkpoint: CheckpointRef) -> Path | None:
+    """The pulled dir of this checkpoint, if its manifest has the hash and its files verify."""
     if pulled_dir is None:
         return None
-    found = layout.SessionPaths(pulled_dir).find_checkpoint(manifest_sha256)
-    if found is None:
+    directory = layout.SessionPaths(pulled_dir).checkpoint(checkpoint.step)
+    manifest, manifest_sha256, problems = layout.verify_checkpoint(directory)
+    if manifest is None or problems or manifest_sha256 != checkpoint.manifest_sha256:
         return None
-    manifest, _, problems = layout.verify_checkpoint(found)
-    return found if manifest is not None and not problems else None
+    return directory
 
 
-def gone_message(ledger: Ledger, name: str, point: machine.ResumePoint) -> str:
-    """The ALERT of a chain whose resume source is gone: what happened and the choices."""
-    record = ledger.get(point.run)
-    local = local_checkpoint(ledger.pulled_path(record) if record else None, point.checkpoint_hash)
+def gone_message(ledger: Ledger, name: str, point: StartPoint) -> str:
+    """The ALERT of a chain whose start point is gone: what happened and the choices."""
+    record = ledger.get(point.slug)
+    local = local_checkpoint(ledger.pulled_path(record) if record else None, point.checkpoint)
     head = (
         f"{point.ref}, which holds the checkpoint this chain resumes from (step {point.step}, "
-        f"manifest {point.checkpoint_hash[:12]}), is gone from Kaggle; the chain stopped rather "
+        f"manifest {point.checkpoint.manifest_sha256[:12]}), is gone from Kaggle; the chain stopped rather "
         "than train from scratch. Choose: "
     )
     cancel = f"`orchestrate chain cancel {name}`"

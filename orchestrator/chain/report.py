@@ -109,18 +109,18 @@ def pulled_segments(runs: list[RunRecord]) -> list[RunRecord]:
 
 def segment_facts(outputs: SegmentOutputs) -> SegmentFacts:
     run = outputs.run
-    summary = run.summary or {}
-    resumed = summary.get("resumed_from") or {}
+    summary, checkpoint = run.summary, run.checkpoint
+    wall = summary.wall if summary else None
     return SegmentFacts(
         segment=run.segment or 0,
-        slug=run.run,
+        slug=run.slug,
         kernel_status=run.kernel_status,
-        start=summary.get("timesteps_start", resumed.get("step")),
-        end=summary.get("timesteps_end", run.checkpoint_step),
-        steps_redone=int(summary.get("steps_redone") or 0),
+        start=summary.timesteps_start if summary else None,
+        end=summary.timesteps_end if summary else (checkpoint.step if checkpoint else None),
+        steps_redone=summary.steps_redone if summary else 0,
         gpu_hours=(run.gpu_seconds or 0.0) / 3600,
-        wall={part: float((summary.get("wall") or {}).get(part) or 0.0) for part in WALL_PARTS},
-        checkpoint_hash=run.checkpoint_hash,
+        wall={part: float(getattr(wall, part, 0.0) or 0.0) for part in WALL_PARTS},
+        checkpoint_hash=checkpoint.manifest_sha256 if checkpoint else None,
         verified=run.artifacts_sha256 is not None,
         pulled_dir=outputs.dir,
         missing=outputs.missing,

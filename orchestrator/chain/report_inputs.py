@@ -47,7 +47,7 @@ def _locate(ledger: Ledger, run: RunRecord, fetch: Fetch | None) -> SegmentOutpu
     found = ledger.pulled_path(run)
     if has_metrics(found):
         return SegmentOutputs(run, found)
-    where = _shown(ledger, found or ledger.project_dir / RUNS_DIR / run.run)
+    where = _shown(ledger, found or ledger.project_dir / RUNS_DIR / run.slug)
     gone = (
         f"{where} is missing"
         if found is None or not found.exists()
@@ -55,7 +55,7 @@ def _locate(ledger: Ledger, run: RunRecord, fetch: Fetch | None) -> SegmentOutpu
     )
     if fetch is None:
         return SegmentOutputs(run, None, f"{gone}; not pulled again (--no-pull)")
-    dest = ledger.project_dir / RUNS_DIR / run.run
+    dest = ledger.project_dir / RUNS_DIR / run.slug
     try:
         result = fetch(run, dest)
     except (KaggleError, OrchestrateError, OSError) as error:
@@ -95,6 +95,6 @@ def pull_again(api_url: str | None, stack) -> Fetch:
 
         if not clients:
             clients.append(stack.enter_context(KaggleClient(api_url)))
-        return pull_artifacts(clients[0], run.owner, run.run, dest, force=True)
+        return pull_artifacts(clients[0], run.owner, run.slug, dest, force=True)
 
     return fetch

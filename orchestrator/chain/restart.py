@@ -28,10 +28,10 @@ from orchestrator.chain.start_point import (
     refuse_changes,
     upload_start_point,
 )
+from orchestrator.chain.states import ChainState
 from orchestrator.errors import UserError
 from orchestrator.ledger import ChainRecord, Ledger
 
-RESUMABLE_STATES = ("failed", "cancelled")
 # DQN's defaults, for the warning below (stable-baselines3 DQN.__init__).
 DQN_EXPLORATION_FRACTION = 0.1
 DQN_EXPLORATION_FINAL_EPS = 0.05
@@ -51,12 +51,12 @@ def resume_chain(
     """Make a failed or cancelled chain (with `source`: any chain not done) active again."""
     with ledger.locked():
         chain = _chain(ledger, name)
-        if chain.state == "done":
+        if chain.state is ChainState.DONE:
             raise UserError(
                 f"chain {name} is done ({chain.total_timesteps} timesteps); to train on, raise "
                 f"its total: orchestrate chain extend {name} --to N"
             )
-        if source is None and chain.state not in RESUMABLE_STATES:
+        if source is None and not chain.state.finished:  # failed or cancelled: done is above
             raise UserError(
                 f"chain {name} is {chain.state}, not failed or cancelled: nothing to resume; "
                 f"`orchestrate chain run {name}` carries it on (or pass --from DIR to continue "
@@ -66,23 +66,24 @@ def resume_chain(
         if source is not None:
             changed = config_changes(source, RunConfig.model_validate(chain.run_config))
             refuse_changes(source, changed)
-            best = machine.resume_point(runs, start=chain.start_from)
+            best = machine.start_point(runs, start=chain.start_from)
             if best is not None and source.step < best.step:
                 raise UserError(
                     f"--from {source.label} is at step {source.step}, but chain {name} holds a "
                     f"newer checkpoint at step {best.step} ({best.ref}); pass that one, e.g. "
-                    f"runs/{best.run}/checkpoints/{best.step:012d}"
+                    f"runs/{best.slug}/checkpoints/{best.step:012d}"
                 )
             chain.start_from = upload_start_point(client, chain.owner or "", source)
-        chain.forgiven_runs = sorted({*chain.forgiven_runs, *(r.run for r in runs)})
+        chain.forgiven_runs = sorted({*chain.forgiven_runs, *(r.slug for r in runs)})
         was = chain.state
-        chain.state = "active"
+        chain.state = ChainState.ACTIVE
         chain.wait_until = None
         chain.waiting_reason = None
         chain.consecutive_unknowns = 0
-        point = machine.resume_point(runs, start=chain.start_from)
+        point = machine.start_point(runs, start=chain.start_from)
         where = (
-            f"step {point.step} ({point.kind} {point.ref}, manifest {point.checkpoint_hash[:12]})"
+            f"step {point.step} ({point.kind} {point.ref}, "
+            f"manifest {point.checkpoint.manifest_sha256[:12]})"
             if point
             else "scratch (no verified checkpoint yet)"
         )

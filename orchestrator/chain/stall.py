@@ -81,12 +81,12 @@ def check(client, ledger, run, *, polls: int, every_s: float, now: datetime) -> 
         # First seen RUNNING: the clock starts here, and the first log read comes one
         # interval later (a segment shorter than that is never read at all).
         stamp = machine.iso(now)
-        ledger.update(run.run, progress_watch={"checked_at": stamp, "changed_at": stamp})
+        ledger.update(run.slug, progress_watch={"checked_at": stamp, "changed_at": stamp})
         return None
     if not due(watch, now, every_s):
         return None
     try:
-        entries = client.log_so_far(run.owner, run.run)
+        entries = client.log_so_far(run.owner, run.slug)
     except KaggleError:
         return None
     watch = observe(watch, last_progress(entries), now)
@@ -94,5 +94,5 @@ def check(client, ledger, run, *, polls: int, every_s: float, now: datetime) -> 
     if watch.still >= polls and not watch.alerted:
         alert = stall_message(run.ref, watch, now)
         watch = watch.model_copy(update={"alerted": True})
-    ledger.update(run.run, progress_watch=watch.model_dump())
+    ledger.update(run.slug, progress_watch=watch.model_dump())
     return alert

@@ -16,14 +16,13 @@ from orchestrator.chain.bundle import store_bundle
 from orchestrator.chain.machine import segment_slug
 from orchestrator.errors import UserError
 from orchestrator.kaggle.models import VISIBILITY_GRACE_S
-from orchestrator.ledger import ChainRecord, Ledger
+from orchestrator.ledger import DEFAULT_QUOTA_RESERVE_S, ChainRecord, Ledger
 from orchestrator.settings import Settings, check_slug
 
 # Room for "-s<segment>-r<attempt>" inside Kaggle's 50-character slugs.
 MAX_CHAIN_NAME = 40
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_MAX_UNKNOWNS = 5
-DEFAULT_QUOTA_RESERVE_H = 0.5
 
 
 def parse_segments(text: str) -> list[int]:
@@ -142,10 +141,9 @@ def start_chain(
         count=count,
         plan_from=plan_from,
     )
-    run_config = settings.run.model_copy(
-        update={"total_timesteps": total, "segment_timesteps": None, "segment_index": 0}
+    run_config = settings.run.with_changes(
+        total_timesteps=total, segment_timesteps=None, segment_index=0
     )
-    run_config = type(run_config).model_validate(run_config.model_dump())  # re-validate the copy
     start_point = None
     if start_from is not None:
         start_point, run_config = _start_point(start_from, run_config, owner, client)
@@ -161,7 +159,9 @@ def start_chain(
         if max_retries is not None
         else int(extra.get("max_retries", DEFAULT_MAX_RETRIES)),
         max_unknowns=int(extra.get("max_unknowns", DEFAULT_MAX_UNKNOWNS)),
-        quota_reserve_s=float(extra.get("quota_reserve_h", DEFAULT_QUOTA_RESERVE_H)) * 3600,
+        quota_reserve_s=float(extra["quota_reserve_h"]) * 3600  # hours in orchestrate.toml
+        if "quota_reserve_h" in extra
+        else DEFAULT_QUOTA_RESERVE_S,
         intent_grace_s=float(extra.get("intent_grace_s", VISIBILITY_GRACE_S)),
         parent_retry_s=float(
             extra.get("parent_retry_s", ChainRecord.model_fields["parent_retry_s"].default)
@@ -176,7 +176,7 @@ def start_chain(
     if start_point is not None:
         record.note(
             f"starts from {start_from.label}: step {start_point.step}, manifest "
-            f"{start_point.checkpoint_hash[:12]}, attached as {start_point.kind} {start_point.ref}"
+            f"{start_point.checkpoint.manifest_sha256[:12]}, attached as {start_point.kind} {start_point.ref}"
         )
     with ledger.locked():
         if ledger.get_chain(name) is None:  # never replace an existing chain's runtime

@@ -47,7 +47,7 @@ class CheckpointSource:
 
     label: str  # as the user wrote it
     checkpoint: LocalCheckpoint | None  # the local copy (None: a run whose copy is gone)
-    run: str | None = None  # a pulled run: attached as a parent kernel
+    slug: str | None = None  # a pulled run: attached as a parent kernel
     owner: str | None = None
     manifest_sha256: str = ""
     step: int = 0
@@ -55,7 +55,11 @@ class CheckpointSource:
 
     @property
     def kind(self) -> str:
-        return "kernel" if self.run else "dataset"
+        return "kernel" if self.slug else "dataset"
+
+    @property
+    def ref(self) -> layout.CheckpointRef:
+        return layout.CheckpointRef(step=self.step, manifest_sha256=self.manifest_sha256)
 
 
 # -- finding and verifying ---------------------------------------------------------------
@@ -103,22 +107,22 @@ def resolve_source(ledger: Ledger, text: str) -> CheckpointSource:
     """`--from RUN_OR_CHECKPOINT_DIR`: a pulled run in the ledger, else a local dir."""
     run = ledger.get(text)
     if run is not None:
-        if run.state != "pulled" or not run.checkpoint_hash or run.checkpoint_step is None:
+        if run.state != "pulled" or run.checkpoint is None:
             raise UserError(
                 f"--from {text}: run {run.ref} left no verified checkpoint in the ledger "
                 f"(state {run.state}); name a pulled run with a checkpoint, or a checkpoint dir"
             )
         local = None
         if run.pulled_dir:
-            directory = layout.SessionPaths(run.pulled_dir).checkpoint(run.checkpoint_step)
+            directory = layout.SessionPaths(run.pulled_dir).checkpoint(run.checkpoint.step)
             local, _ = _read_checkpoint(directory)
         return CheckpointSource(
             label=text,
             checkpoint=local,
-            run=run.run,
+            slug=run.slug,
             owner=run.owner,
-            manifest_sha256=run.checkpoint_hash,
-            step=run.checkpoint_step,
+            manifest_sha256=run.checkpoint.manifest_sha256,
+            step=run.checkpoint.step,
             config_hash=run.config_hash,
         )
     path = Path(text)
@@ -140,14 +144,15 @@ def resolve_source(ledger: Ledger, text: str) -> CheckpointSource:
 def config_changes(source: CheckpointSource, run_config: RunConfig) -> list[str]:
     """Result fields the checkpoint's config has other than `run_config` (allowed ones left
     out); UserError when that cannot be told (a manifest without its result fields)."""
-    if source.config_hash == run_config.config_hash():
+    config_hash = run_config.config_hash()
+    if source.config_hash == config_hash:
         return []
     manifest = source.checkpoint.manifest if source.checkpoint else None
     stored = getattr(manifest, "result_fields", None)
     if not isinstance(stored, dict):
         raise UserError(
             f"--from {source.label}: the checkpoint was made with config hash "
-            f"{(source.config_hash or '?')[:12]}, this chain has {run_config.config_hash()[:12]}; "
+            f"{(source.config_hash or '?')[:12]}, this chain has {config_hash[:12]}; "
             "use the original [run] settings"
         )
     differing = diff_result_fields(stored, run_config.result_fields())
@@ -169,7 +174,7 @@ def allowing_total_change(run_config: RunConfig) -> RunConfig:
     if "total_timesteps" in run_config.allow_config_change:
         return run_config
     allowed = [*run_config.allow_config_change, "total_timesteps"]
-    return RunConfig.model_validate({**run_config.model_dump(), "allow_config_change": allowed})
+    return run_config.with_changes(allow_config_change=allowed)
 
 
 # -- uploading ---------------------------------------------------------------------------
@@ -193,14 +198,14 @@ def zip_checkpoint(checkpoint: LocalCheckpoint, dest: Path) -> Path:
 
 def upload_start_point(client, owner: str, source: CheckpointSource) -> StartPoint:
     """The StartPoint for a resolved source: a run as it is; a local dir uploaded first."""
-    if source.run is not None:
+    if source.slug is not None:
         return StartPoint(
             kind="kernel",
             owner=source.owner or owner,
-            slug=source.run,
-            checkpoint_hash=source.manifest_sha256,
-            step=source.step,
+            slug=source.slug,
+            checkpoint=source.ref,
             source=source.label,
+            created_at=layout.utc_now_iso(),
         )
     assert source.checkpoint is not None
     slug = dataset_slug(source.manifest_sha256)
@@ -212,10 +217,10 @@ def upload_start_point(client, owner: str, source: CheckpointSource) -> StartPoi
         kind="dataset",
         owner=owner,
         slug=slug,
-        checkpoint_hash=source.manifest_sha256,
-        step=source.step,
+        checkpoint=source.ref,
         source=str(source.checkpoint.directory),
         ready=False,
+        created_at=layout.utc_now_iso(),  # Kaggle's processing is timed from here
     )
 
 
@@ -231,6 +236,7 @@ def with_dataset_sources(settings: Settings, refs: list[str]) -> Settings:
 def dataset_gate(stepper, chain: ChainRecord):
     """None once the start dataset is READY; else a waiting StepResult (Kaggle attaches a
     dataset only once processed: a kernel pushed before gets nothing)."""
+    from orchestrator.chain.states import StepOutcome
     from orchestrator.chain.step import StepResult
     from orchestrator.kaggle.datasets import NOT_VISIBLE, READY
     from orchestrator.kaggle.errors import AuthenticationError, KaggleError
@@ -261,7 +267,7 @@ def dataset_gate(stepper, chain: ChainRecord):
         )
     return StepResult(
         chain.name,
-        "waiting",
+        StepOutcome.WAITING,
         f"dataset {start.ref} is {status} ({age:.0f} s since its upload): Kaggle processes a "
         "new dataset before it can be attached; checking again",
     )

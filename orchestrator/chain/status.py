@@ -6,29 +6,30 @@ import sys
 from typing import Any
 
 from orchestrator.chain import machine
+from orchestrator.chain.states import ChainState
 from orchestrator.errors import UserError
 from orchestrator.ledger import Ledger, RunRecord
 
 
 def segment_row(run: RunRecord) -> dict[str, Any]:
-    summary = run.summary or {}
+    summary, checkpoint = run.summary, run.checkpoint
     return {
         "segment": run.segment,
         "attempt": run.attempt,
-        "slug": run.run,
+        "slug": run.slug,
         "ref": run.ref,
         "state": run.state,
         "kernel_status": run.kernel_status,
-        "timesteps_start": summary.get("timesteps_start"),
-        "timesteps_end": summary.get("timesteps_end"),
-        "checkpoint_step": run.checkpoint_step,
-        "checkpoint_hash": run.checkpoint_hash,
+        "timesteps_start": summary.timesteps_start if summary else None,
+        "timesteps_end": summary.timesteps_end if summary else None,
+        "checkpoint_step": checkpoint.step if checkpoint else None,
+        "checkpoint_hash": checkpoint.manifest_sha256 if checkpoint else None,
         "artifacts_sha256": run.artifacts_sha256,
         "gpu_hours": round(run.gpu_seconds / 3600, 4) if run.gpu_seconds else 0.0,
         "pushed_at": run.pushed_at,
         "pulled_dir": run.pulled_dir,
         "failure_message": run.failure_message,
-        "docker_image": (summary.get("versions") or {}).get("docker_image"),
+        "docker_image": summary.versions.get("docker_image") if summary else None,
     }
 
 
@@ -37,7 +38,7 @@ def chain_status(ledger: Ledger, name: str) -> dict[str, Any]:
     if chain is None:
         raise UserError(f"no chain {name!r} in {ledger.path}; see `orchestrate chain status`")
     runs = ledger.runs(name)
-    resume = machine.resume_point(runs, start=chain.start_from)
+    start = machine.start_point(runs, start=chain.start_from)
     return {
         "name": chain.name,
         "owner": chain.owner,
@@ -45,7 +46,7 @@ def chain_status(ledger: Ledger, name: str) -> dict[str, Any]:
         "config_hash": chain.config_hash,
         "total_timesteps": chain.total_timesteps,
         "planned_segments": chain.segments,
-        "timesteps_done": resume.step if resume else 0,
+        "timesteps_done": start.step if start else 0,
         "gpu_hours": round(sum(r.gpu_seconds or 0 for r in runs) / 3600, 4),
         "wait_until": chain.wait_until,
         "waiting_reason": chain.waiting_reason,
@@ -74,7 +75,7 @@ def print_status(status: dict[str, Any], file=None) -> None:
     )
     if status.get("docker_image"):
         console.print(f"image: {status['docker_image']} (every later segment)", markup=False)
-    if status["waiting_reason"] and status["state"] in ("active", "waiting"):
+    if status["waiting_reason"] and not ChainState(status["state"]).finished:
         console.print(f"waiting: {status['waiting_reason']}", markup=False)
     table = Table(show_edge=False)
     for column in (
@@ -113,10 +114,10 @@ def cancel_chain(ledger: Ledger, name: str) -> str:
         chain = ledger.get_chain(name)
         if chain is None:
             raise UserError(f"no chain {name!r} in {ledger.path}; see `orchestrate chain status`")
-        if chain.state in ("done", "failed", "cancelled"):
+        if chain.state.finished:
             return f"chain {name} is already {chain.state}"
         running = [r for r in ledger.runs(name) if r.state in ("intent", *machine.ACTIVE_STATES)]
-        chain.state = "cancelled"
+        chain.state = ChainState.CANCELLED
         chain.note("cancelled by the user: no further segment will be pushed")
         ledger.save_chain(chain)
     message = f"chain {name} cancelled: no further segment will be pushed."

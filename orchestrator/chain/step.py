@@ -35,6 +35,7 @@ from orchestrator.chain.machine import (
     ResolveIntent,
     Wait,
 )
+from orchestrator.chain.states import ChainState, StepOutcome
 from orchestrator.errors import ExitCode, InfrastructureError, UserError
 from orchestrator.kaggle.errors import (
     AuthenticationError,
@@ -46,7 +47,7 @@ from orchestrator.kaggle.errors import (
     QuotaExhausted,
     Throttled,
 )
-from orchestrator.ledger import ChainRecord, Ledger, RunRecord
+from orchestrator.ledger import ChainRecord, Ledger, RunRecord, StartPoint
 from orchestrator.settings import Settings, is_gpu_shape
 
 MAX_ACTIONS_PER_STEP = 12
@@ -61,25 +62,28 @@ def utc_now() -> datetime:
 
 @dataclass
 class StepResult:
-    """What one step did. `outcome` is one of the values in OUTCOME_EXIT_CODES."""
+    """What one step did."""
 
     chain: str
-    outcome: str
+    outcome: StepOutcome
     message: str
     until: datetime | None = None
     pushed: list[str] = field(default_factory=list)
     alerts: list[str] = field(default_factory=list)
     running: str | None = None  # owner/slug of the segment now running, if any
 
+    def __post_init__(self) -> None:
+        self.outcome = StepOutcome(self.outcome)
+
     @property
     def exit_code(self) -> int:
         if self.alerts:  # an ALERT needs a person: a scheduler must see this step fail
             return int(ExitCode.RUN_FAILED)
-        return int(OUTCOME_EXIT_CODES[self.outcome])
+        return int(self.outcome.exit_code)
 
     @property
     def finished(self) -> bool:
-        return self.outcome in ("done", "failed", "cancelled")
+        return self.outcome.finished
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,18 +96,6 @@ class StepResult:
             "running": self.running,
             "exit_code": self.exit_code,
         }
-
-
-OUTCOME_EXIT_CODES = {
-    "advanced": ExitCode.OK,
-    "running": ExitCode.OK,
-    "waiting": ExitCode.OK,
-    "done": ExitCode.OK,
-    "cancelled": ExitCode.OK,
-    "busy": ExitCode.OK,  # another step holds the lock: it is doing the work
-    "failed": ExitCode.RUN_FAILED,
-    "unknown": ExitCode.INFRASTRUCTURE,
-}
 
 
 def pull_dir(settings: Settings, slug: str) -> Path:
@@ -165,7 +157,7 @@ class ChainStepper:
                 before = before_step(self.ledger, name)
                 result = self._step_locked(name)
         except LedgerBusy as error:
-            return StepResult(name, "busy", str(error))
+            return StepResult(name, StepOutcome.BUSY, str(error))
         self._notify(before, result)  # after the lock: a slow webhook never holds up a step
         return result
 
@@ -191,11 +183,11 @@ class ChainStepper:
             runs = self.ledger.runs(name)
             action = machine.next_action(chain, runs, self.clock())
             if isinstance(action, Idle):
-                return StepResult(name, chain.state, action.reason)
+                return StepResult(name, StepOutcome.of_finished(chain.state), action.reason)
             if isinstance(action, Finish):
                 return self._finish(chain, action)
             if isinstance(action, Wait):
-                return StepResult(name, "waiting", action.reason, until=action.until)
+                return StepResult(name, StepOutcome.WAITING, action.reason, until=action.until)
             if isinstance(action, ResolveIntent):
                 result = self._resolve_intent(chain, action.run)
             elif isinstance(action, Poll):
@@ -204,14 +196,16 @@ class ChainStepper:
                 result = self._pull(chain, action.run, runs)
             elif isinstance(action, Push):
                 result = self._push(chain, action, runs)
-                if result.outcome == "advanced":
+                if result.outcome is StepOutcome.ADVANCED:
                     pushed.append(action.slug)
                     result.pushed = pushed
             else:  # pragma: no cover - the machine returns only the actions above
                 raise AssertionError(action)
             if result is not None:
                 return result
-        return StepResult(name, "advanced", "step made its largest number of moves; run it again")
+        return StepResult(
+            name, StepOutcome.ADVANCED, "step made its largest number of moves; run it again"
+        )
 
     def record_hand_pull(self, slug: str) -> None:
         """`orchestrate pull-artifacts` of a chain's segment: recorded as the chain's own pull
@@ -221,7 +215,7 @@ class ChainStepper:
 
         with self.ledger.locked():
             self._alerts = []
-            settle_runs(self.ledger, self.client, select=lambda r: r.run == slug)
+            settle_runs(self.ledger, self.client, select=lambda r: r.slug == slug)
             run = self.ledger.get(slug)
             if run is None or run.chain is None or run.state != "terminal":
                 return
@@ -233,17 +227,17 @@ class ChainStepper:
         chain.state = action.state
         chain.wait_until = None
         chain.waiting_reason = None
-        chain.note(action.reason, "info" if action.state == "done" else "alert")
+        chain.note(action.reason, "info" if action.state is ChainState.DONE else "alert")
         self.ledger.save_chain(chain)
-        if action.state == "failed":
+        if action.state is ChainState.FAILED:
             self._say(f"chain {chain.name} failed: {action.reason}")
-        return StepResult(chain.name, action.state, action.reason)
+        return StepResult(chain.name, StepOutcome.of_finished(action.state), action.reason)
 
     def _resolve_intent(self, chain: ChainRecord, run: RunRecord) -> StepResult | None:
         """A push was written down but never confirmed: the account's listing says whether
         Kaggle has it (GetKernel's 403 cannot tell absent from just pushed)."""
         try:
-            info = self.client.find_own_kernel(run.owner, run.run)
+            info = self.client.find_own_kernel(run.owner, run.slug)
         except AuthenticationError:
             raise
         except KaggleError as error:
@@ -254,11 +248,13 @@ class ChainStepper:
             # A push only just sent may not be listed yet: ask again before giving up on it,
             # or a second session could start under the next slug.
             return StepResult(
-                chain.name, "waiting", f"{run.ref}: push not listed on Kaggle yet; checking again"
+                chain.name,
+                StepOutcome.WAITING,
+                f"{run.ref}: push not listed on Kaggle yet; checking again",
             )
         if info is None:
             self.ledger.update(
-                run.run,
+                run.slug,
                 state="failed_push",
                 failure_message=(
                     f"the push never reached Kaggle (not listed {chain.intent_grace_s:.0f} s on)"
@@ -270,7 +266,7 @@ class ChainStepper:
             )
         else:
             self.ledger.update(
-                run.run,
+                run.slug,
                 state="pushed",
                 version=info.current_version_number,
                 pushed_at=run.pushed_at or layout.utc_now_iso(),
@@ -280,7 +276,7 @@ class ChainStepper:
 
     def _poll(self, chain: ChainRecord, run: RunRecord) -> StepResult | None:
         try:
-            status = self.client.status(run.owner, run.run)
+            status = self.client.status(run.owner, run.slug)
         except KernelNotVisible as error:
             return self._denied(chain, run, error)
         except AuthenticationError:
@@ -290,14 +286,14 @@ class ChainStepper:
         self._known(chain)
         if not status.is_terminal:
             if run.state != "running" or run.kernel_status != status.status:
-                self.ledger.update(run.run, state="running", kernel_status=status.status)
+                self.ledger.update(run.slug, state="running", kernel_status=status.status)
             if status.status == "RUNNING":
                 self._check_progress(chain, run)
             return StepResult(
-                chain.name, "running", f"{run.ref} is {status.status}", running=run.ref
+                chain.name, StepOutcome.RUNNING, f"{run.ref} is {status.status}", running=run.ref
             )
         self.ledger.update(
-            run.run,
+            run.slug,
             state="terminal",
             kernel_status=status.status,
             failure_message=status.failure_message,
@@ -330,7 +326,7 @@ class ChainStepper:
         if age < chain.intent_grace_s:
             return StepResult(
                 chain.name,
-                "running",
+                StepOutcome.RUNNING,
                 f"{run.ref} pushed {age:.0f} s ago, not visible on Kaggle yet (403 during "
                 "the read-after-write lag); polling on",
                 running=run.ref,
@@ -344,9 +340,9 @@ class ChainStepper:
         )
 
     def _pull(self, chain: ChainRecord, run: RunRecord, runs: list[RunRecord]) -> StepResult | None:
-        dest = pull_dir(self.settings, run.run)
+        dest = pull_dir(self.settings, run.slug)
         try:
-            result = self.pull(self.client, run.owner, run.run, dest)
+            result = self.pull(self.client, run.owner, run.slug, dest)
         except AuthenticationError:
             raise  # refused credentials: exit 2 with the fix, never "unknown" (3) for ever
         except KaggleError as error:
@@ -354,7 +350,7 @@ class ChainStepper:
         self._known(chain)
         if Path(result.dir).resolve() != dest.resolve():  # rejected: a download did not verify
             failures = run.pull_failures + 1
-            self.ledger.update(run.run, pull_failures=failures)
+            self.ledger.update(run.slug, pull_failures=failures)
             problems = "; ".join(result.problems[:3])
             message = f"outputs of {run.ref} did not verify ({problems}); the next step pulls again"
             if failures >= MAX_PULL_FAILURES:
@@ -362,27 +358,25 @@ class ChainStepper:
                     chain, f"{failures} pulls of {run.ref} did not verify: {problems}"
                 )
             self.ledger.note(chain.name, message, "warning")
-            return StepResult(chain.name, "waiting", message)
+            return StepResult(chain.name, StepOutcome.WAITING, message)
 
-        summary = result.summary.model_dump(mode="json") if result.summary is not None else None
-        step = checkpoint_step(dest, result.checkpoint_hash, result.summary)
-        expected = machine.resume_point(runs, before=run, start=chain.start_from)
+        summary, checkpoint = result.summary, result.checkpoint
+        expected = machine.start_point(runs, before=run, start=chain.start_from)
         early_error = self._early_error(run, summary)
         self.ledger.update(
-            run.run,
+            run.slug,
             early_error=early_error,
             state="pulled",
             pulled_dir=str(dest),
             pulled_at=layout.utc_now_iso(),
             artifacts_sha256=result.artifacts_sha256,
-            checkpoint_hash=result.checkpoint_hash,
-            checkpoint_step=step,
+            checkpoint=checkpoint,
             summary=summary,
             gpu_seconds=session_gpu_seconds(run, summary),
         )
         what = (
-            f"{run.ref} {run.kernel_status}: checkpoint at step {step}"
-            if step is not None
+            f"{run.ref} {run.kernel_status}: checkpoint at step {checkpoint.step}"
+            if checkpoint is not None
             else (f"{run.ref} {run.kernel_status}: no checkpoint")
         )
         if not result.verified:
@@ -395,8 +389,8 @@ class ChainStepper:
                 "stops instead of retrying",
             )
             return None
-        reason = (summary or {}).get("reason")
-        if (summary or {}).get("status") == "error" and reason in PARENT_REASONS:
+        reason = summary.reason if summary else None
+        if summary is not None and summary.status == "error" and reason in PARENT_REASONS:
             # Kaggle had not attached the parent's output yet (or a later segment lost its
             # parent): the segment did not train; try it again after a delay, never from scratch.
             until = self.clock() + timedelta(seconds=chain.parent_retry_s)
@@ -409,16 +403,16 @@ class ChainStepper:
         mismatch = machine.resume_mismatch(expected, summary)
         if mismatch:  # worth a human look, but the checkpoint itself verified: carry on
             self._alert(chain, f"{run.ref} {mismatch}")
-        self._check_versions(chain.name, run, (summary or {}).get("versions"))
+        self._check_versions(chain.name, run, summary.versions if summary else None)
         return None
 
-    def _early_error(self, run: RunRecord, summary: dict | None) -> str | None:
+    def _early_error(self, run: RunRecord, summary: layout.SessionSummary | None) -> str | None:
         """The error a session stopped on before training: its summary's, else (no summary:
         it crashed too early to write one) the last error line of its log."""
         if summary is not None:
             return early_failure.from_summary(summary)
         try:
-            entries = self.client.list_output(run.owner, run.run).log
+            entries = self.client.list_output(run.owner, run.slug).log
         except AuthenticationError:
             raise
         except KaggleError:
@@ -435,7 +429,7 @@ class ChainStepper:
         image = reported.get("docker_image")
         if chain.reference_versions is None:
             chain.reference_versions = reported
-            chain.reference_run = run.run
+            chain.reference_run = run.slug
             if chain.docker_image is None and image:
                 chain.docker_image = image
                 chain.note(f"{run.ref} ran on {image}: later segments are pushed with it")
@@ -457,7 +451,7 @@ class ChainStepper:
 
     def _push(self, chain: ChainRecord, push: Push, runs: list[RunRecord]) -> StepResult | None:
         run_config = segment_run_config(
-            chain, push.segment, push.segment_timesteps, parent=push.resume
+            chain, push.segment, push.segment_timesteps, parent=push.start
         )
         gate = self._parent_gone(chain, push) or self._gates(chain, push, run_config)
         if gate is not None:
@@ -528,10 +522,11 @@ class ChainStepper:
                 "had lost): adopted it, pushed nothing"
             )
             self.ledger.note(chain.name, message, "warning")
-            return StepResult(chain.name, "running", message, running=record.ref)
+            return StepResult(chain.name, StepOutcome.RUNNING, message, running=record.ref)
         resume = (
-            f"resuming {push.resume.ref} step {push.resume.step} (manifest {push.resume.checkpoint_hash[:12]})"
-            if push.resume
+            f"resuming {push.start.ref} step {push.start.step} "
+            f"(manifest {push.start.checkpoint.manifest_sha256[:12]})"
+            if push.start
             else "from scratch"
         )
         message = f"pushed segment {push.segment} as {record.ref} ({push.segment_timesteps} steps, {resume})"
@@ -546,7 +541,7 @@ class ChainStepper:
                 "warning",
             )
         self.ledger.save_chain(chain)
-        return StepResult(chain.name, "advanced", message, running=record.ref)
+        return StepResult(chain.name, StepOutcome.ADVANCED, message, running=record.ref)
 
     def _unpin_image(self, chain: ChainRecord, error: KaggleError) -> StepResult:
         """Kaggle refused the pinned image (retired?): retry once without the pin, with an
@@ -571,7 +566,7 @@ class ChainStepper:
         slots = gpu_slots(self.settings, self.ledger, self.client, chain=chain.name)
         wait = machine.capacity_gate(len(slots.busy), slots.cap)
         if wait is not None:
-            return StepResult(chain.name, "waiting", wait.reason)
+            return StepResult(chain.name, StepOutcome.WAITING, wait.reason)
         try:
             quota = self.client.quota()
         except AuthenticationError:
@@ -583,7 +578,7 @@ class ChainStepper:
             remaining_s=quota.remaining_s,
             refresh_time=quota.refresh_time,
             need_s=need,
-            reserve_s=quota_reserve_s(chain),
+            reserve_s=chain.quota_reserve_s,
             now=self.clock(),
         )
         if wait is not None:
@@ -597,11 +592,11 @@ class ChainStepper:
         leave the records for the next step."""
         from orchestrator.settle import settle_runs
 
-        active = {c.name for c in self.ledger.chains() if c.state in ("active", "waiting")}
+        active = {c.name for c in self.ledger.chains() if not c.state.finished}
         settle_runs(self.ledger, self.client, select=lambda r: r.chain not in active)
         alerts = self._alerts  # another chain's alerts are its own (notes, stderr), not ours
         for chain in self.ledger.chains():
-            if chain.state == "cancelled":
+            if chain.state is ChainState.CANCELLED:
                 self._keep_ended_segments(chain)
         self._alerts = alerts
 
@@ -619,13 +614,14 @@ class ChainStepper:
             except UserError:  # Kaggle denies it (deleted since it ended): counted, not fatal
                 failed = True
             if failed:  # bounded: counted whether or not the pull itself counted it
-                if self.ledger.get(run.run).pull_failures == run.pull_failures:
-                    self.ledger.update(run.run, pull_failures=run.pull_failures + 1)
+                if self.ledger.get(run.slug).pull_failures == run.pull_failures:
+                    self.ledger.update(run.slug, pull_failures=run.pull_failures + 1)
                 continue
-            kept = self.ledger.get(run.run)
+            kept = self.ledger.get(run.slug)
             message = (
                 f"kept {run.ref}, which ended after the chain was cancelled: its outputs are "
-                f"in {kept.pulled_dir} (checkpoint at step {kept.checkpoint_step})"
+                f"in {kept.pulled_dir} (checkpoint at step "
+                f"{kept.checkpoint.step if kept.checkpoint else None})"
             )
             self.ledger.note(chain.name, message)
             self._say(f"chain {chain.name}: {message}")
@@ -635,19 +631,19 @@ class ChainStepper:
         is gone from Kaggle, the chain stops and asks, never restarting from scratch."""
         from orchestrator.chain.parent import gone_message, is_gone
 
-        if push.resume is None:
+        if push.start is None:
             return None
         try:
-            gone = is_gone(self.ledger, self.client, push.resume)
+            gone = is_gone(self.ledger, self.client, push.start)
         except AuthenticationError:
             raise
         except KaggleError as error:
             return self._unknown(
-                chain, f"could not check that {push.resume.ref} is on Kaggle", error
+                chain, f"could not check that {push.start.ref} is on Kaggle", error
             )
         if not gone:
             return None
-        return self._stop(chain, gone_message(self.ledger, chain.name, push.resume))
+        return self._stop(chain, gone_message(self.ledger, chain.name, push.start))
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -676,7 +672,7 @@ class ChainStepper:
             self._say(f"ALERT chain {chain.name}: {reason}")
         else:
             self._say(f"chain {chain.name}: {reason}")
-        return StepResult(chain.name, "waiting", reason, until=until)
+        return StepResult(chain.name, StepOutcome.WAITING, reason, until=until)
 
     def _known(self, chain: ChainRecord) -> None:
         current = self.ledger.get_chain(chain.name)
@@ -696,25 +692,25 @@ class ChainStepper:
             self._say(f"ALERT chain {chain.name}: {alert}")
             self._alerts.append(alert)
         self.ledger.save_chain(chain)
-        return StepResult(chain.name, "unknown", detail)
+        return StepResult(chain.name, StepOutcome.UNKNOWN, detail)
 
     def _stop(self, chain: ChainRecord, message: str) -> StepResult:
         """The chain cannot go on without the user: it stops (failed) with an ALERT."""
         chain = self.ledger.get_chain(chain.name)
-        chain.state = "failed"
+        chain.state = ChainState.FAILED
         chain.wait_until = None
         chain.waiting_reason = None
         chain.note(message, "alert")
         self.ledger.save_chain(chain)
         self._alerts.append(message)
         self._say(f"ALERT chain {chain.name}: {message}")
-        return StepResult(chain.name, "failed", message, alerts=[message])
+        return StepResult(chain.name, StepOutcome.FAILED, message, alerts=[message])
 
     def _alert(self, chain: ChainRecord, message: str) -> StepResult:
         self._alerts.append(message)
         self.ledger.note(chain.name, message, "alert")
         self._say(f"ALERT chain {chain.name}: {message}")
-        return StepResult(chain.name, "waiting", message, alerts=[message])
+        return StepResult(chain.name, StepOutcome.WAITING, message, alerts=[message])
 
     def _say(self, line: str) -> None:
         print(line, file=self.err, flush=True)
@@ -728,7 +724,7 @@ def segment_run_config(
     segment: int,
     segment_timesteps: int,
     *,
-    parent: machine.ResumePoint | None = None,
+    parent: StartPoint | None = None,
 ) -> RunConfig:
     """The chain's run config for one segment: same result fields, own size and index, and
     the parent checkpoint it must prove it continues (the kernel stops if it is missing)."""
@@ -736,8 +732,8 @@ def segment_run_config(
     if parent is not None:
         data["parent"] = {
             "owner": parent.owner,
-            "slug": parent.run,
-            "manifest_sha256": parent.checkpoint_hash,
+            "slug": parent.slug,
+            "manifest_sha256": parent.checkpoint.manifest_sha256,
             "step": parent.step,
             "kind": parent.kind,
         }
@@ -758,29 +754,12 @@ def segment_seconds(chain: ChainRecord, segment: int, run_config: RunConfig) -> 
     return float(run_config.session_limit_s)
 
 
-def quota_reserve_s(chain: ChainRecord) -> float:
-    return chain.quota_reserve_s
-
-
-def checkpoint_step(directory: Path, manifest_sha256: str | None, summary) -> int | None:
-    """num_timesteps of the checkpoint with this manifest hash."""
-    if manifest_sha256 is None:
-        return None
-    left = getattr(summary, "left_checkpoint", None)
-    if left is not None and left.manifest_sha256 == manifest_sha256:
-        return left.step
-    found = layout.SessionPaths(directory).find_checkpoint(manifest_sha256)
-    if found is None:
-        return None
-    return layout.read_manifest(found).num_timesteps
-
-
-def session_gpu_seconds(run: RunRecord, summary: dict | None) -> float | None:
+def session_gpu_seconds(run: RunRecord, summary: layout.SessionSummary | None) -> float | None:
     """Billed seconds of a GPU session: its wall clock (from the summary, else push to end)."""
     if not is_gpu_shape(run.machine_shape):
         return 0.0
-    if summary and summary.get("wall", {}).get("total"):
-        return float(summary["wall"]["total"])
+    if summary is not None and summary.wall.total:
+        return float(summary.wall.total)
     start, end = machine.parse_time(run.pushed_at), machine.parse_time(run.terminal_at)
     if start and end:
         return max((end - start).total_seconds(), 0.0)

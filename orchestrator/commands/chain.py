@@ -162,7 +162,7 @@ def start_command(
             start_from=start_from,
         )
     if json_mode:
-        emit_json(record.model_dump(mode="json"))
+        emit_json(record.cli_json())
     else:
         start = record.start_from
         origin = f" from step {start.step} ({start.kind} {start.ref})" if start else ""
@@ -244,7 +244,7 @@ def extend_command(
 
 def _print_record(record, json_mode: bool, line: str) -> None:
     if json_mode:
-        emit_json(record.model_dump(mode="json"))
+        emit_json(record.cli_json())
     else:
         typer.echo(line)
 
@@ -289,7 +289,7 @@ def step_command(
 
 def _chosen_chains(ledger, names: list[str] | None, all_chains: bool) -> list[str]:
     if all_chains:
-        return [c.name for c in ledger.chains() if c.state in ("active", "waiting")]
+        return [c.name for c in ledger.chains() if not c.state.finished]
     if not names:
         raise UserError("name a chain (orchestrate chain step NAME) or pass --all")
     from orchestrator.chain.names import require_chain

@@ -99,19 +99,19 @@ def launch_command(
             result = follow(
                 client,
                 record.owner,
-                record.run,
+                record.slug,
                 console=out,
                 denial_grace_s=denial_grace_for(record),
             )
             exit_code = result.exit_code
             record = make_ledger(settings).update(
-                record.run,
+                record.slug,
                 kernel_status=result.status,
                 failure_message=result.failure_message,
                 **({"state": "terminal"} if result.status in TERMINAL_STATUSES else {}),
             )
     if json_mode:
-        emit_json(record.model_dump(mode="json"))
+        emit_json(record.cli_json())
     if exit_code:
         raise typer.Exit(exit_code)
 

@@ -62,7 +62,7 @@ def runs_command(
     settle_listed_runs(settings, ledger, console(json_mode=True))  # notes go to stderr
     records = list_runs(ledger, chain=chain)
     if json_mode:
-        emit_json([record.model_dump(mode="json") for record in records])
+        emit_json([record.cli_json() for record in records])
     else:
         print_runs(records, console())
 
@@ -93,12 +93,10 @@ def delete_command(
     with make_client(settings) as client:
         record = delete_run(settings, ledger, client, run, force=force)
     told = [
-        n for n, point in chains_resuming_from(ledger, record.run) if point.owner == record.owner
+        n for n, point in chains_resuming_from(ledger, record.slug) if point.owner == record.owner
     ]
     if json_mode:
-        emit_json(
-            {"deleted": record.ref, "run": record.model_dump(mode="json"), "chains_told": told}
-        )
+        emit_json({"deleted": record.ref, "run": record.cli_json(), "chains_told": told})
     else:
         console().print(f"deleted {record.ref} on Kaggle (the ledger keeps its record)")
         for name in told:

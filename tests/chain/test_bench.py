@@ -89,14 +89,14 @@ def test_bench_chain_gap(emulator_factory, chain_project, bench_record) -> None:
 
     gaps, details = [], []
     for parent, child in zip(runs, runs[1:], strict=False):
-        ended = emulator.kernel_versions("alice", parent.run)[-1]["ended_at"]
-        pull_began, pull_ended = pulls[parent.run]
+        ended = emulator.kernel_versions("alice", parent.slug)[-1]["ended_at"]
+        pull_began, pull_ended = pulls[parent.slug]
         pull_s = pull_ended - pull_began
         gap = _epoch(child.pushed_at) - ended - pull_s
         gaps.append(gap)
         details.append(
             {
-                "parent": parent.run,
+                "parent": parent.slug,
                 "seen_terminal_after_s": round(_epoch(parent.terminal_at) - ended, 3),
                 "pull_s": round(pull_s, 3),
                 "gap_without_pull_s": round(gap, 3),

@@ -16,7 +16,7 @@ from orchestrator.chain.start import start_chain
 from orchestrator.chain.step import ChainStepper, segment_run_config
 from orchestrator.emulator.testing import start_emulator
 from orchestrator.kaggle import Credentials, KaggleClient
-from orchestrator.ledger import Ledger
+from orchestrator.ledger import Ledger, RunRecord
 from orchestrator.settings import load_settings
 from tests.support import REPO_ROOT
 from tests.support.compare import assert_bit_identical
@@ -64,14 +64,16 @@ def test_chain_completes_with_one_push_per_segment(finished_chain) -> None:
     ledger: Ledger = finished_chain["ledger"]
     assert finished_chain["result"].outcome == "done"
     runs = ledger.runs(CHAIN)
-    assert [r.run for r in runs] == ["tiny-chain-s1", "tiny-chain-s2", "tiny-chain-s3"]
+    assert [r.slug for r in runs] == ["tiny-chain-s1", "tiny-chain-s2", "tiny-chain-s3"]
     assert finished_chain["calls"]["SaveKernel.accepted"] == 3
-    assert all(r.state == "pulled" and r.artifacts_sha256 and r.checkpoint_hash for r in runs)
-    assert [r.checkpoint_step for r in runs] == [1000, 2000, 3000]
+    assert all(
+        r.state == "pulled" and r.artifacts_sha256 and r.checkpoint.manifest_sha256 for r in runs
+    )
+    assert [r.checkpoint.step for r in runs] == [1000, 2000, 3000]
     # Each segment resumed from exactly the checkpoint the ledger recorded for its parent.
     for parent, child in zip(runs, runs[1:], strict=False):
-        assert child.summary["resumed_from"]["manifest_sha256"] == parent.checkpoint_hash
-    assert runs[0].summary["resumed_from"] is None
+        assert child.summary.resumed_from.manifest_sha256 == parent.checkpoint.manifest_sha256
+    assert runs[0].summary.resumed_from is None
     chain = ledger.get_chain(CHAIN)
     assert chain.state == "done"
     assert not [n for n in chain.notes if n.level == "alert"]
@@ -86,15 +88,47 @@ def test_chain_completes_with_one_push_per_segment(finished_chain) -> None:
 def test_later_segments_are_pushed_with_the_first_segments_image(finished_chain) -> None:
     ledger: Ledger = finished_chain["ledger"]
     runs = ledger.runs(CHAIN)
-    first_image = runs[0].summary["versions"]["docker_image"]
+    first_image = runs[0].summary.versions["docker_image"]
     assert first_image.startswith("gcr.io/kaggle-images/python@sha256:")
     # What each SaveKernel asked for, as the emulator stored it: segment 1 nothing, then its image.
     emulator = finished_chain["emulator"]
-    pushed = [emulator.kernel_versions("alice", r.run)[0]["pushed_docker_image"] for r in runs]
+    pushed = [emulator.kernel_versions("alice", r.slug)[0]["pushed_docker_image"] for r in runs]
     assert pushed == [None, first_image, first_image]
-    assert [r.summary["versions"]["docker_image"] for r in runs] == [first_image] * 3
+    assert [r.summary.versions["docker_image"] for r in runs] == [first_image] * 3
     chain = ledger.get_chain(CHAIN)
-    assert chain.docker_image == first_image and chain.reference_run == runs[0].run
+    assert chain.docker_image == first_image and chain.reference_run == runs[0].slug
+
+
+def test_a_run_pulled_by_hand_reads_what_the_chain_recorded(
+    finished_chain, tmp_path, monkeypatch
+) -> None:
+    """Another project has segment 2 as a plain run and pulls it with `orchestrate
+    pull-artifacts`: its record reads the same summary and checkpoint as the chain's."""
+    from orchestrator.cli import main
+
+    emulator = finished_chain["emulator"]
+    chained = finished_chain["ledger"].get("tiny-chain-s2")
+    project = tmp_path / "by-hand"
+    project.mkdir()
+    (project / "orchestrate.toml").write_text(project_toml(emulator.api_url))
+    for name, value in emulator.env("alice").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    monkeypatch.chdir(project)
+    Ledger(project).record_intent(RunRecord(slug="tiny-chain-s2", owner="alice"))
+    assert main(["pull-artifacts", "tiny-chain-s2"]) == 0
+
+    by_hand = Ledger(project).get("tiny-chain-s2")
+    assert by_hand.chain is None and by_hand.state == "pulled"
+    assert chained.summary.versions and chained.summary.resumed_from is not None
+    assert by_hand.summary.versions == chained.summary.versions
+    assert by_hand.summary.resumed_from == chained.summary.resumed_from
+    assert by_hand.summary == chained.summary
+    assert (
+        by_hand.checkpoint
+        == chained.checkpoint
+        == layout.CheckpointRef(step=2000, manifest_sha256=chained.checkpoint.manifest_sha256)
+    )
 
 
 def test_final_model_is_bit_identical_to_one_session(finished_chain, tmp_path) -> None:

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from kernel_template.layout import SessionSummary
 from orchestrator.chain import early_failure
 from orchestrator.chain.machine import Finish, Push, next_action
 from orchestrator.kaggle.models import LogEntry
@@ -15,9 +16,20 @@ from orchestrator.ledger import ChainRecord, RunRecord
 TYPO_ERROR = "TypeError: DQN.__init__() got an unexpected keyword argument 'learning_rte'"
 
 
-def summary(**fields) -> dict:
-    base = {"status": "error", "reason": TYPO_ERROR, "timesteps_start": 0, "timesteps_end": 0}
-    return {**base, **fields}
+def summary(**fields) -> SessionSummary:
+    base = {
+        "status": "error",
+        "reason": TYPO_ERROR,
+        "config_hash": "h",
+        "total_timesteps": 1000,
+        "timesteps_start": 0,
+        "timesteps_end": 0,
+        "wall": {},
+        "started_at": "2030-01-01T00:00:00Z",
+        "ended_at": "2030-01-01T00:01:00Z",
+        "session_limit_s": 43200,
+    }
+    return SessionSummary.model_validate({**base, **fields})
 
 
 def test_an_error_summary_without_a_step_trained_is_an_early_failure() -> None:
@@ -71,7 +83,7 @@ def test_the_machine_finishes_the_chain_on_an_early_failure_quoting_it() -> None
         max_retries=2,
     )
     failed = RunRecord(
-        run="demo-s1", owner="alice", chain="demo", segment=1, state="pulled", early_error=None
+        slug="demo-s1", owner="alice", chain="demo", segment=1, state="pulled", early_error=None
     )
     now = datetime.now(timezone.utc)
     assert isinstance(next_action(chain, [failed], now), Push)  # an ordinary failure: retried

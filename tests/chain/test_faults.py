@@ -58,14 +58,14 @@ def test_segment_killed_by_the_session_limit_resumes_from_its_last_checkpoint(
     assert result.outcome == "done", result.message
     first, *rest = project.ledger.runs("tiny-chain")
     assert first.kernel_status == "CANCEL_ACKNOWLEDGED"
-    assert 0 < first.checkpoint_step < 3000
+    assert 0 < first.checkpoint.step < 3000
     # Either the kernel saved on the kill signal (signal_stop) or it had no time to (no summary).
-    assert (first.summary or {}).get("status") in (None, "signal_stop")
+    assert (first.summary.status if first.summary else None) in (None, "signal_stop")
     successor = rest[0]
     assert successor.segment == 2
-    assert successor.summary["resumed_from"]["manifest_sha256"] == first.checkpoint_hash
-    assert successor.summary["timesteps_start"] == first.checkpoint_step
-    assert rest[-1].checkpoint_step == 3000
+    assert successor.summary.resumed_from.manifest_sha256 == first.checkpoint.manifest_sha256
+    assert successor.summary.timesteps_start == first.checkpoint.step
+    assert rest[-1].checkpoint.step == 3000
     assert emulator.call_counts()["SaveKernel.accepted"] == 1 + len(rest)
 
 
@@ -122,7 +122,7 @@ def test_chain_completes_through_injected_faults(emulator_factory, chain_project
             layout.sha256_file(project.ledger.pulled_path(run) / layout.ARTIFACTS_ZIP)
             == run.artifacts_sha256
         )
-    assert runs[1].summary["resumed_from"]["manifest_sha256"] == runs[0].checkpoint_hash
+    assert runs[1].summary.resumed_from.manifest_sha256 == runs[0].checkpoint.manifest_sha256
 
 
 def test_spent_quota_waits_until_the_refresh_and_says_so(emulator, chain_project) -> None:
@@ -223,13 +223,13 @@ def test_error_without_progress_is_retried_under_a_new_slug(emulator, chain_proj
         result = run_chains(stepper, ["tiny-chain"], poll_interval=0.3, follow=False)["tiny-chain"]
     assert result.outcome == "done", result.message
     failed, retry = project.ledger.runs("tiny-chain")
-    assert (failed.run, failed.kernel_status, failed.checkpoint_step) == (
+    assert (failed.slug, failed.kernel_status, failed.checkpoint) == (
         "tiny-chain-s1",
         "ERROR",
         None,
     )
-    assert (retry.run, retry.attempt, retry.kernel_status) == ("tiny-chain-s1-r1", 1, "COMPLETE")
-    assert retry.summary["resumed_from"] is None
+    assert (retry.slug, retry.attempt, retry.kernel_status) == ("tiny-chain-s1-r1", 1, "COMPLETE")
+    assert retry.summary.resumed_from is None
     assert emulator.call_counts()["SaveKernel.accepted"] == 2
 
 
@@ -253,7 +253,7 @@ def test_emulator_max_session_kill_is_resumed(emulator_factory, chain_project) -
     result = _run_to_end(project)
     assert result.outcome == "done", result.message
     first, *rest = project.ledger.runs("tiny-chain")
-    assert first.kernel_status == "CANCEL_ACKNOWLEDGED" and 0 < first.checkpoint_step < 6000
+    assert first.kernel_status == "CANCEL_ACKNOWLEDGED" and 0 < first.checkpoint.step < 6000
     assert "max allowed execution duration" in (first.failure_message or "")
-    assert rest[0].summary["resumed_from"]["manifest_sha256"] == first.checkpoint_hash
-    assert rest[-1].checkpoint_step == 6000
+    assert rest[0].summary.resumed_from.manifest_sha256 == first.checkpoint.manifest_sha256
+    assert rest[-1].checkpoint.step == 6000

@@ -43,7 +43,7 @@ def test_pushes_refused_every_time_end_the_chain_after_max_retries(emulator, cha
     runs = project.ledger.runs("tiny-chain")
     chain = project.ledger.get_chain("tiny-chain")
     # max_retries refusals plus the first: never a slug burnt without bound.
-    assert [r.run for r in runs] == ["tiny-chain-s1", "tiny-chain-s1-r1", "tiny-chain-s1-r2"]
+    assert [r.slug for r in runs] == ["tiny-chain-s1", "tiny-chain-s1-r1", "tiny-chain-s1-r2"]
     assert len(runs) == chain.max_retries + 1
     assert all(r.state == "failed_push" and r.refusal == "rejected" for r in runs)
     assert emulator.call_counts()["SaveKernel"] == chain.max_retries + 1
@@ -67,7 +67,7 @@ def test_full_cpu_slots_mean_wait_and_the_slug_is_not_burnt(emulator_factory, ch
         result = run_chains(stepper, ["tiny-chain"], poll_interval=0.3, follow=False)["tiny-chain"]
     assert result.outcome == "done", result.message
     # The refused slug was pushed again once the slot was free: no -r1.
-    assert [r.run for r in project.ledger.runs("tiny-chain")] == ["tiny-chain-s1"]
+    assert [r.slug for r in project.ledger.runs("tiny-chain")] == ["tiny-chain-s1"]
 
 
 @pytest.mark.slow
@@ -85,7 +85,7 @@ def test_a_refused_pinned_image_is_retried_once_without_the_pin(emulator, chain_
     assert any("refused the pinned image" in a and UNKNOWN_IMAGE in a for a in alerts), alerts
     assert chain.image_unpinned
     runs = project.ledger.runs("tiny-chain")
-    assert [(r.run, r.state, r.refusal) for r in runs][0] == (
+    assert [(r.slug, r.state, r.refusal) for r in runs][0] == (
         "tiny-chain-s1",
         "failed_push",
         "image",
@@ -123,12 +123,12 @@ def test_a_segment_whose_parent_never_arrives_never_trains_from_scratch(emulator
     assert result.outcome == "failed", result.message
     assert "is gone from Kaggle" in result.message and "chain cancel tiny-chain" in result.message
     second = [r for r in project.ledger.runs("tiny-chain") if r.segment == 2]
-    assert [r.run for r in second] == ["tiny-chain-s2"]
+    assert [r.slug for r in second] == ["tiny-chain-s2"]
     for run in second:
         summary = run.summary
-        assert summary["status"] == "error" and summary["reason"] == layout.PARENT_MISSING_REASON
-        assert summary["timesteps_end"] == summary["timesteps_start"] == 0
-        assert summary["input_seen"]  # it said what it saw
+        assert summary.status == "error" and summary.reason == layout.PARENT_MISSING_REASON
+        assert summary.timesteps_end == summary.timesteps_start == 0
+        assert summary.input_seen  # it said what it saw
     waits = [n.message for n in project.ledger.get_chain("tiny-chain").notes]
     assert any("parent checkpoint missing" in m for m in waits)
 
@@ -155,14 +155,13 @@ def test_an_offline_two_segment_chain_completes_through_the_denials(
     first, second = project.ledger.runs("tiny-chain")
     assert emulator.call_counts()["SaveKernel.accepted"] == 2
     # A segment that ends before the total stops as budget_stop (its segment's budget).
-    assert (first.summary["status"], second.summary["status"]) == ("budget_stop", "complete")
+    assert (first.summary.status, second.summary.status) == ("budget_stop", "complete")
     for run in (first, second):
         assert (
-            run.summary["embedded"]["stable_baselines3"]
-            == run.summary["versions"]["stable_baselines3"]
+            run.summary.embedded["stable_baselines3"] == run.summary.versions["stable_baselines3"]
         )
-    assert second.summary["resumed_from"]["manifest_sha256"] == first.checkpoint_hash
-    assert "/notebooks/alice/tiny-chain-s1/" in second.summary["resumed_from"]["path"]
+    assert second.summary.resumed_from.manifest_sha256 == first.checkpoint.manifest_sha256
+    assert "/notebooks/alice/tiny-chain-s1/" in second.summary.resumed_from.path
 
 
 # -- the deadline in a SIGKILL world ---------------------------------------------------------
@@ -217,15 +216,15 @@ def _budget_stop_runs(
         for record in records:
             while True:
                 try:
-                    status = client.status("alice", record.run)
+                    status = client.status("alice", record.slug)
                     if status.is_terminal:
                         break
                 except Exception:  # the read-after-write lag
                     pass
                 assert time.monotonic() < deadline
                 time.sleep(0.5)
-            assert status.status == "COMPLETE", (record.run, status)
-            pulled.append(pull_artifacts(client, "alice", record.run, tmp_path / record.run))
+            assert status.status == "COMPLETE", (record.slug, status)
+            pulled.append(pull_artifacts(client, "alice", record.slug, tmp_path / record.slug))
     for result in pulled:
         assert result.verified, result.problems
         assert result.summary.status == "budget_stop", result.summary.reason
@@ -233,7 +232,7 @@ def _budget_stop_runs(
     kills = [
         v
         for p, r in zip(projects, records, strict=True)
-        for v in emulator.kernel_versions("alice", r.run)
+        for v in emulator.kernel_versions("alice", r.slug)
         if v["status"] != "COMPLETE"
     ]
     assert kills == []

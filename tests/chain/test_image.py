@@ -39,19 +39,19 @@ def test_a_segment_on_another_image_than_the_first_raises_an_alert(emulator, cha
     assert result.outcome == "done", result.message
 
     s1, s2 = project.ledger.runs(CHAIN)
-    first_image = s1.summary["versions"]["docker_image"]
+    first_image = s1.summary.versions["docker_image"]
     # Segment 2 asked for segment 1's image but, as the summary says, ran on the other one.
-    assert emulator.kernel_versions("alice", s2.run)[0]["pushed_docker_image"] == first_image
+    assert emulator.kernel_versions("alice", s2.slug)[0]["pushed_docker_image"] == first_image
     assert s2.docker_image == first_image
-    assert s2.summary["versions"]["docker_image"] == OTHER_IMAGE
+    assert s2.summary.versions["docker_image"] == OTHER_IMAGE
 
     chain = project.ledger.get_chain(CHAIN)
     assert chain.docker_image == first_image
-    assert chain.reference_versions["numpy"] == s1.summary["versions"]["numpy"]
+    assert chain.reference_versions["numpy"] == s1.summary.versions["numpy"]
     alerts = [n.message for n in chain.notes if n.level == "alert"]
-    assert len(alerts) == 1 and alerts[0].startswith(f"alice/{s2.run} ran on other versions")
+    assert len(alerts) == 1 and alerts[0].startswith(f"alice/{s2.slug} ran on other versions")
     assert f"docker_image: {first_image} -> {OTHER_IMAGE}" in alerts[0]
-    assert f"ALERT chain {CHAIN}: alice/{s2.run} ran on other versions" in err.getvalue()
+    assert f"ALERT chain {CHAIN}: alice/{s2.slug} ran on other versions" in err.getvalue()
 
     status = chain_status(project.ledger, CHAIN)
     assert status["docker_image"] == first_image

@@ -48,19 +48,19 @@ def _assert_completed_without_duplicates(project: ChainProject, total: int) -> N
     assert calls["SaveKernel.accepted"] == len(reached_kaggle)
     with project.client() as client:
         for run in reached_kaggle:
-            info = client.get_kernel("alice", run.run)
-            assert info is not None and info.current_version_number == 1, f"{run.run} pushed twice"
+            info = client.get_kernel("alice", run.slug)
+            assert info is not None and info.current_version_number == 1, f"{run.slug} pushed twice"
     # No lost segment: the checkpoints the chain resumed from form one unbroken line to the total.
-    carried = [r for r in runs if r.state == "pulled" and r.checkpoint_step]
-    steps = [r.checkpoint_step for r in carried]
+    carried = [r for r in runs if r.state == "pulled" and r.checkpoint]
+    steps = [r.checkpoint.step for r in carried]
     assert steps == sorted(steps) and steps[-1] == total
     for run in carried[1:]:
         parent = max(
-            (p for p in carried if p.checkpoint_step < run.checkpoint_step),
-            key=lambda p: p.checkpoint_step,
+            (p for p in carried if p.checkpoint.step < run.checkpoint.step),
+            key=lambda p: p.checkpoint.step,
         )
-        resumed = (run.summary or {}).get("resumed_from") or {}
-        assert resumed.get("manifest_sha256") == parent.checkpoint_hash
+        resumed = run.summary.resumed_from if run.summary else None
+        assert resumed is not None and resumed.manifest_sha256 == parent.checkpoint.manifest_sha256
     assert not [n for n in chain.notes if n.level == "alert"]
     assert not kernel_processes_left(project.emulator)
 
@@ -120,7 +120,7 @@ def test_intent_without_push_gets_a_new_slug_and_intent_after_push_is_adopted(
     # it. Not at first (Kaggle lists a new kernel only after a lag), but once the intent is
     # older than the grace period.
     ledger.record_intent(
-        RunRecord(run="tiny-chain-s1", owner="alice", chain="tiny-chain", segment=1)
+        RunRecord(slug="tiny-chain-s1", owner="alice", chain="tiny-chain", segment=1)
     )
     with project.client() as client:
         fresh = ChainStepper(settings, client, ledger).step("tiny-chain")

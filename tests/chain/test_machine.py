@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from kernel_template.layout import CheckpointRef, SessionSummary
 from orchestrator.chain import machine
 from orchestrator.chain.machine import (
     Finish,
@@ -17,7 +18,8 @@ from orchestrator.chain.machine import (
     Wait,
     next_action,
 )
-from orchestrator.ledger import ChainRecord, RunRecord
+from orchestrator.chain.states import ChainState, StepOutcome
+from orchestrator.ledger import ChainRecord, RunRecord, StartPoint
 
 NOW = datetime(2025, 10, 25, 12, 0, tzinfo=timezone.utc)
 
@@ -40,21 +42,40 @@ def run(
 ) -> RunRecord:
     slug = machine.segment_slug("demo", segment, attempt)
     return RunRecord(
-        run=slug,
+        slug=slug,
         owner="alice",
         chain="demo",
         segment=segment,
         attempt=attempt,
         state=state,
-        checkpoint_step=step,
-        checkpoint_hash=f"hash-{slug}" if step is not None else None,
+        checkpoint=CheckpointRef(step=step, manifest_sha256=f"hash-{slug}")
+        if step is not None
+        else None,
         **fields,
+    )
+
+
+def summary(**fields) -> SessionSummary:
+    return SessionSummary.model_validate(
+        {
+            "status": "complete",
+            "reason": "complete",
+            "config_hash": "h",
+            "total_timesteps": 3000,
+            "timesteps_start": 0,
+            "timesteps_end": 0,
+            "wall": {},
+            "started_at": "2030-01-01T00:00:00Z",
+            "ended_at": "2030-01-01T01:00:00Z",
+            "session_limit_s": 43200,
+            **fields,
+        }
     )
 
 
 def test_first_action_pushes_segment_one_from_scratch() -> None:
     action = next_action(chain(), [], NOW)
-    assert action == Push(segment=1, attempt=0, slug="demo-s1", segment_timesteps=1000, resume=None)
+    assert action == Push(segment=1, attempt=0, slug="demo-s1", segment_timesteps=1000, start=None)
     assert action.kernel_sources == []
 
 
@@ -66,7 +87,7 @@ def test_an_unsettled_run_is_dealt_with_before_anything_else(state: str, kind: t
     runs = [run(1, step=1000), run(2, state=state)]
     action = next_action(chain(wait_until="2030-01-01T00:00:00Z"), runs, NOW)
     assert isinstance(action, kind)
-    assert action.run.run == "demo-s2"
+    assert action.run.slug == "demo-s2"
 
 
 def test_next_segment_resumes_from_the_previous_checkpoint() -> None:
@@ -74,15 +95,14 @@ def test_next_segment_resumes_from_the_previous_checkpoint() -> None:
     assert isinstance(action, Push)
     assert (action.segment, action.attempt, action.slug) == (2, 0, "demo-s2")
     assert action.kernel_sources == ["alice/demo-s1"]
-    assert action.resume.checkpoint_hash == "hash-demo-s1"
-    assert action.resume.step == 1000
+    assert action.start.checkpoint == CheckpointRef(step=1000, manifest_sha256="hash-demo-s1")
 
 
 def test_a_segment_killed_by_the_session_limit_still_counts() -> None:
     runs = [run(1, step=600, kernel_status="CANCEL_ACKNOWLEDGED")]
     action = next_action(chain(), runs, NOW)
     assert isinstance(action, Push)
-    assert action.segment == 2 and action.resume.step == 600
+    assert action.segment == 2 and action.start.step == 600
 
 
 def test_error_without_progress_retries_with_a_new_slug_then_fails() -> None:
@@ -127,7 +147,7 @@ def test_done_when_the_summary_reaches_the_total() -> None:
     runs = [
         run(1, step=1000),
         run(2, step=2000),
-        run(3, step=3000, summary={"timesteps_end": 3000}),
+        run(3, step=3000, summary=summary(timesteps_end=3000)),
     ]
     action = next_action(chain(), runs, NOW)
     assert isinstance(action, Finish) and action.state == "done"
@@ -178,11 +198,13 @@ def test_capacity_gate() -> None:
 
 
 def test_resume_mismatch() -> None:
-    point = machine.ResumePoint("demo-s1", "alice", "a" * 64, 1000)
-    good = {"resumed_from": {"manifest_sha256": "a" * 64, "step": 1000}}
+    point = StartPoint(
+        owner="alice", slug="demo-s1", checkpoint=CheckpointRef(step=1000, manifest_sha256="a" * 64)
+    )
+    good = summary(resumed_from={"manifest_sha256": "a" * 64, "step": 1000, "path": "/in"})
     assert machine.resume_mismatch(point, good) is None
-    assert "from scratch" in machine.resume_mismatch(point, {"resumed_from": None})
-    other = {"resumed_from": {"manifest_sha256": "b" * 64, "step": 900}}
+    assert "from scratch" in machine.resume_mismatch(point, summary(resumed_from=None))
+    other = summary(resumed_from={"manifest_sha256": "b" * 64, "step": 900})
     assert "not the recorded" in machine.resume_mismatch(point, other)
 
 
@@ -204,3 +226,14 @@ def test_version_drift_names_each_changed_pinned_version() -> None:
     assert machine.version_drift(first, without_image) == ["docker_image: img@sha256:a -> (none)"]
     # A segment that left no summary reports nothing: nothing to compare.
     assert machine.version_drift(first, None) == [] and machine.version_drift(None, first) == []
+
+
+def test_every_finished_chain_state_is_a_step_outcome() -> None:
+    """A step on a finished chain reports its state: adding a final state here must add the
+    outcome of the same name (chain/states.py), or `chain step` cannot say it."""
+    for state in ChainState:
+        outcome = StepOutcome.of_finished(state) if state.finished else None
+        assert outcome is None or (outcome.finished and f"{outcome}" == f"{state}")
+    assert not ChainState.ACTIVE.finished and not StepOutcome.WAITING.finished
+    assert {StepOutcome.FAILED.exit_code, StepOutcome.UNKNOWN.exit_code} == {1, 3}
+    assert StepOutcome.WAITING.exit_code == 0 and {StepOutcome.DONE} == {"done"}

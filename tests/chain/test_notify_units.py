@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
+from kernel_template.layout import CheckpointRef
 from orchestrator.chain import stall
 from orchestrator.chain.events import before_step, step_events
 from orchestrator.chain.step import StepResult
@@ -156,7 +157,7 @@ def _chain(ledger: Ledger) -> None:
         )
     )
     ledger.record_intent(
-        RunRecord(run="tiny-chain-s1", owner="alice", chain="tiny-chain", segment=1)
+        RunRecord(slug="tiny-chain-s1", owner="alice", chain="tiny-chain", segment=1)
     )
 
 
@@ -168,8 +169,7 @@ def test_a_step_yields_segment_done_alerts_and_the_chain_end(tmp_path) -> None:
         "tiny-chain-s1",
         state="pulled",
         kernel_status="COMPLETE",
-        checkpoint_hash="m",
-        checkpoint_step=500,
+        checkpoint=CheckpointRef(step=500, manifest_sha256="m"),
     )
     result = StepResult("tiny-chain", "advanced", "pushed segment 2", alerts=["drift"])
     events = step_events(ledger, before, result)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from kernel_template import layout
+from kernel_template.layout import CheckpointRef
 from orchestrator.chain.report import build_report, stitch_curve
 from orchestrator.ledger import ChainRecord, Ledger, RunRecord
 from tests.support.report_browser import assert_renders_in_chromium
@@ -55,7 +56,7 @@ def _make_chain(project: Path, bounds=((0, 1000), (1000, 2000))) -> Ledger:
         directory = _segment_dir(project, slug, range(start + 100, end + 1, 100), segment)
         ledger.record_intent(
             RunRecord(
-                run=slug,
+                slug=slug,
                 owner="alice",
                 chain="demo",
                 segment=segment,
@@ -67,11 +68,17 @@ def _make_chain(project: Path, bounds=((0, 1000), (1000, 2000))) -> Ledger:
             state="pulled",
             kernel_status="COMPLETE",
             pulled_dir=str(directory),
-            checkpoint_hash=f"{segment}" * 64,
-            checkpoint_step=end,
+            checkpoint=CheckpointRef(step=end, manifest_sha256=f"{segment}" * 64),
             artifacts_sha256="a" * 64,
             gpu_seconds=1800.0,
             summary={
+                "status": "complete",
+                "reason": "complete",
+                "config_hash": "c" * 64,
+                "total_timesteps": bounds[-1][1],
+                "started_at": "2030-01-01T00:00:00Z",
+                "ended_at": "2030-01-01T00:30:00Z",
+                "session_limit_s": 43200,
                 "timesteps_start": start,
                 "timesteps_end": end,
                 "steps_redone": 0,

@@ -9,6 +9,7 @@ import shutil
 from datetime import datetime, timezone
 
 from kernel_template import layout
+from kernel_template.layout import CheckpointRef
 from orchestrator.chain import machine
 from orchestrator.ledger import ChainRecord, RunRecord, StartPoint
 
@@ -86,20 +87,23 @@ def test_extend_plans_the_rest_and_warns_when_exploration_would_rise(
 
 def _run(name: str, segment: int, step: int | None, digest: str | None, attempt: int = 0):
     return RunRecord(
-        run=name,
+        slug=name,
         owner="alice",
         chain="c",
         segment=segment,
         attempt=attempt,
         state="pulled",
-        checkpoint_step=step,
-        checkpoint_hash=digest,
+        checkpoint=CheckpointRef(step=step, manifest_sha256=digest) if digest else None,
     )
 
 
 def test_machine_starts_from_start_from_and_forgets_forgiven_failures() -> None:
     start = StartPoint(
-        kind="dataset", owner="alice", slug="ckpt-x", checkpoint_hash=HASH_A, step=1000, source="d"
+        kind="dataset",
+        owner="alice",
+        slug="ckpt-x",
+        checkpoint=CheckpointRef(step=1000, manifest_sha256=HASH_A),
+        source="d",
     )
     chain = ChainRecord(
         name="c", run_config={}, config_hash="h", total_timesteps=3000, segments=[1000, 1000],
@@ -107,7 +111,7 @@ def test_machine_starts_from_start_from_and_forgets_forgiven_failures() -> None:
     )  # fmt: skip
     now = datetime.now(timezone.utc)
     push = machine.next_action(chain, [], now)
-    assert isinstance(push, machine.Push) and push.resume.kind == "dataset"
+    assert isinstance(push, machine.Push) and push.start.kind == "dataset"
     assert push.dataset_sources == ["alice/ckpt-x"] and push.kernel_sources == []
     # A segment that left nothing new failed; resumed (forgiven), it gets a new attempt.
     runs = [_run("c-s1", 1, 1000, HASH_B)]
@@ -116,5 +120,5 @@ def test_machine_starts_from_start_from_and_forgets_forgiven_failures() -> None:
     again = machine.next_action(forgiven, runs, now)
     assert isinstance(again, machine.Push) and again.slug == "c-s1-r1"
     # At the same step, the start point wins over a run's checkpoint (the user named it).
-    assert machine.resume_point(runs, start=start).kind == "dataset"
-    assert machine.resume_point([_run("c-s1", 1, 2000, HASH_B)], start=start).run == "c-s1"
+    assert machine.start_point(runs, start=start).kind == "dataset"
+    assert machine.start_point([_run("c-s1", 1, 2000, HASH_B)], start=start).slug == "c-s1"

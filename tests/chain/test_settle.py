@@ -91,10 +91,10 @@ def test_ended_sessions_free_their_gpu_slots(emulator, chain_project, left) -> N
     # The cancelled chains' last segments were pulled by that step and kept, checkpoint and all.
     for name in ("first", "second"):
         [segment] = project.ledger.runs(name)
-        assert segment.state == "pulled" and segment.checkpoint_step == 600, segment
-        assert (project.dir / "runs" / segment.run / "artifacts.zip").is_file()
+        assert segment.state == "pulled" and segment.checkpoint.step == 600, segment
+        assert (project.dir / "runs" / segment.slug / "artifacts.zip").is_file()
         notes = [n.message for n in project.ledger.get_chain(name).notes]
-        assert any("kept" in n and segment.run in n for n in notes), notes
+        assert any("kept" in n and segment.slug in n for n in notes), notes
 
 
 def test_status_settles_every_unsettled_run(emulator, chain_project) -> None:
@@ -102,7 +102,7 @@ def test_status_settles_every_unsettled_run(emulator, chain_project) -> None:
     _ok(project.cli("launch", "--skip-preflight"))
     _ok(project.cli("launch", "--skip-preflight", "--slug", "plain-two"))
     _wait_until_ended(project, "plain-one", "plain-two")
-    before = {r.run: r.state for r in project.ledger.runs()}
+    before = {r.slug: r.state for r in project.ledger.runs()}
     assert before == {"plain-one": "pushed", "plain-two": "pushed"}
 
     report = json.loads(_ok(project.cli("status", "plain-one", "--json")))
@@ -134,10 +134,10 @@ def test_settlement_resolves_lost_pushes_and_gone_kernels(emulator, chain_projec
             ("deleted", {"created_at": long_ago, "pushed_at": long_ago, "machine_shape": GPU}),
             ("fresh", {"machine_shape": GPU}),
         ]:
-            ledger.record_intent(RunRecord(run=slug, owner="alice", **fields))
+            ledger.record_intent(RunRecord(slug=slug, owner="alice", **fields))
         ledger.update("deleted", state="pushed")
         settlement = settle_runs(ledger, client)
-    states = {r.run: (r.state, r.kernel_status) for r in ledger.runs()}
+    states = {r.slug: (r.state, r.kernel_status) for r in ledger.runs()}
     assert states == {
         "lost": ("failed_push", None),
         "reached": ("terminal", "COMPLETE"),
@@ -208,7 +208,7 @@ def test_delete_refuses_a_chains_resume_source(emulator, chain_project) -> None:
     assert step["pushed"] == ["deltest-s2"], step
     first = project.ledger.get("deltest-s1")
     assert (
-        f"resuming alice/deltest-s1 step 500 (manifest {first.checkpoint_hash[:12]})"
+        f"resuming alice/deltest-s1 step 500 (manifest {first.checkpoint.manifest_sha256[:12]})"
         in (step["message"])
     )
     assert emulator.call_counts()["SaveKernel.accepted"] == 2
@@ -239,7 +239,7 @@ def test_a_chain_whose_parent_is_gone_stops_with_an_alert(emulator, chain_projec
     assert "orchestrate chain cancel deltest" in alert
     assert "ALERT chain deltest" in step.stderr
     # Nothing was pushed: no segment 2 without its parent, no segment 1 again from scratch.
-    assert [r.run for r in project.ledger.runs("deltest")] == ["deltest-s1"]
+    assert [r.slug for r in project.ledger.runs("deltest")] == ["deltest-s1"]
     assert emulator.call_counts()["SaveKernel.accepted"] == 1
     # The local checkpoint named is there and verified.
     named = alert.split("--from ")[1].split()[0].rstrip("`")

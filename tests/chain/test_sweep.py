@@ -65,7 +65,7 @@ def test_sweep_never_exceeds_the_gpu_session_cap(emulator, chain_project) -> Non
     first, second = sorted(runs, key=lambda r: r.pushed_at)
     # The second chain's segment went out only after the first one's session had ended.
     assert machine.parse_time(second.pushed_at) >= machine.parse_time(first.terminal_at)
-    assert {r.summary["config_hash"] for r in runs} == {
+    assert {r.summary.config_hash for r in runs} == {
         project.ledger.get_chain(n).config_hash for n in names
     }
 

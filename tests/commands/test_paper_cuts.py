@@ -125,7 +125,7 @@ def test_status_of_a_kernel_kaggle_answers_404_for_exits_2(tmp_path):
         with pytest.raises(UserError, match="not found on Kaggle"):
             run_status(settings, ledger, client, "alice/gone-kernel")
         # A run this ledger deleted is reported, not refused.
-        ledger.record_intent(RunRecord(run="gone-kernel", owner="alice"))
+        ledger.record_intent(RunRecord(slug="gone-kernel", owner="alice"))
         ledger.update("gone-kernel", state="pulled", deleted_at="2026-01-01T00:00:00Z")
         report = run_status(settings, ledger, client, "gone-kernel")
     assert report["kernel_status"] == "NOT_FOUND"
@@ -218,7 +218,7 @@ def test_runs_on_80_columns_shows_slug_and_time_whole():
     from orchestrator.runs import print_runs
 
     record = RunRecord(
-        run="qa-training-run-quick",
+        slug="qa-training-run-quick",
         owner="alice",
         state="pulled",
         kernel_status="CANCEL_ACKNOWLEDGED",

@@ -136,3 +136,14 @@ def test_a_trainer_that_contradicts_the_entrypoint_is_refused(data, named):
     with pytest.raises(ConfigError) as info:
         parse_run_config(data)
     assert named in str(info.value) and "\n" not in str(info.value)
+
+
+def test_with_changes_validates_the_copy_once() -> None:
+    """A derived config (a quick test, a chain's total) is checked as it is made."""
+    config = RunConfig(total_timesteps=1000)
+    shorter = config.with_changes(total_timesteps=500, segment_timesteps=None)
+    assert shorter.total_timesteps == 500 and shorter.config_hash() != config.config_hash()
+    with pytest.raises(ValidationError, match="segment_timesteps is larger"):
+        config.with_changes(segment_timesteps=2000)
+    with pytest.raises(ValidationError):
+        config.with_changes(n_envs=0)

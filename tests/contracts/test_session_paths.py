@@ -19,10 +19,9 @@ from kernel_template import layout
 from kernel_template.config import RunConfig
 from kernel_template.finalize import artifact_files
 from kernel_template.resume import find_resume_point
-from orchestrator.artifacts import verify_checkpoints
+from orchestrator.artifacts import PullMarker, verify_checkpoints
 from orchestrator.chain.parent import local_checkpoint
 from orchestrator.chain.start_point import verified_local_checkpoint
-from orchestrator.chain.step import checkpoint_step
 from orchestrator.errors import UserError
 
 CONFIG = RunConfig()
@@ -90,18 +89,27 @@ def test_finalize_archives_the_committed_checkpoint_only(outputs):
 
 
 def test_artifact_verification_takes_the_committed_checkpoint(outputs):
-    assert verify_checkpoints(outputs.root) == (outputs.committed, [])
+    ref = layout.CheckpointRef(step=COMMITTED_STEP, manifest_sha256=outputs.committed)
+    assert verify_checkpoints(outputs.root) == (ref, [])
 
 
-def test_chain_step_finds_the_step_of_committed_checkpoints_only(outputs):
-    assert checkpoint_step(outputs.root, outputs.committed, None) == COMMITTED_STEP
-    assert checkpoint_step(outputs.root, outputs.torn, None) is None
+def test_an_older_pull_marker_finds_the_step_of_committed_checkpoints_only(outputs):
+    def marker(digest: str) -> PullMarker:
+        return PullMarker(
+            owner="alice", slug="s", artifacts_sha256="a", checkpoint_hash=digest, files=[],
+            pulled_at="2030-01-01T00:00:00Z",
+        )  # fmt: skip
+
+    assert marker(outputs.committed).checkpoint_in(outputs.root).step == COMMITTED_STEP
+    assert marker(outputs.torn).checkpoint_in(outputs.root) is None
 
 
 def test_chain_parent_offers_committed_local_checkpoints_only(outputs):
-    found = local_checkpoint(outputs.root, outputs.committed)
+    committed = layout.CheckpointRef(step=COMMITTED_STEP, manifest_sha256=outputs.committed)
+    found = local_checkpoint(outputs.root, committed)
     assert found is not None and found.name == f"{COMMITTED_STEP:012d}"
-    assert local_checkpoint(outputs.root, outputs.torn) is None
+    torn = layout.CheckpointRef(step=TORN_STEP, manifest_sha256=outputs.torn)
+    assert local_checkpoint(outputs.root, torn) is None
 
 
 def test_chain_start_point_takes_the_committed_checkpoint(outputs):

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from kernel_template import layout
-from orchestrator.artifacts import MARKER_NAME, pull_artifacts
+from orchestrator.artifacts import MARKER_NAME, pull_artifacts, read_summary
 from orchestrator.emulator.testing import start_emulator
 from orchestrator.errors import UserError
 from orchestrator.kaggle import (
@@ -148,7 +148,9 @@ def test_pull_verifies_extracts_and_is_idempotent(emulator, client, tmp_path):
     zip_sha, _ = layout.read_sha256sum(dest / layout.ARTIFACTS_SHA256)
     assert result.artifacts_sha256 == zip_sha == layout.sha256_file(dest / layout.ARTIFACTS_ZIP)
     newest = dest / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(200) / layout.MANIFEST_NAME
-    assert result.checkpoint_hash == layout.manifest_hash(newest)
+    assert result.checkpoint == layout.CheckpointRef(
+        step=200, manifest_sha256=layout.manifest_hash(newest)
+    )
     assert result.summary is not None and result.summary.timesteps_end == 200
     # Only the zip and its sidecar were fetched: everything else was inside the zip, and the
     # notebook runner's own files (__results__.html, ...) are not ours.
@@ -162,7 +164,7 @@ def test_pull_verifies_extracts_and_is_idempotent(emulator, client, tmp_path):
     counts = emulator.call_counts()
     again = pull_artifacts(client, "alice", "art-ok", dest)
     assert again.skipped and again.verified
-    assert again.checkpoint_hash == result.checkpoint_hash
+    assert again.checkpoint == result.checkpoint
     after = emulator.call_counts()
     assert after.get("download", 0) == counts.get("download", 0)
     assert after.get("ListKernelSessionOutput", 0) == counts.get("ListKernelSessionOutput", 0)
@@ -232,7 +234,7 @@ def test_a_checkpoint_that_fails_its_manifest_is_refused(client, tmp_path):
     assert any("replay.bin" in p for p in result.problems)
     # The older checkpoint still verifies: it is the one the run could resume from.
     older = result.dir / "extracted" / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(100)
-    assert result.checkpoint_hash == layout.manifest_hash(older / layout.MANIFEST_NAME)
+    assert result.checkpoint.manifest_sha256 == layout.manifest_hash(older / layout.MANIFEST_NAME)
 
 
 def test_without_a_zip_the_raw_outputs_are_pulled_unverified(client, tmp_path):
@@ -242,7 +244,7 @@ def test_without_a_zip_the_raw_outputs_are_pulled_unverified(client, tmp_path):
     assert not result.verified
     assert any("no artifacts.zip" in p for p in result.problems)
     assert (dest / layout.METRICS_CSV).is_file()
-    assert result.checkpoint_hash is not None
+    assert result.checkpoint is not None
     assert not (dest / MARKER_NAME).exists(), "an unverified pull must be redone next time"
 
 
@@ -304,7 +306,7 @@ def test_command_pulls_a_ledger_run_and_records_it(client, project, capsys):
     from orchestrator.ledger import Ledger, RunRecord
 
     run_kernel(client, "art-guard")
-    Ledger(project).record_intent(RunRecord(run="art-guard", owner="alice"))
+    Ledger(project).record_intent(RunRecord(slug="art-guard", owner="alice"))
     code = main(["pull-artifacts", "art-guard"])
     out = capsys.readouterr().out
     assert code == 0
@@ -316,7 +318,13 @@ def test_command_pulls_a_ledger_run_and_records_it(client, project, capsys):
     assert record.artifacts_sha256 == layout.sha256_file(
         project / "runs" / "art-guard" / layout.ARTIFACTS_ZIP
     )
-    assert record.checkpoint_hash and record.summary["timesteps_end"] == 200
+    newest = (
+        project / "runs" / "art-guard" / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(200)
+    )
+    assert record.checkpoint == layout.CheckpointRef(
+        step=200, manifest_sha256=layout.manifest_hash(newest / layout.MANIFEST_NAME)
+    )
+    assert record.summary == read_summary(project / "runs" / "art-guard")  # the whole summary
 
 
 def test_command_json_and_exit_1_on_a_mismatch(client, project, capsys):

@@ -244,7 +244,7 @@ def test_intent_left_by_a_crash_before_the_push_is_pushed_once(emulator, tmp_pat
     # which an unlisted push may still appear) the launch is run again.
     written = datetime.now(timezone.utc) - timedelta(seconds=VISIBILITY_GRACE_S + 1)
     ledger.record_intent(
-        RunRecord(run="crashed-run", owner="alice", created_at=written.isoformat())
+        RunRecord(slug="crashed-run", owner="alice", created_at=written.isoformat())
     )
     with client_for(emulator) as client:
         record = launch(settings, settings.run, client=client, ledger=ledger, preflight=False)
@@ -259,7 +259,7 @@ def test_intent_left_by_a_crash_is_not_pushed_within_the_grace(emulator, tmp_pat
     write_project(project, slug="fresh-intent", title="Fresh Intent", kaggle='owner = "alice"')
     settings = load_settings(project / "orchestrate.toml")
     ledger = Ledger(project)
-    ledger.record_intent(RunRecord(run="fresh-intent", owner="alice"))
+    ledger.record_intent(RunRecord(slug="fresh-intent", owner="alice"))
     with client_for(emulator) as client, pytest.raises(InfrastructureError, match="again in"):
         launch(settings, settings.run, client=client, ledger=ledger, preflight=False)
     assert emulator.call_counts().get("SaveKernel", 0) == 0

@@ -64,7 +64,7 @@ def run_session(client, slug: str, total_timesteps: int, dest):
     assert watched.status == "COMPLETE", watched.failure_message
     # The real runtime's events reach watch: progress against the total, then the artifacts.
     assert watched.last_progress["total"] == total_timesteps
-    assert watched.summary["status"] == "complete"
+    assert watched.summary.status == "complete"
     assert watched.artifacts is not None and watched.exit_code == 0
     result = pull_artifacts(client, "alice", slug, dest / slug)
     assert result.verified, result.problems

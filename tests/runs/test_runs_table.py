@@ -13,7 +13,7 @@ from orchestrator.runs import print_runs
 def test_an_80_column_terminal_shows_whole_slugs():
     records = [
         RunRecord(
-            run="qa-training-run-quick",
+            slug="qa-training-run-quick",
             owner="alice",
             state="pulled",
             kernel_status="CANCEL_ACKNOWLEDGED",

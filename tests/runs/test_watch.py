@@ -173,7 +173,7 @@ def test_cancel_after_saved_artifacts_is_not_a_failure(client):
     console, out = plain_console()
     result = follow(client, "alice", "watch-limit", console=console, poll_s=0.3)
     assert result.status == "CANCEL_ACKNOWLEDGED"
-    assert result.summary["status"] == "budget_stop" and result.budget_stop is not None
+    assert result.summary.status == "budget_stop" and result.budget_stop is not None
     assert result.artifacts is not None and result.exit_code == 0
     assert any(line.startswith("summary: status=budget_stop") for line in lines_of(out.getvalue()))
 
@@ -366,7 +366,7 @@ def test_command_resolves_a_ledger_run_and_records_its_status(client, cli_env, c
     from orchestrator.ledger import Ledger, RunRecord
 
     ledger = Ledger(cli_env)
-    ledger.record_intent(RunRecord(run="watch-ledger", owner="alice"))
+    ledger.record_intent(RunRecord(slug="watch-ledger", owner="alice"))
     ledger.update("watch-ledger", state="pushed")
     push(client, "watch-ledger", kernel(lines=2, pause=0.05, exit=1, summary=None))
     code = main(["watch", "watch-ledger", "--poll", "0.5"])
@@ -410,9 +410,9 @@ def test_resolve_run_by_slug_owner_slug_or_newest(tmp_path):
     with pytest.raises(UserError, match="no pushed run"):
         resolve_run(None, ledger)
     for run, owner, day in (("older", "alice", 1), ("newer", "bob", 2)):
-        ledger.record_intent(RunRecord(run=run, owner=owner))
+        ledger.record_intent(RunRecord(slug=run, owner=owner))
         ledger.update(run, state="pushed", pushed_at=f"2026-01-0{day}T00:00:00Z")
-    ledger.record_intent(RunRecord(run="never-pushed", owner="alice"))  # intent only: skipped
+    ledger.record_intent(RunRecord(slug="never-pushed", owner="alice"))  # intent only: skipped
     newest = resolve_run(None, ledger)
     assert (newest.owner, newest.slug, newest.in_ledger) == ("bob", "newer", True)
     assert resolve_run("older", ledger).ref == "alice/older"
@@ -444,12 +444,12 @@ def test_status_watch_and_pull_default_to_the_same_newest_run(tmp_path):
     """One rule for "the newest run" (status used to pick by creation time over every record,
     watch by push time over pushed ones): push time, and a failed push never counts."""
     import httpx
-    from tests.support.project import write_project
 
     from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
     from orchestrator.ledger import Ledger, RunRecord
     from orchestrator.runs import resolve_run, run_status
     from orchestrator.settings import load_settings
+    from tests.support.project import write_project
 
     write_project(tmp_path / "p", kaggle='owner = "alice"')
     settings = load_settings(tmp_path / "p" / "orchestrate.toml")
