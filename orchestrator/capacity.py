@@ -59,7 +59,7 @@ def gpu_slots(
     busy = settle_runs(ledger, client, select=others).busy_gpu()
     if chain is not None:
         busy += [
-            r.run for r in ledger.runs(chain) if is_unsettled(r) and is_gpu_shape(r.machine_shape)
+            r.slug for r in ledger.runs(chain) if is_unsettled(r) and is_gpu_shape(r.machine_shape)
         ]
     return GpuSlots(busy, settings.kaggle.gpu_session_cap)
 

@@ -44,10 +44,10 @@ def test_the_loop_chains_like_an_sb3_run(finished_chain) -> None:
     ledger: Ledger = finished_chain["ledger"]
     assert finished_chain["result"].outcome == "done", finished_chain["result"].message
     runs = ledger.runs(LOOP_CHAIN)
-    assert [r.checkpoint_step for r in runs] == [200, 400, 600]
+    assert [r.checkpoint.step for r in runs] == [200, 400, 600]
     for parent, child in zip(runs, runs[1:], strict=False):
-        assert child.summary["resumed_from"]["manifest_sha256"] == parent.checkpoint_hash
-    assert [r.summary["status"] for r in runs] == ["budget_stop", "budget_stop", "complete"]
+        assert child.summary.resumed_from.manifest_sha256 == parent.checkpoint.manifest_sha256
+    assert [r.summary.status for r in runs] == ["budget_stop", "budget_stop", "complete"]
 
 
 def test_three_segments_end_bit_identical_to_one_session(finished_chain, tmp_path) -> None:
