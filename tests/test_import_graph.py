@@ -1,8 +1,7 @@
 """No import circles among `orchestrator` modules, and Typer only in the command layer.
 
-The graph is read with ast, not by importing: an edge A -> B is an import of B that runs when
-A is imported (module level, outside `if TYPE_CHECKING:`; imports inside functions run later
-and are left out). `from pkg import name` depends on `pkg` itself unless every name is a
+The graph is read with ast, not by importing: an edge A -> B is any import of B in A, at module
+level or inside a function (a lazy import is still a dependency), outside `if TYPE_CHECKING:`. `from pkg import name` depends on `pkg` itself unless every name is a
 submodule, which is then the dependency.
 """
 
@@ -23,10 +22,8 @@ def module_name(path: Path, root: Path) -> str:
 
 
 def import_time_statements(body: list[ast.stmt]):
-    """Statements that run when the module is imported: not function bodies, not type-only imports."""
+    """Every statement, function bodies included, but not type-only imports."""
     for node in body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            continue
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             yield from import_time_statements(node.orelse)
             continue
@@ -104,7 +101,8 @@ def test_the_cycle_finder_sees_a_circle_written_on_purpose(tmp_path):
     )
     graph = import_graph(tmp_path)
     assert graph["orchestrator.b"] == {"orchestrator.a"}  # type-only import left out
-    assert graph["orchestrator.c"] == {"orchestrator.a"}  # function-level import left out
+    # A function-level import is a dependency too.
+    assert graph["orchestrator.c"] == {"orchestrator.a", "orchestrator.b"}
     assert find_cycle(graph) == ["orchestrator.a", "orchestrator.b", "orchestrator.a"]
 
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.chain.states import ChainState
-from orchestrator.chain.step import StepResult
+from orchestrator.chain.states import ChainState, StepResult
 from orchestrator.ledger import Ledger
 from orchestrator.notify import NotifyEvent
 

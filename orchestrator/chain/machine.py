@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from kernel_template.layout import SessionSummary
-from orchestrator.chain.states import ChainState
+from orchestrator.chain.states import ChainState, iso
 from orchestrator.ledger import ChainRecord, RunRecord, StartPoint
 
 ACTIVE_STATES = ("pushed", "running")
@@ -30,10 +30,6 @@ def parse_time(text: str | None) -> datetime | None:
         return None
     parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def segment_slug(chain: str, segment: int, attempt: int = 0) -> str:

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 
 from rich.console import Console
 
-from orchestrator.chain.step import ChainStepper, StepResult
+from orchestrator.chain.states import StepResult
+from orchestrator.chain.step import ChainStepper
 from orchestrator.errors import ExitCode, OrchestrateError
 
 DEFAULT_POLL_INTERVAL_S = 30.0

@@ -236,8 +236,7 @@ def with_dataset_sources(settings: Settings, refs: list[str]) -> Settings:
 def dataset_gate(stepper, chain: ChainRecord):
     """None once the start dataset is READY; else a waiting StepResult (Kaggle attaches a
     dataset only once processed: a kernel pushed before gets nothing)."""
-    from orchestrator.chain.states import StepOutcome
-    from orchestrator.chain.step import StepResult
+    from orchestrator.chain.states import StepOutcome, StepResult
     from orchestrator.kaggle.datasets import NOT_VISIBLE, READY
     from orchestrator.kaggle.errors import AuthenticationError, KaggleError
 

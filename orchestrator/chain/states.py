@@ -8,7 +8,10 @@ step outcome of the same name, if nothing follows it), and decide in
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from enum import Enum
+from typing import Any
 
 from orchestrator.errors import ExitCode
 
@@ -64,3 +67,46 @@ class StepOutcome(_Word):
         if self is StepOutcome.UNKNOWN:
             return ExitCode.INFRASTRUCTURE
         return ExitCode.OK
+
+
+def iso(moment: datetime) -> str:
+    """A moment as a chain's records write it: UTC, to the second, with a Z."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class StepResult:
+    """What one step did."""
+
+    chain: str
+    outcome: StepOutcome
+    message: str
+    until: datetime | None = None
+    pushed: list[str] = field(default_factory=list)
+    alerts: list[str] = field(default_factory=list)
+    running: str | None = None  # owner/slug of the segment now running, if any
+
+    def __post_init__(self) -> None:
+        self.outcome = StepOutcome(self.outcome)
+
+    @property
+    def exit_code(self) -> int:
+        if self.alerts:  # an ALERT needs a person: a scheduler must see this step fail
+            return int(ExitCode.RUN_FAILED)
+        return int(self.outcome.exit_code)
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome.finished
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chain": self.chain,
+            "outcome": self.outcome,
+            "message": self.message,
+            "until": iso(self.until) if self.until else None,
+            "pushed": self.pushed,
+            "alerts": self.alerts,
+            "running": self.running,
+            "exit_code": self.exit_code,
+        }

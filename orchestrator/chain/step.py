@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,8 +34,8 @@ from orchestrator.chain.machine import (
     ResolveIntent,
     Wait,
 )
-from orchestrator.chain.states import ChainState, StepOutcome
-from orchestrator.errors import ExitCode, InfrastructureError, UserError
+from orchestrator.chain.states import ChainState, StepOutcome, StepResult
+from orchestrator.errors import InfrastructureError, UserError
 from orchestrator.kaggle.errors import (
     AuthenticationError,
     BadRequest,
@@ -58,44 +57,6 @@ PARENT_REASONS = (layout.PARENT_MISSING_REASON, layout.PARENT_REQUIRED_REASON)
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass
-class StepResult:
-    """What one step did."""
-
-    chain: str
-    outcome: StepOutcome
-    message: str
-    until: datetime | None = None
-    pushed: list[str] = field(default_factory=list)
-    alerts: list[str] = field(default_factory=list)
-    running: str | None = None  # owner/slug of the segment now running, if any
-
-    def __post_init__(self) -> None:
-        self.outcome = StepOutcome(self.outcome)
-
-    @property
-    def exit_code(self) -> int:
-        if self.alerts:  # an ALERT needs a person: a scheduler must see this step fail
-            return int(ExitCode.RUN_FAILED)
-        return int(self.outcome.exit_code)
-
-    @property
-    def finished(self) -> bool:
-        return self.outcome.finished
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "chain": self.chain,
-            "outcome": self.outcome,
-            "message": self.message,
-            "until": machine.iso(self.until) if self.until else None,
-            "pushed": self.pushed,
-            "alerts": self.alerts,
-            "running": self.running,
-            "exit_code": self.exit_code,
-        }
 
 
 def pull_dir(settings: Settings, slug: str) -> Path:

@@ -12,7 +12,7 @@ import pytest
 from kernel_template.layout import CheckpointRef
 from orchestrator.chain import stall
 from orchestrator.chain.events import before_step, step_events
-from orchestrator.chain.step import StepResult
+from orchestrator.chain.states import StepResult
 from orchestrator.kaggle.errors import KaggleError
 from orchestrator.kaggle.logstream import read_log_so_far
 from orchestrator.ledger import ChainRecord, Ledger, RunRecord

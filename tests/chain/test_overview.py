@@ -8,7 +8,7 @@ import re
 import pytest
 
 from orchestrator.chain.overview import ChangedResults
-from orchestrator.chain.step import StepResult
+from orchestrator.chain.states import StepResult
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
