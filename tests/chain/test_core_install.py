@@ -116,6 +116,7 @@ def test_the_emulator_asks_for_the_kernel_extra(tmp_path) -> None:
     assert "kaggle-orchestrate[kernel]" in done.stderr
 
 
+@pytest.mark.slow  # the fast tier stays under 4 minutes; make test runs it
 def test_a_core_install_steps_pulls_and_reports_a_chain(emulator, chain_project, tmp_path) -> None:
     project = chain_project(emulator, total=1000)
     project.cli("chain", "start", CHAIN, "--segments", "500,500", check=True)  # full install

@@ -192,6 +192,7 @@ def _first_segment_pulled_by_hand(project: ChainProject) -> None:
     _ok(project.cli("pull-artifacts", "deltest-s1"))
 
 
+@pytest.mark.slow  # the fast tier stays under 4 minutes; make test runs it
 def test_delete_refuses_a_chains_resume_source(emulator, chain_project) -> None:
     project = chain_project(emulator, total=1000)
     _first_segment_pulled_by_hand(project)

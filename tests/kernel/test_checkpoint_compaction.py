@@ -284,6 +284,7 @@ WORKING_FILE_LIMIT = 200
 STEPS_AFTER_FILL = 4000  # 80 checkpoints at the default 50 steps
 
 
+@pytest.mark.slow  # the fast tier stays under 4 minutes; make test runs it
 def test_default_config_run_with_1m_buffer_keeps_working_dir_under_200_files(tmp_path):
     """The default config (traffic-signal DQN, 1M buffer, a checkpoint every 50 steps; no
     10 s floor between checkpoints, to have many), its buffer filled synthetically past

@@ -40,6 +40,7 @@ def finished_chain(tmp_path_factory):
         yield {"ledger": ledger, "result": results[LOOP_CHAIN], "root": root}
 
 
+@pytest.mark.slow  # one 3-segment chain shared by both tests; make test runs them
 def test_the_loop_chains_like_an_sb3_run(finished_chain) -> None:
     ledger: Ledger = finished_chain["ledger"]
     assert finished_chain["result"].outcome == "done", finished_chain["result"].message
@@ -50,6 +51,7 @@ def test_the_loop_chains_like_an_sb3_run(finished_chain) -> None:
     assert [r.summary.status for r in runs] == ["budget_stop", "budget_stop", "complete"]
 
 
+@pytest.mark.slow
 def test_three_segments_end_bit_identical_to_one_session(finished_chain, tmp_path) -> None:
     ledger: Ledger = finished_chain["ledger"]
     chain = ledger.get_chain(LOOP_CHAIN)

@@ -13,6 +13,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from kernel_template import layout
 from tests.support.compare import assert_bit_identical
 from tests.support.loop import (
@@ -60,6 +62,7 @@ def kill_after_a_new_checkpoint(process, newest: int, rng: random.Random) -> int
     return process.wait(timeout=60)
 
 
+@pytest.mark.slow  # the fast tier stays under 4 minutes; make test runs it
 def test_random_sigkills_then_resume_end_bit_identical(tmp_path: Path) -> None:
     rng = random.Random(20261130)
     inputs = tmp_path / "input"
