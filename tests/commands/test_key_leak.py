@@ -23,47 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import REPO_ROOT
-
-PROJECT_TOML = """
-[kaggle]
-owner = "alice"
-api_url = "{api_url}"
-
-[kernel]
-slug = "leak-run"
-accelerator = "none"
-enable_internet = false
-
-[run]
-algo = "DQN"
-env = "traffic-signal"
-seed = 3
-total_timesteps = 600
-checkpoint_every = 200
-checkpoint_min_seconds = 0
-export_every = 300
-export_min_seconds = 0
-session_limit_s = 600
-min_margin_s = 1
-device = "cpu"
-
-[run.hyperparams]
-buffer_size = 1000
-learning_starts = 100
-batch_size = 32
-
-[run.policy_kwargs]
-net_arch = [16]
-
-[run.logging]
-tensorboard = false
-progress_every_s = 0.5
-progress_every_steps = 100
-
-[run.evaluation]
-best_model_episodes = 1
-final_episodes = 1
-"""
+from tests.support.project import project_toml
 
 
 def needles(user: str, key: str) -> dict[str, bytes]:
@@ -111,7 +71,9 @@ def test_the_key_appears_in_no_file_and_no_output(emulator_factory, tmp_path):
     emulator = emulator_factory(users={"alice": key})
     project = tmp_path / "project"
     project.mkdir()
-    (project / "orchestrate.toml").write_text(PROJECT_TOML.format(api_url=emulator.api_url))
+    (project / "orchestrate.toml").write_text(
+        project_toml(emulator.api_url, slug="leak-run", total=600, checkpoint_every=200)
+    )
     env = cli_env(emulator, tmp_path / "home")
 
     outputs: list[tuple[str, subprocess.CompletedProcess]] = []
