@@ -47,6 +47,10 @@ ZIP_BYTES_PER_S = 50e6
 STATE_VERSION = 1
 # How often, inside a chunk, the emergency stop is checked (far below SIGNAL_GRACE_S).
 EMERGENCY_CHECK_S = 0.05
+# The learning curve is for people, who read it once the session's outputs are out (the
+# session's end renders it again): between exports it is redrawn at most this often, since a
+# render costs as much as the periodic evaluation.
+FIGURE_EVERY_S = 600.0
 
 
 class PinnedHorizonMixin:
@@ -226,6 +230,8 @@ class TrainingSession(Session):
         self.write_grace_until = 0.0
         self.last_export_step = 0
         self.last_export_time = time.monotonic()
+        self.last_figure_time: float | None = None
+        self.figure_s = 0.0  # the last render's cost, for the finalisation estimate
         self.stats: TrainingStats | None = None
 
     # -- setup --------------------------------------------------------------------------
@@ -487,11 +493,16 @@ class TrainingSession(Session):
         self.best.consider(self.model, score)
         self.metrics.append(self._metrics_row(score))
         figure_began = time.monotonic()
-        render_learning_curve(self.working)
-        figure_s = time.monotonic() - figure_began
+        figure_due = (
+            self.last_figure_time is None or figure_began - self.last_figure_time >= FIGURE_EVERY_S
+        )
+        # None: no episode has ended yet, nothing drawn; the next export tries again.
+        if figure_due and render_learning_curve(self.working) is not None:
+            self.last_figure_time = time.monotonic()
+            self.figure_s = self.last_figure_time - figure_began
         # Finalising renders two figures and zips the outputs (checkpoints dominate its size).
         zip_bytes = self.writer.last_bytes * self.config.keep_checkpoints if self.writer else 0
-        self.budget.record_cost("finalize", 2 * figure_s + zip_bytes / ZIP_BYTES_PER_S)
+        self.budget.record_cost("finalize", 2 * self.figure_s + zip_bytes / ZIP_BYTES_PER_S)
         seconds = time.monotonic() - began - eval_s
         self.clock.add("exporting", seconds)
         self.last_export_step, self.last_export_time = step, time.monotonic()

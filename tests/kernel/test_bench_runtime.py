@@ -22,7 +22,7 @@ from kernel_template.runtime import RuntimeEnvironment
 TARGET_RATIO = 0.97
 MIN_CHECKPOINTS = 10
 MIN_EXPORTS = 3
-ROUNDS = int(os.environ.get("ORCHESTRATE_BENCH_RUNTIME_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("ORCHESTRATE_BENCH_RUNTIME_ROUNDS", "3"))
 DEFAULTS = RunConfig()
 # Enough wall time for the checkpoints and exports above (the n-th comes after n intervals),
 # with a margin for the machine speeding up after the speed probe (on a shared 2-core box the

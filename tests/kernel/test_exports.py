@@ -145,3 +145,65 @@ def test_bench_render_and_metrics_costs(tmp_path, bench_record):
         ),
     ]
     assert all(checks)
+
+
+def _session_renders(tmp_path, monkeypatch, figure_every_s: float) -> tuple[int, int, float]:
+    """A short default-env session exporting every 500 steps; returns (exports, learning-curve
+    renders during training, the PNG's mtime minus the end of training)."""
+    import io
+
+    from kernel_template import exports, train
+    from kernel_template.config import RunConfig
+    from kernel_template.runtime import RuntimeEnvironment
+
+    renders = []
+    real_render = exports.render_learning_curve
+
+    def counted_render(working_dir):
+        drawn = real_render(working_dir)
+        renders.append(drawn)
+        return drawn
+
+    monkeypatch.setattr(exports, "render_learning_curve", counted_render)
+    monkeypatch.setattr(train, "FIGURE_EVERY_S", figure_every_s)
+    config = RunConfig.model_validate(
+        {"total_timesteps": 3000, "export_every": 500, "export_min_seconds": 0}
+    )
+    working = tmp_path / "working"
+    runtime = RuntimeEnvironment(
+        working_dir=working,
+        input_dir=tmp_path / "no-input",
+        session_limit_s=3600,
+        session_start=time.time(),
+    )
+    log = io.StringIO()
+    session = train.TrainingSession(config, runtime, stream=log)
+    session.setup()
+    session.budget.max_chunk_s = 0.05  # chunk boundaries (where exports happen) every 500 steps
+    session.train()
+    trained_at = time.time()
+    drawn_in_training = sum(1 for drawn in renders if drawn is not None)
+    assert session.finish().status == "complete"
+    exported = sum(
+        1
+        for line in log.getvalue().splitlines()
+        if (layout.parse_event(line) or {}).get("event") == "export"
+    )
+    curve = layout.SessionPaths(working).learning_curve
+    return exported, drawn_in_training, curve.stat().st_mtime - trained_at
+
+
+def test_the_learning_curve_is_drawn_once_per_interval_and_again_at_the_end(
+    tmp_path, monkeypatch, one_torch_thread
+):
+    exported, drawn, drawn_after_training_s = _session_renders(tmp_path, monkeypatch, 600.0)
+    assert exported >= 4
+    assert drawn == 1  # the first export with an episode to draw; the rest fall in its interval
+    assert drawn_after_training_s >= 0  # the session's end draws the whole run
+
+
+def test_the_learning_curve_interval_is_what_skips_the_renders(
+    tmp_path, monkeypatch, one_torch_thread
+):
+    exported, drawn, _ = _session_renders(tmp_path, monkeypatch, 0.0)
+    assert drawn >= exported - 1  # every export draws once an episode has ended
