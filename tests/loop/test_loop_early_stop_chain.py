@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 from orchestrator.chain.scheduler import run_chains
 from orchestrator.chain.start import start_chain
@@ -77,3 +78,10 @@ def test_a_loop_that_stops_early_in_segment_two_ends_the_chain_there(
     pulled = json.loads(out)
     assert code == 0 and pulled["verified"] and not pulled["problems"]
     assert pulled["summary"]["stopped_early"] is True
+
+    code, out, _ = run_main(
+        monkeypatch, capsys, "chain", "report", CHAIN, "--json", cwd=project, env=env
+    )
+    report = json.loads(out)
+    assert code == 0 and report["ended_early"] == f"Ended early by {CHAIN}-s2 at step 120: {REASON}"
+    assert report["ended_early"] in Path(report["html"]).read_text()
