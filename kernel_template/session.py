@@ -22,8 +22,9 @@ Step numbers count completed steps: `steps(start)` yields start+1, start+2, ... 
 `n`'s body leaves the state "after n steps", which is what `checkpoint(n, state)` stores.
 The session stops yielding at the total, at the segment's end, before the time budget runs
 out and after SIGTERM/SIGINT. `stop_early(reason)` ends the whole run on purpose (a chain is
-done); leaving the loop without it before `steps()` ends is an error. Checkpoints, events, metrics.csv, the summary and
-artifacts.zip have the shapes the SB3 trainer writes, so the orchestrator reads them alike.
+done); leaving the loop before `steps()` ends without it is an error. Checkpoints, events,
+metrics.csv, the summary and artifacts.zip have the shapes the SB3 trainer writes, so the
+orchestrator reads them alike.
 """
 
 from __future__ import annotations
@@ -87,8 +88,7 @@ class Session:
 
     Public: `params`, `config`, `device`, `working_dir`, `step`, `resume()`, `steps()`,
     `should_checkpoint()`, `checkpoint()`, `log()`, `export_best()`, `track()`,
-    `stop_early()`. The kernel calls
-    `setup()` before the entrypoint and `finish()` after it."""
+    `stop_early()`. The kernel calls `setup()` before the entrypoint and `finish()` after it."""
 
     def __init__(self, config: RunConfig, runtime: RuntimeEnvironment, *, stream=None) -> None:
         from kernel_template.exports import BestModelTracker
