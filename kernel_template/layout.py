@@ -328,10 +328,16 @@ class SessionSummary(BaseModel):
         description="when the parent was missing: a shallow listing of the input dirs looked at "
         "(None for a dir that does not exist)",
     )
+    stopped_early: bool = Field(
+        default=False,
+        description="the user's loop ended the run on purpose before total_timesteps "
+        "(`Session.stop_early`, its reason in `reason`; status `complete`, the last step "
+        "checkpointed): the run is finished, a chain is done",
+    )
 
     @property
     def training_done(self) -> bool:
-        return self.timesteps_end >= self.total_timesteps
+        return self.stopped_early or self.timesteps_end >= self.total_timesteps
 
 
 class SummaryEvent(BaseModel):

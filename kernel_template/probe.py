@@ -93,6 +93,7 @@ def probe_loop(config_data: dict[str, Any]) -> dict[str, Any]:
     import tempfile
     from pathlib import Path
 
+    from kernel_template import layout
     from kernel_template.config import RunConfig
     from kernel_template.runtime import RuntimeEnvironment
     from kernel_template.session import load_entrypoint, run_entrypoint
@@ -140,12 +141,17 @@ def probe_loop(config_data: dict[str, Any]) -> dict[str, Any]:
                     "session.should_checkpoint(step), and once after the loop",
                 }
             ends.append(summary.timesteps_end)
+        newest = layout.SessionPaths(Path(scratch) / "working").newest_checkpoint()
+        checkpoint_bytes = (
+            sum(f.stat().st_size for f in newest.rglob("*") if f.is_file()) if newest else 0
+        )
     return {
         "loop": {
             "entrypoint": config.entrypoint,
             "steps": ends[0],
             "resumed_to": ends[1],
             "seconds": round(time.monotonic() - began, 2),
+            "checkpoint_bytes": checkpoint_bytes,  # for preflight's output-size estimate
         }
     }
 

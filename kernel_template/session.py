@@ -13,13 +13,18 @@ which runs its own loop:
             session.log(step, loss=loss)
             if session.should_checkpoint(step):
                 session.checkpoint(step, snapshot(step))
+            if plateaued(step):
+                session.stop_early("validation loss plateaued")  # the run is finished
+                break
         session.checkpoint(session.step, snapshot(session.step))
 
 Step numbers count completed steps: `steps(start)` yields start+1, start+2, ... and step
 `n`'s body leaves the state "after n steps", which is what `checkpoint(n, state)` stores.
 The session stops yielding at the total, at the segment's end, before the time budget runs
-out and after SIGTERM/SIGINT. Checkpoints, events, metrics.csv, the summary and
-artifacts.zip have the shapes the SB3 trainer writes, so the orchestrator reads them alike.
+out and after SIGTERM/SIGINT. `stop_early(reason)` ends the whole run on purpose (a chain is
+done); leaving the loop before `steps()` ends without it is an error. Checkpoints, events,
+metrics.csv, the summary and artifacts.zip have the shapes the SB3 trainer writes, so the
+orchestrator reads them alike.
 """
 
 from __future__ import annotations
@@ -82,8 +87,8 @@ class Session:
     """One kernel session of a user's loop: resume, stop decisions, checkpoints, logs, exports.
 
     Public: `params`, `config`, `device`, `working_dir`, `step`, `resume()`, `steps()`,
-    `should_checkpoint()`, `checkpoint()`, `log()`, `export_best()`, `track()`. The kernel calls
-    `setup()` before the entrypoint and `finish()` after it."""
+    `should_checkpoint()`, `checkpoint()`, `log()`, `export_best()`, `track()`,
+    `stop_early()`. The kernel calls `setup()` before the entrypoint and `finish()` after it."""
 
     def __init__(self, config: RunConfig, runtime: RuntimeEnvironment, *, stream=None) -> None:
         from kernel_template.exports import BestModelTracker
@@ -115,6 +120,8 @@ class Session:
         self.target_step = config.total_timesteps
         self.status = "error"
         self.reason = ""
+        # `stop_early`'s reason: the user ended the run here on purpose (None: they did not).
+        self.early_stop_reason: str | None = None
         self.input_seen: dict[str, list[str] | None] | None = None
         self.store = None  # a growing.GrowingStore checkpointed incrementally (`track`)
         self._resumed_state: Any = None
@@ -281,8 +288,9 @@ class Session:
         elsewhere = self.wall.checkpointing + self.wall.exporting  # counted there, not here
         try:
             while True:
-                if self.step >= target:
-                    self._stopped_at_target(target, total)
+                if self.step >= target or self.early_stop_reason is not None:
+                    if self.early_stop_reason is None:
+                        self._stopped_at_target(target, total)
                     return
                 now = time.monotonic()
                 if now >= next_check:
@@ -297,6 +305,20 @@ class Session:
             self._collect_checkpoint(block=False)
             if self.step != self.last_progress_step:
                 self._maybe_progress(force=True)
+
+    def stop_early(self, reason: str) -> None:
+        """End the whole run at `session.step`, on purpose (early stopping): `steps()` yields
+        no more, leaving the loop is not an error, and the summary says `complete` with
+        `reason` and `stopped_early`, so a chain is done instead of pushing another segment.
+        Checkpoint `session.step` after the loop as always: the run ends there."""
+        reason = str(reason).strip()
+        if not reason:
+            raise ValueError(
+                'stop_early needs a reason, e.g. stop_early("validation loss plateaued")'
+            )
+        self.early_stop_reason = reason
+        self.status, self.reason = "complete", reason
+        self.logger.log("stop", f"stopping early at step {self.step}: {reason}", step=self.step)
 
     def should_checkpoint(self, step: int) -> bool:
         """True when `checkpoint_every` steps and `checkpoint_min_seconds` have passed since
@@ -506,8 +528,16 @@ class Session:
         self.signals.uninstall()
         self._record_error(error)
         if error is None and self.status == "error" and not self.reason:
-            self.reason = "the entrypoint returned before steps() ended"
-        if self.signals.requested and self.status not in ("signal_stop", "error"):
+            self.reason = (
+                "the entrypoint returned before steps() ended: to end the run there on purpose, "
+                'call session.stop_early("why") before leaving the loop'
+            )
+        stopping_early = self.early_stop_reason is not None and self.status == "complete"
+        if (
+            self.signals.requested
+            and self.status not in ("signal_stop", "error")
+            and not stopping_early  # the user had ended the run already
+        ):
             self.status, self.reason = "signal_stop", f"{self.signals.received} received"
         if self.writer is not None:
             try:
@@ -525,8 +555,17 @@ class Session:
         if self.metrics is not None and self.metrics.last_step != self.step and self.step:
             with contextlib.suppress(Exception):
                 self._write_metrics_row(self.step, {})
-        summary = self.summary()
-        if summary.status == "complete" and summary.timesteps_end < summary.total_timesteps:
+        summary = self.summary(stopped_early=stopping_early)
+        if summary.stopped_early:
+            if summary.timesteps_end < self.step:
+                # Finished without its last steps saved: not a success, nor a chain's end.
+                summary.status, summary.stopped_early = "error", False
+                summary.reason = (
+                    f"stop_early({self.early_stop_reason!r}) at step {self.step}, but "
+                    f"checkpointed to {summary.timesteps_end}: call "
+                    "session.checkpoint(session.step, state) after the loop"
+                )
+        elif summary.status == "complete" and summary.timesteps_end < summary.total_timesteps:
             summary.status = "budget_stop"
             summary.reason = f"trained to the total, but checkpointed to {summary.timesteps_end}"
         self._end(summary, None, evaluate=False)

@@ -256,7 +256,7 @@ def check_kernel(
     if folder is None and unembeddable:
         for name in ("kernel renders", "embedded runtime"):
             report.add(name, "skip", _not_installed(unembeddable))
-        for name in ("env", "model"):
+        for name in _rehearsals(run_config):
             report.add(name, "skip", _not_installed(lacking))
         return None, None
     scratch = Path(tempfile.mkdtemp(prefix="orchestrate-preflight-"))
@@ -292,8 +292,7 @@ def check_kernel(
             f"imports kernel_template from the unpacked copy ({probe['kernel_template']})",
         )
         if lacking:
-            names = ("entrypoint",) if run_config.trainer == "loop" else ("env", "model")
-            for name in names:
+            for name in _rehearsals(run_config):
                 report.add(name, "skip", _not_installed(lacking))
         elif "loop" in probe or "loop_error" in probe:
             check_loop(report, probe)
@@ -312,6 +311,11 @@ def check_kernel(
         return folder, probe
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _rehearsals(run_config: RunConfig) -> tuple[str, ...]:
+    """The checks the local rehearsal answers: a loop's entrypoint, or SB3's env and model."""
+    return ("entrypoint",) if run_config.trainer == "loop" else ("env", "model")
 
 
 def _not_installed(distributions: list[str]) -> str:
@@ -632,7 +636,7 @@ def check_intervals(report: PreflightReport, run_config: RunConfig) -> None:
         problems.append(
             (
                 f"checkpoint_every={run_config.checkpoint_every} with checkpoint_min_seconds=0 checkpoints "
-                "many times a second on a fast env",
+                f"many times a second on a fast {'loop' if run_config.trainer == 'loop' else 'env'}",
                 "set [run] checkpoint_min_seconds (e.g. 10)",
             )
         )
@@ -691,13 +695,39 @@ def _net_arch(policy_kwargs: dict) -> list[int]:
     return [int(x) for x in arch if isinstance(x, int)] or [64, 64]
 
 
+def estimate_loop_output_bytes(run_config: RunConfig, checkpoint_bytes: int) -> int:
+    """A user loop's /kaggle/working at the end, from the rehearsal's checkpoint size: the
+    checkpoints kept, a best export about as large, logs and metrics, then the zip of them."""
+    files = (run_config.keep_checkpoints + 1) * checkpoint_bytes + 50 * 10**6
+    return int(files * 2)
+
+
 def check_output_size(report: PreflightReport, run_config: RunConfig, probe: dict | None) -> None:
-    size = estimate_output_bytes(run_config, probe)
-    text = f"~{size / 1e9:.2f} GB estimated (Kaggle keeps ~20 GB of /kaggle/working)"
+    limit = "(Kaggle keeps ~20 GB of /kaggle/working)"
+    if run_config.trainer == "loop":
+        rehearsal = (probe or {}).get("loop")
+        if rehearsal is None:
+            report.add(
+                "output size",
+                "skip",
+                "a loop's checkpoint size comes from the entrypoint rehearsal, which left none",
+            )
+            return
+        measured = rehearsal.get("checkpoint_bytes", 0)
+        size = estimate_loop_output_bytes(run_config, measured)
+        text = (
+            f"~{size / 1e9:.2f} GB estimated from the rehearsal's {measured / 1e6:.1f} MB "
+            f"checkpoint {limit}; state in a GrowingStore grows past it"
+        )
+        fix = "keep less in checkpoint()'s state, or lower keep_checkpoints"
+    else:
+        size = estimate_output_bytes(run_config, probe)
+        text = f"~{size / 1e9:.2f} GB estimated {limit}"
+        fix = "lower hyperparams.buffer_size or keep_checkpoints"
     if size > KAGGLE_OUTPUT_LIMIT_BYTES:
-        report.add("output size", "fail", text, "lower hyperparams.buffer_size or keep_checkpoints")
+        report.add("output size", "fail", text, fix)
     elif size > OUTPUT_WARN_BYTES:
-        report.add("output size", "warn", text, "lower hyperparams.buffer_size or keep_checkpoints")
+        report.add("output size", "warn", text, fix)
     else:
         report.add("output size", "pass", text)
 

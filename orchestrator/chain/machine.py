@@ -128,7 +128,28 @@ def made_progress(runs: list[RunRecord], run: RunRecord, start: StartPoint | Non
     return run.checkpoint.step > (previous.step if previous else 0)
 
 
+def ended_early(chain: ChainRecord, run: RunRecord) -> bool:
+    """The run's loop ended the training on purpose (`Session.stop_early`). It ends the
+    total it was aiming at: after `chain extend` raised the total, the chain trains on."""
+    summary = run.summary
+    return (
+        summary is not None
+        and summary.stopped_early
+        and summary.total_timesteps >= chain.total_timesteps
+    )
+
+
+def early_end(chain: ChainRecord, runs: list[RunRecord]) -> RunRecord | None:
+    """The pulled run whose loop ended the chain early, if the latest one did."""
+    latest = latest_run(runs)
+    if latest is not None and latest.state == "pulled" and ended_early(chain, latest):
+        return latest
+    return None
+
+
 def training_done(chain: ChainRecord, run: RunRecord) -> bool:
+    if ended_early(chain, run):
+        return True
     if run.summary is not None:
         reached = run.summary.timesteps_end
     else:
@@ -189,9 +210,7 @@ def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Act
         if latest.state == "terminal":
             return Pull(latest)
         if latest.state == "pulled" and training_done(chain, latest):
-            return Finish(
-                ChainState.DONE, f"{chain.total_timesteps} timesteps reached by {latest.slug}"
-            )
+            return Finish(ChainState.DONE, done_reason(chain, latest))
         if latest.state == "pulled" and latest.early_error:
             # Deterministic (a bad hyperparameter, a broken env): a retry burns a session on it.
             return Finish(ChainState.FAILED, early_failure_reason(latest))
@@ -239,6 +258,15 @@ def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Act
         segment_timesteps=segment_size(chain, segment, done_steps),
         start=begin,
     )
+
+
+def done_reason(chain: ChainRecord, run: RunRecord) -> str:
+    if ended_early(chain, run):
+        return (
+            f"ended early by {run.slug} at step {run.summary.timesteps_end} of "
+            f"{chain.total_timesteps}: {run.summary.reason}"
+        )
+    return f"{chain.total_timesteps} timesteps reached by {run.slug}"
 
 
 def early_failure_reason(run: RunRecord) -> str:

@@ -64,6 +64,7 @@ class ChainReport:
     gpu_hours: float
     steps_redone: int
     evaluation: list[dict[str, Any]] = field(default_factory=list)
+    ended_early: str | None = None  # the loop's stop_early: which segment, where, why
 
     @property
     def missing(self) -> list[SegmentFacts]:
@@ -92,6 +93,7 @@ class ChainReport:
             "gpu_hours": self.gpu_hours,
             "steps_redone": self.steps_redone,
             "evaluation": self.evaluation,
+            "ended_early": self.ended_early,
             "segments": [
                 {**s.__dict__, "pulled_dir": str(s.pulled_dir) if s.pulled_dir else None}
                 for s in self.segments
@@ -355,6 +357,8 @@ def render_html(chain: ChainRecord, report: ChainReport, evaluation: pd.DataFram
         f"{len(report.segments)} segment(s); {report.gpu_hours:.3f} GPU hours; {report.steps_redone} steps redone; "
         f"config hash <code>{chain.config_hash[:16]}</code>.</p>",
     ]
+    if report.ended_early:
+        parts.append(f"<p>{html.escape(report.ended_early)}</p>")
     if report.missing:
         parts.append(
             f"<p class='alert'><b>Incomplete:</b> the outputs of {len(report.missing)} segment(s) "
@@ -463,6 +467,16 @@ def build_report(
         evaluation=json.loads(evaluation.to_json(orient="records"))
         if evaluation is not None
         else [],
+        ended_early=_early_end_line(chain, all_runs),
     )
     layout.atomic_write_text(report.html, render_html(chain, report, evaluation))
     return report
+
+
+def _early_end_line(chain: ChainRecord, runs: list[RunRecord]) -> str | None:
+    early = machine.early_end(chain, runs)
+    if early is None:
+        return None
+    return (
+        f"Ended early by {early.slug} at step {early.summary.timesteps_end}: {early.summary.reason}"
+    )

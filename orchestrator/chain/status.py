@@ -39,6 +39,7 @@ def chain_status(ledger: Ledger, name: str) -> dict[str, Any]:
         raise UserError(f"no chain {name!r} in {ledger.path}; see `orchestrate chain status`")
     runs = ledger.runs(name)
     start = machine.start_point(runs, start=chain.start_from)
+    early = machine.early_end(chain, runs)
     return {
         "name": chain.name,
         "owner": chain.owner,
@@ -50,6 +51,13 @@ def chain_status(ledger: Ledger, name: str) -> dict[str, Any]:
         "gpu_hours": round(sum(r.gpu_seconds or 0 for r in runs) / 3600, 4),
         "wait_until": chain.wait_until,
         "waiting_reason": chain.waiting_reason,
+        "ended_early": {
+            "slug": early.slug,
+            "step": early.summary.timesteps_end,
+            "reason": early.summary.reason,
+        }
+        if early
+        else None,
         "consecutive_unknowns": chain.consecutive_unknowns,
         "docker_image": chain.docker_image,
         "reference_versions": chain.reference_versions,
@@ -75,6 +83,12 @@ def print_status(status: dict[str, Any], file=None) -> None:
     )
     if status.get("docker_image"):
         console.print(f"image: {status['docker_image']} (every later segment)", markup=False)
+    early = status.get("ended_early")
+    if early:
+        console.print(
+            f"ended early by {early['slug']} at step {early['step']}: {early['reason']}",
+            markup=False,
+        )
     if status["waiting_reason"] and not ChainState(status["state"]).finished:
         console.print(f"waiting: {status['waiting_reason']}", markup=False)
     table = Table(show_edge=False)

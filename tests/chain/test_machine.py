@@ -153,6 +153,31 @@ def test_done_when_the_summary_reaches_the_total() -> None:
     assert isinstance(action, Finish) and action.state == "done"
 
 
+def early_stopped_runs(total: int = 3000) -> list[RunRecord]:
+    """Segment 2 of 3 whose loop called stop_early at step 1500."""
+    ended = summary(
+        reason="validation loss plateaued",
+        total_timesteps=total,
+        timesteps_start=1000,
+        timesteps_end=1500,
+        stopped_early=True,
+    )
+    return [run(1, step=1000), run(2, step=1500, summary=ended)]
+
+
+def test_a_segment_that_stopped_early_makes_the_chain_done() -> None:
+    action = next_action(chain(), early_stopped_runs(), NOW)
+    assert action == Finish(
+        ChainState.DONE,
+        "ended early by demo-s2 at step 1500 of 3000: validation loss plateaued",
+    )
+
+
+def test_a_chain_extended_past_an_early_stop_trains_on() -> None:
+    action = next_action(chain(total_timesteps=4000), early_stopped_runs(total=3000), NOW)
+    assert isinstance(action, Push) and action.segment == 3 and action.start.step == 1500
+
+
 def test_segments_cut_short_get_extra_segments_within_a_bound() -> None:
     runs = [run(1, step=500), run(2, step=1000), run(3, step=1500)]
     action = next_action(chain(), runs, NOW)

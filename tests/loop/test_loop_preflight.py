@@ -3,11 +3,14 @@ checkpoint and a resume, on this machine before any push."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from orchestrator.demo import write_loop_project
 from orchestrator.preflight import run_preflight
 from orchestrator.settings import load_settings
+from tests.support.cli import clean_env, orchestrate
+from tests.support.core_install import core_only_env
 
 
 def loop_project(tmp_path: Path) -> Path:
@@ -49,3 +52,25 @@ def test_a_loop_that_raises_fails_naming_the_error(tmp_path) -> None:
     report, check = entrypoint_check(project)
     assert check.status == "fail", check.line()
     assert "regression:train (first session): TypeError" in check.detail
+
+
+def test_the_output_size_of_a_loop_comes_from_its_rehearsed_checkpoint(tmp_path) -> None:
+    report, _check = entrypoint_check(loop_project(tmp_path))
+    size = {c.name: c for c in report.checks}["output size"]
+    assert size.status == "pass", size.line()
+    assert "estimated from the rehearsal's" in size.detail and "MB checkpoint" in size.detail
+
+
+def test_without_the_kernel_extra_a_loop_skips_its_entrypoint_not_env_and_model(
+    tmp_path,
+) -> None:
+    project = loop_project(tmp_path)
+    env = {**clean_env(home=tmp_path / "home"), **core_only_env(tmp_path / "blocker")}
+    result = orchestrate("preflight", "--offline", "--json", cwd=project, env=env)
+    assert result.returncode == 0, result.stderr
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["entrypoint"]["status"] == "skip"
+    assert "not installed here" in checks["entrypoint"]["detail"]
+    assert "env" not in checks and "model" not in checks
+    assert checks["output size"]["status"] == "skip"
+    assert "entrypoint rehearsal" in checks["output size"]["detail"]
