@@ -78,6 +78,10 @@ class EvaluationConfig(_Strict):
     )
 
 
+# Kaggle's longest session (CPU and GPU; TPU: 9 h), the default session limit. The one place
+# it is written: the orchestrator re-exports it (`orchestrator.capacity.SESSION_LIMIT_S`).
+KAGGLE_SESSION_LIMIT_S = 12 * 3600.0
+
 # Kaggle kills a session at its limit with SIGKILL, no grace: the stop margin's floor is a
 # share of the session (900 s of 12 h), proportionally less for the short sessions of tests.
 MARGIN_FLOOR_FRACTION = 1 / 48
@@ -157,7 +161,7 @@ class RunConfig(_Strict):
     )
 
     session_limit_s: float = Field(
-        default=43_200.0, gt=0, description="the platform's session limit"
+        default=KAGGLE_SESSION_LIMIT_S, gt=0, description="the platform's session limit"
     )
     min_margin_s: float | None = Field(
         default=None,
