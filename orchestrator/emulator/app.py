@@ -37,6 +37,7 @@ from orchestrator.emulator.wire import error, ok
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 LOG_POLL_S = 0.2
+UNAUTHENTICATED = "Unauthenticated: send HTTP Basic user:key or a Bearer token"
 
 
 @dataclass
@@ -111,28 +112,16 @@ def create_app(options: EmulatorOptions) -> Starlette:
             raise ApiError(400, "Request body must be a JSON object")
         return body
 
-    async def rpc(request: Request) -> Response:
-        method = request.path_params["method"]
-        if method not in RPC_METHODS:
-            return error(404, f"Unknown method kernels.KernelsApiService/{method}")
-        user = authenticate(request, users)
-        if user is None:
-            return error(401, "Unauthenticated: send HTTP Basic user:key or a Bearer token")
-        try:
-            body = await read_body(request)
-            handler = getattr(service, method)
-            return await asyncio.to_thread(handler, user, body, request)
-        except ApiError as exc:
-            return error(exc.code, exc.message)
+    def service_rpc(service_name: str, methods: tuple[str, ...], handlers):
+        """`POST .../{service_name}/{method}`: authenticated, dispatched to `handlers.<method>`."""
 
-    def other_rpc(service_name: str, methods: tuple[str, ...], handlers):
         async def handle(request: Request) -> Response:
             method = request.path_params["method"]
             if method not in methods:
                 return error(404, f"Unknown method {service_name}/{method}")
             user = authenticate(request, users)
             if user is None:
-                return error(401, "Unauthenticated: send HTTP Basic user:key or a Bearer token")
+                return error(401, UNAUTHENTICATED)
             try:
                 body = await read_body(request)
                 return await asyncio.to_thread(getattr(handlers, method), user, body, request)
@@ -165,7 +154,7 @@ def create_app(options: EmulatorOptions) -> Starlette:
     async def log_stream(request: Request) -> Response:
         user = authenticate(request, users)
         if user is None:
-            return error(401, "Unauthenticated: send HTTP Basic user:key or a Bearer token")
+            return error(401, UNAUTHENTICATED)
         owner, slug = request.path_params["owner"], request.path_params["slug"]
         try:
             kernel = service._visible(user, owner, slug)
@@ -269,16 +258,20 @@ def create_app(options: EmulatorOptions) -> Starlette:
         executor.shutdown()
 
     routes = [
-        Route("/api/v1/kernels.KernelsApiService/{method}", rpc, methods=["POST"]),
+        Route(
+            "/api/v1/kernels.KernelsApiService/{method}",
+            service_rpc("kernels.KernelsApiService", RPC_METHODS, service),
+            methods=["POST"],
+        ),
         Route("/api/v1/security.OAuthService/IntrospectToken", introspect, methods=["POST"]),
         Route(
             "/api/v1/datasets.DatasetApiService/{method}",
-            other_rpc("datasets.DatasetApiService", DATASET_METHODS, datasets),
+            service_rpc("datasets.DatasetApiService", DATASET_METHODS, datasets),
             methods=["POST"],
         ),
         Route(
             "/api/v1/blobs.BlobApiService/{method}",
-            other_rpc("blobs.BlobApiService", BLOB_METHODS, datasets),
+            service_rpc("blobs.BlobApiService", BLOB_METHODS, datasets),
             methods=["POST"],
         ),
         Route("/_upload/{token}", upload, methods=["PUT"]),
