@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kernel_template.kaggle_limits import KAGGLE_SESSION_LIMIT_S
+
 ALGORITHMS = ("DQN", "PPO", "A2C", "SAC")
 DEFAULT_ENV = "traffic-signal"
 
@@ -77,10 +79,6 @@ class EvaluationConfig(_Strict):
         default=10_000, description="evaluation seeds are seeds_base + i, apart from training"
     )
 
-
-# Kaggle's longest session (CPU and GPU; TPU: 9 h), the default session limit. The one place
-# it is written: the orchestrator re-exports it (`orchestrator.capacity.SESSION_LIMIT_S`).
-KAGGLE_SESSION_LIMIT_S = 12 * 3600.0
 
 # Kaggle kills a session at its limit with SIGKILL, no grace: the stop margin's floor is a
 # share of the session (900 s of 12 h), proportionally less for the short sessions of tests.

@@ -22,12 +22,12 @@ from pydantic import (
 )
 
 from kernel_template.config import (
-    KAGGLE_SESSION_LIMIT_S,
     ConfigError,
     RunConfig,
     describe_validation_error,
     parse_run_config,
 )
+from kernel_template.kaggle_limits import KAGGLE_SESSION_LIMIT_S
 
 from .errors import UserError
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import tomllib
 
-from kernel_template.config import KAGGLE_SESSION_LIMIT_S, RunConfig
+from kernel_template.config import RunConfig
+from kernel_template.kaggle_limits import KAGGLE_SESSION_LIMIT_S
 from orchestrator.capacity import SESSION_LIMIT_S
 from orchestrator.errors import UserError
 from orchestrator.settings import (
