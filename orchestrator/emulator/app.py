@@ -16,12 +16,11 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from orchestrator.capacity import SESSION_LIMIT_S
-from orchestrator.emulator.api import RPC_METHODS, ApiError, KernelsService, Limits
+from orchestrator.emulator.api import RPC_METHODS, KernelsService, Limits
 from orchestrator.emulator.auth import authenticate, user_for_token
 from orchestrator.emulator.datasets import (
     BLOB_METHODS,
     DATASET_METHODS,
-    DatasetError,
     DatasetsService,
 )
 from orchestrator.emulator.executor import (
@@ -33,7 +32,7 @@ from orchestrator.emulator.executor import (
 from orchestrator.emulator.faults import FaultBook, FaultRule, parse_spec
 from orchestrator.emulator.middleware import EmulatorMiddleware, RateLimiter
 from orchestrator.emulator.state import ACTIVE_STATUSES, Store
-from orchestrator.emulator.wire import error, ok
+from orchestrator.emulator.wire import ApiError, error, ok
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 LOG_POLL_S = 0.2
@@ -125,7 +124,7 @@ def create_app(options: EmulatorOptions) -> Starlette:
             try:
                 body = await read_body(request)
                 return await asyncio.to_thread(getattr(handlers, method), user, body, request)
-            except (ApiError, DatasetError) as exc:
+            except ApiError as exc:
                 return error(exc.code, exc.message)
 
         return handle
@@ -134,7 +133,7 @@ def create_app(options: EmulatorOptions) -> Starlette:
         try:
             data = await request.body()
             await asyncio.to_thread(datasets.receive_upload, request.path_params["token"], data)
-        except DatasetError as exc:
+        except ApiError as exc:
             return error(exc.code, exc.message)
         return JSONResponse({})
 
