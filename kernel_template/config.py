@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kernel_template.kaggle_limits import KAGGLE_SESSION_LIMIT_S
+
 ALGORITHMS = ("DQN", "PPO", "A2C", "SAC")
 DEFAULT_ENV = "traffic-signal"
 
@@ -157,7 +159,7 @@ class RunConfig(_Strict):
     )
 
     session_limit_s: float = Field(
-        default=43_200.0, gt=0, description="the platform's session limit"
+        default=KAGGLE_SESSION_LIMIT_S, gt=0, description="the platform's session limit"
     )
     min_margin_s: float | None = Field(
         default=None,

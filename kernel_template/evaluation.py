@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import inspect
 import math
-import random
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+
+from kernel_template import global_rng
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,35 +35,8 @@ EPISODE_COLUMNS = ("controller", "episode", "seed", "return", "length", "mean_qu
 
 def run_isolated(fn: Callable[[], T]) -> T:
     """Call fn and put the global random/numpy/torch (and CUDA) RNG states back afterwards."""
-    torch = _torch_or_none()
-    py_state = random.getstate()
-    np_state = np.random.get_state()
-    torch_state = torch.get_rng_state() if torch is not None else None
-    cuda_states = _cuda_states(torch)
-    try:
+    with global_rng.preserved():
         return fn()
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        if torch is not None:
-            torch.set_rng_state(torch_state)
-            if cuda_states is not None:
-                torch.cuda.set_rng_state_all(cuda_states)
-
-
-def _torch_or_none():
-    try:
-        import torch
-    except ImportError:  # the evaluation of a torch-free env still works
-        return None
-    return torch
-
-
-def _cuda_states(torch) -> list | None:
-    # Only touch CUDA once it is initialised; initialising it here would cost seconds.
-    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
-        return None
-    return torch.cuda.get_rng_state_all()
 
 
 def is_traffic_env(env_id: str) -> bool:

@@ -87,26 +87,14 @@ def _final_evaluation(
         layout.atomic_write_text(layout.SessionPaths(working_dir).evaluation_csv, csv_text)
         result = evaluation.summarize(frame)
         render_evaluation_chart(working_dir, result)
-        if logger is not None:
-            means = ", ".join(
-                f"{name} {agg['mean_return']:.4g}" for name, agg in result["controllers"].items()
-            )
-            logger.log(
-                FINALIZE_TAG,
-                f"final evaluation mean return: {means}",
-                step=summary.timesteps_end,
-                level="info",
-            )
+        means = ", ".join(
+            f"{name} {agg['mean_return']:.4g}" for name, agg in result["controllers"].items()
+        )
+        _log(logger, summary, f"final evaluation mean return: {means}", "info")
         return result
     except Exception as error:  # the zip must still be written
         message = f"{type(error).__name__}: {error}"
-        if logger is not None:
-            logger.log(
-                FINALIZE_TAG,
-                f"final evaluation failed: {message}",
-                step=summary.timesteps_end,
-                level="error",
-            )
+        _log(logger, summary, f"final evaluation failed: {message}", "error")
         return {"error": message, "traceback": traceback.format_exc(limit=5)}
 
 
@@ -116,13 +104,14 @@ def _render_learning_curve(working_dir: Path, logger: ThrottledLogger | None, su
 
         render_learning_curve(working_dir)
     except Exception as error:  # a figure is never worth losing the artifacts over
-        if logger is not None:
-            logger.log(
-                FINALIZE_TAG,
-                f"learning curve not rendered: {type(error).__name__}: {error}",
-                step=summary.timesteps_end,
-                level="warning",
-            )
+        message = f"learning curve not rendered: {type(error).__name__}: {error}"
+        _log(logger, summary, message, "warning")
+
+
+def _log(logger: ThrottledLogger | None, summary, message: str, level: str) -> None:
+    """A finalisation line at the session's last step (a session may end with no logger)."""
+    if logger is not None:
+        logger.log(FINALIZE_TAG, message, step=summary.timesteps_end, level=level)
 
 
 def render_evaluation_chart(working_dir: Path, result: dict[str, Any]) -> Path:

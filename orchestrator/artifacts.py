@@ -135,14 +135,32 @@ def verify_checkpoints(directory: Path) -> tuple[CheckpointRef | None, list[str]
     return newest, problems
 
 
-def _reject(staging: Path, dest: Path, problems: list[str]) -> Path:
-    """Keep the bad download for inspection, beside (never inside) the destination."""
+def _rejected(
+    staging: Path,
+    dest: Path,
+    files: list[PulledFile],
+    problems: list[str],
+    *,
+    summary: SessionSummary | None = None,
+    artifacts_sha256: str | None = None,
+    checkpoint: CheckpointRef | None = None,
+) -> PullResult:
+    """An unverified pull: the bad download is kept for inspection, beside (never inside) the
+    destination, with what it held (a verified zip's summary and checkpoint) for the report."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     target = dest.with_name(dest.name + REJECTED_SUFFIX) / stamp
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging / "download", target)
     (target / "PROBLEMS.txt").write_text("\n".join(problems) + "\n")
-    return target
+    return PullResult(
+        dir=target,
+        files=files,
+        verified=False,
+        summary=summary,
+        artifacts_sha256=artifacts_sha256,
+        checkpoint=checkpoint,
+        problems=problems,
+    )
 
 
 def pull_artifacts(
@@ -242,15 +260,7 @@ def _pull_into(
         problems.append("no artifacts.zip: the session ended before finalizing; raw outputs only")
 
     if problems and zip_file is not None:
-        return PullResult(
-            dir=_reject(staging, dest, problems),
-            files=files,
-            verified=False,
-            summary=None,
-            artifacts_sha256=None,
-            checkpoint=None,
-            problems=problems,
-        )
+        return _rejected(staging, dest, files, problems)
 
     # The rest of the listing: files outside the zip (or everything, without a zip), less the
     # files Kaggle's notebook runner adds to every session's outputs.
@@ -283,14 +293,14 @@ def _pull_into(
     if zip_file is not None and not verified:
         # The zip verified but a checkpoint inside did not: reject the whole pull.
         os.replace(tree, downloads / "extracted")
-        return PullResult(
-            dir=_reject(staging, dest, problems),
-            files=files,
-            verified=False,
+        return _rejected(
+            staging,
+            dest,
+            files,
+            problems,
             summary=summary,
             artifacts_sha256=artifacts_sha,
             checkpoint=checkpoint,
-            problems=problems,
         )
     if verified:
         marker = PullMarker(

@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from kernel_template.kaggle_limits import KAGGLE_SESSION_LIMIT_S
+
 if TYPE_CHECKING:
     from orchestrator.kaggle import AcceleratorQuota, KaggleClient
     from orchestrator.ledger import Ledger
     from orchestrator.settings import Settings
 
-# Kaggle's longest session (TPU sessions: 9 h). SaveKernel's sessionTimeoutSeconds "must be
-# lower than the global maximum", so a push for the whole session names none.
-SESSION_LIMIT_S = 12 * 3600
+# Kaggle's longest session, written once on the kernel's side (the kernel cannot import this
+# module). SaveKernel's sessionTimeoutSeconds "must be lower than the global maximum", so a
+# push for the whole session names none.
+SESSION_LIMIT_S = KAGGLE_SESSION_LIMIT_S
 TPU_SESSION_LIMIT_S = 9 * 3600
 
 

@@ -27,6 +27,7 @@ from kernel_template.config import (
     describe_validation_error,
     parse_run_config,
 )
+from kernel_template.kaggle_limits import KAGGLE_SESSION_LIMIT_S
 
 from .errors import UserError
 
@@ -404,7 +405,7 @@ checkpoint_min_seconds = 10.0        # ... and at least this many seconds apart
 export_every = 500
 export_min_seconds = 30.0
 keep_checkpoints = 2
-session_limit_s = 43200              # Kaggle's 12 h limit; the kernel stops early enough to save
+session_limit_s = {session_limit_s}# Kaggle's 12 h limit; the kernel stops early enough to save
 
 [run.hyperparams]                    # passed to the SB3 constructor
 # learning_rate = 0.0001
@@ -429,4 +430,9 @@ net_arch = [64, 64]
 def starter_toml(slug: str = "my-training-run") -> str:
     check_slug(slug, error=UserError)
     title = " ".join(word.capitalize() for word in slug.split("-"))
-    return STARTER_TOML.replace("{slug}", slug).replace("{title}", title)
+    return (
+        STARTER_TOML.replace("{slug}", slug)
+        .replace("{title}", title)
+        # padded to the comment column of the lines around it
+        .replace("{session_limit_s}", f"{KAGGLE_SESSION_LIMIT_S:<19.0f}")
+    )

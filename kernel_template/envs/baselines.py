@@ -8,14 +8,13 @@ the env was built with non-default kwargs.
 
 from __future__ import annotations
 
-import random
-import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from kernel_template import global_rng
 from kernel_template.envs.traffic_signal import (
     TIME_IN_PHASE_NORM_S,
     ObservationLayout,
@@ -160,7 +159,7 @@ def evaluate_controller(
 
     act = _policy(controller_or_model)
     results = []
-    with _global_rng_preserved(), _eval_mode(controller_or_model):
+    with global_rng.preserved(), _eval_mode(controller_or_model):
         for seed in seeds:
             env = make_env(env_id, env_kwargs, seed=None)
             try:
@@ -211,26 +210,6 @@ def _policy(controller_or_model):
         f"cannot evaluate {type(controller_or_model).__name__}: pass a controller with "
         "act(obs, env) or a stable-baselines3 model with predict(obs, deterministic=True)"
     )
-
-
-@contextmanager
-def _global_rng_preserved():
-    """Restore `random`, numpy and (if loaded) torch global RNG states on exit."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    torch = sys.modules.get("torch")
-    torch_state = torch.get_rng_state() if torch is not None else None
-    cuda_states = None
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        cuda_states = torch.cuda.get_rng_state_all()
-    try:
-        yield
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-        if torch_state is not None:
-            torch.set_rng_state(torch_state)
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
 
 
 @contextmanager

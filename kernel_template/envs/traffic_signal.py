@@ -54,6 +54,8 @@ APPROACHES = ("N", "E", "S", "W")
 TIME_IN_PHASE_NORM_S = 120.0
 
 _GREEN, _YELLOW, _ALL_RED = 0, 1, 2
+# The signal's state that `_advance_signal` moves: a schedule is simulated on it, then put back.
+_SIGNAL_STATE = ("_stage", "_stage_elapsed", "green_elapsed", "phase", "target_phase", "_signal")
 # Light codes reported per movement and tick by `lights_of_last_decision`.
 RED, YELLOW, GREEN = 0, 1, 2
 
@@ -493,14 +495,7 @@ class TrafficSignalEnv(gym.Env):
         return schedule
 
     def _simulate_schedule(self, key: tuple) -> _Schedule:
-        saved = (
-            self._stage,
-            self._stage_elapsed,
-            self.green_elapsed,
-            self.phase,
-            self.target_phase,
-            self._signal,
-        )
+        saved = [getattr(self, name) for name in _SIGNAL_STATE]  # simulated on, then put back
         stage, stage_elapsed, green_elapsed, phase, target = key
         self._stage, self._stage_elapsed, self.green_elapsed = stage, stage_elapsed, green_elapsed
         self.phase, self.target_phase = phase, target
@@ -524,14 +519,8 @@ class TrafficSignalEnv(gym.Env):
             phase=self.phase,
             caps=list(self._cap[np.asarray(signals, dtype=np.int64)]),
         )
-        (
-            self._stage,
-            self._stage_elapsed,
-            self.green_elapsed,
-            self.phase,
-            self.target_phase,
-            self._signal,
-        ) = saved
+        for name, value in zip(_SIGNAL_STATE, saved, strict=True):
+            setattr(self, name, value)
         return schedule
 
     def _advance_signal(self) -> int:

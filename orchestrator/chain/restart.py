@@ -126,8 +126,8 @@ def extend_chain(
         chain.config_hash = config.config_hash()
         chain.total_timesteps = to
         chain.segments = planned
-        if chain.state == "done":
-            chain.state = "active"
+        if chain.state is ChainState.DONE:
+            chain.state = ChainState.ACTIVE
         chain.note(
             f"extended from {old_total} to {to} timesteps: {len(sizes)} more segment(s) {sizes}"
         )

@@ -2,8 +2,9 @@
 ledger) and what one `chain step` did (its outcome, with the exit code a scheduler sees).
 
 Adding a chain state touches two files: declare it here (in FINISHED_CHAIN_STATES, with a
-step outcome of the same name, if nothing follows it), and decide in
-`orchestrator.chain.machine` when a chain enters it.
+step outcome of the same name, if nothing follows it), and decide where a chain enters it:
+`orchestrator.chain.machine` (from its runs), `chain.step` (a check while stepping) or the
+command that sets it (`chain.status.cancel_chain`).
 """
 
 from __future__ import annotations

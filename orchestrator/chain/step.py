@@ -688,7 +688,11 @@ def segment_run_config(
     parent: StartPoint | None = None,
 ) -> RunConfig:
     """The chain's run config for one segment: same result fields, own size and index, and
-    the parent checkpoint it must prove it continues (the kernel stops if it is missing)."""
+    the parent checkpoint it must prove it continues (the kernel stops if it is missing).
+
+    The ledger keeps the config as JSON in a file a person can edit, so this is its one
+    validation on the way to a push (with the segment's own fields), and the stored hash
+    is checked, not trusted."""
     data = {**chain.run_config, "segment_timesteps": segment_timesteps, "segment_index": segment}
     if parent is not None:
         data["parent"] = {

@@ -45,7 +45,7 @@ from orchestrator.capacity import SESSION_LIMIT_S, TPU_SESSION_LIMIT_S
 from orchestrator.emulator.executor import Executor, read_log
 from orchestrator.emulator.faults import FaultBook
 from orchestrator.emulator.state import ACTIVE_STATUSES, Kernel, Store, Version
-from orchestrator.emulator.wire import ok, utc_naive
+from orchestrator.emulator.wire import ApiError, ok, utc_naive
 
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,98}[a-z0-9]$")
 DOCKER_IMAGE_REPO = "gcr.io/kaggle-images/python"
@@ -53,13 +53,6 @@ GPU_DOCKER_IMAGE_REPO = "gcr.io/kaggle-gpu-images/python"
 GET_DENIED = "Permission 'kernels.get' was denied"
 DELETE_DENIED = "Permission 'kernels.delete' was denied"
 DEFAULT_PAGE_SIZE = 20
-
-
-class ApiError(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass

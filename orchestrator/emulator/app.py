@@ -16,12 +16,11 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from orchestrator.capacity import SESSION_LIMIT_S
-from orchestrator.emulator.api import RPC_METHODS, ApiError, KernelsService, Limits
+from orchestrator.emulator.api import RPC_METHODS, KernelsService, Limits
 from orchestrator.emulator.auth import authenticate, user_for_token
 from orchestrator.emulator.datasets import (
     BLOB_METHODS,
     DATASET_METHODS,
-    DatasetError,
     DatasetsService,
 )
 from orchestrator.emulator.executor import (
@@ -33,10 +32,11 @@ from orchestrator.emulator.executor import (
 from orchestrator.emulator.faults import FaultBook, FaultRule, parse_spec
 from orchestrator.emulator.middleware import EmulatorMiddleware, RateLimiter
 from orchestrator.emulator.state import ACTIVE_STATUSES, Store
-from orchestrator.emulator.wire import error, ok
+from orchestrator.emulator.wire import ApiError, error, ok
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 LOG_POLL_S = 0.2
+UNAUTHENTICATED = "Unauthenticated: send HTTP Basic user:key or a Bearer token"
 
 
 @dataclass
@@ -111,32 +111,20 @@ def create_app(options: EmulatorOptions) -> Starlette:
             raise ApiError(400, "Request body must be a JSON object")
         return body
 
-    async def rpc(request: Request) -> Response:
-        method = request.path_params["method"]
-        if method not in RPC_METHODS:
-            return error(404, f"Unknown method kernels.KernelsApiService/{method}")
-        user = authenticate(request, users)
-        if user is None:
-            return error(401, "Unauthenticated: send HTTP Basic user:key or a Bearer token")
-        try:
-            body = await read_body(request)
-            handler = getattr(service, method)
-            return await asyncio.to_thread(handler, user, body, request)
-        except ApiError as exc:
-            return error(exc.code, exc.message)
+    def service_rpc(service_name: str, methods: tuple[str, ...], handlers):
+        """`POST .../{service_name}/{method}`: authenticated, dispatched to `handlers.<method>`."""
 
-    def other_rpc(service_name: str, methods: tuple[str, ...], handlers):
         async def handle(request: Request) -> Response:
             method = request.path_params["method"]
             if method not in methods:
                 return error(404, f"Unknown method {service_name}/{method}")
             user = authenticate(request, users)
             if user is None:
-                return error(401, "Unauthenticated: send HTTP Basic user:key or a Bearer token")
+                return error(401, UNAUTHENTICATED)
             try:
                 body = await read_body(request)
                 return await asyncio.to_thread(getattr(handlers, method), user, body, request)
-            except (ApiError, DatasetError) as exc:
+            except ApiError as exc:
                 return error(exc.code, exc.message)
 
         return handle
@@ -145,7 +133,7 @@ def create_app(options: EmulatorOptions) -> Starlette:
         try:
             data = await request.body()
             await asyncio.to_thread(datasets.receive_upload, request.path_params["token"], data)
-        except DatasetError as exc:
+        except ApiError as exc:
             return error(exc.code, exc.message)
         return JSONResponse({})
 
@@ -165,7 +153,7 @@ def create_app(options: EmulatorOptions) -> Starlette:
     async def log_stream(request: Request) -> Response:
         user = authenticate(request, users)
         if user is None:
-            return error(401, "Unauthenticated: send HTTP Basic user:key or a Bearer token")
+            return error(401, UNAUTHENTICATED)
         owner, slug = request.path_params["owner"], request.path_params["slug"]
         try:
             kernel = service._visible(user, owner, slug)
@@ -269,16 +257,20 @@ def create_app(options: EmulatorOptions) -> Starlette:
         executor.shutdown()
 
     routes = [
-        Route("/api/v1/kernels.KernelsApiService/{method}", rpc, methods=["POST"]),
+        Route(
+            "/api/v1/kernels.KernelsApiService/{method}",
+            service_rpc("kernels.KernelsApiService", RPC_METHODS, service),
+            methods=["POST"],
+        ),
         Route("/api/v1/security.OAuthService/IntrospectToken", introspect, methods=["POST"]),
         Route(
             "/api/v1/datasets.DatasetApiService/{method}",
-            other_rpc("datasets.DatasetApiService", DATASET_METHODS, datasets),
+            service_rpc("datasets.DatasetApiService", DATASET_METHODS, datasets),
             methods=["POST"],
         ),
         Route(
             "/api/v1/blobs.BlobApiService/{method}",
-            other_rpc("blobs.BlobApiService", BLOB_METHODS, datasets),
+            service_rpc("blobs.BlobApiService", BLOB_METHODS, datasets),
             methods=["POST"],
         ),
         Route("/_upload/{token}", upload, methods=["PUT"]),

@@ -43,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from orchestrator.emulator.state import write_json_atomic
-from orchestrator.emulator.wire import ok
+from orchestrator.emulator.wire import ApiError, ok
 
 DATASET_DENIED = "Permission 'datasets.get' was denied"
 # The official CLI refuses slugs outside 6-50 characters before it calls; the server too.
@@ -51,13 +51,6 @@ DATASET_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{4,48}[a-z0-9]$")
 MAX_BLOB_BYTES = 2 * 1024**3
 DATASET_METHODS = ("CreateDataset", "GetDatasetStatus")
 BLOB_METHODS = ("StartBlobUpload",)
-
-
-class DatasetError(Exception):
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass
@@ -93,7 +86,7 @@ class DatasetsService:
     # -- paths -------------------------------------------------------------------------
     def _blob_path(self, token: str) -> Path:
         if not re.fullmatch(r"[A-Za-z0-9_-]{8,64}", token):
-            raise DatasetError(404, "Unknown upload")
+            raise ApiError(404, "Unknown upload")
         return self.root / "blobs" / token
 
     def dataset_dir(self, owner: str, slug: str) -> Path:
@@ -111,9 +104,9 @@ class DatasetsService:
         req = ApiStartBlobUploadRequest.from_dict(body)
         name = PurePosixPath(req.name or "").name
         if not name or name in (".", ".."):
-            raise DatasetError(400, "A blob upload needs a file name")
+            raise ApiError(400, "A blob upload needs a file name")
         if req.content_length is None or not 0 <= req.content_length <= MAX_BLOB_BYTES:
-            raise DatasetError(400, f"Bad content length {req.content_length!r}")
+            raise ApiError(400, f"Bad content length {req.content_length!r}")
         token = secrets.token_urlsafe(18)
         path = self._blob_path(token)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,9 +124,9 @@ class DatasetsService:
         try:
             meta = json.loads(meta_path.read_text())
         except FileNotFoundError:
-            raise DatasetError(404, "Unknown upload") from None
+            raise ApiError(404, "Unknown upload") from None
         if len(data) != meta["length"]:
-            raise DatasetError(
+            raise ApiError(
                 400, f"Upload is {len(data)} bytes, StartBlobUpload said {meta['length']}"
             )
         tmp = path.with_suffix(".part")
@@ -148,7 +141,7 @@ class DatasetsService:
         owner = req.owner_slug or user
         slug = req.slug or ""
         if owner != user:
-            raise DatasetError(403, f"Permission 'datasets.create' was denied for {owner}")
+            raise ApiError(403, f"Permission 'datasets.create' was denied for {owner}")
         if not DATASET_SLUG_RE.match(slug):
             response.status = "error"
             response.error = (
@@ -216,7 +209,7 @@ class DatasetsService:
             or (record.is_private and record.owner != user)
             or now < record.visible_at
         ):
-            raise DatasetError(403, DATASET_DENIED)
+            raise ApiError(403, DATASET_DENIED)
         response = ApiGetDatasetStatusResponse()
         response.status = record.status(now)
         return ok(response, always=("status",))
@@ -242,12 +235,12 @@ def _store_file(blob: Path, name: str, files: Path) -> None:
     try:
         archive = zipfile.ZipFile(blob)
     except zipfile.BadZipFile:
-        raise DatasetError(400, f"{name} is not a readable zip archive") from None
+        raise ApiError(400, f"{name} is not a readable zip archive") from None
     with archive:
         for info in archive.infolist():
             relative = PurePosixPath(info.filename)
             if relative.is_absolute() or ".." in relative.parts:
-                raise DatasetError(400, f"Unsafe path {info.filename!r} in {name}")
+                raise ApiError(400, f"Unsafe path {info.filename!r} in {name}")
             if info.is_dir():
                 continue
             target = dest.joinpath(*relative.parts)

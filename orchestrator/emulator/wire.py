@@ -46,6 +46,15 @@ def ok(obj: KaggleObject, always: tuple[str, ...] = ()) -> JSONResponse:
     return JSONResponse(to_wire(obj, always))
 
 
+class ApiError(Exception):
+    """A request refused: answered with Kaggle's error body (`error`) by the route."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 def error(code: int, message: str, headers: dict | None = None) -> JSONResponse:
     """Kaggle's error body; the HTTP status matches `code`."""
     return JSONResponse({"code": code, "message": message}, status_code=code, headers=headers)

@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 import httpx
 
@@ -22,6 +23,22 @@ from .rpc import TRANSPORT_FAILURES, Transient, check_response, final_error, tra
 logger = logging.getLogger(__name__)
 
 END_OF_LOG = "END_OF_LOG"
+STREAM_HEADERS = {"Accept": "text/event-stream, */*"}
+
+
+@contextmanager
+def open_log(http: httpx.Client, url: str, **options) -> Iterator[httpx.Response]:
+    """One GET of the log; an error answer raises as any other call's does."""
+    with http.stream("GET", url, headers=STREAM_HEADERS, **options) as response:
+        if response.status_code >= 400:
+            response.read()
+            check_response(response, expect_json=False, method="logs")
+        yield response
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    """SSE while the session runs; the stored log (a JSON array) once it is over."""
+    return response.headers.get("content-type", "").lower().startswith("text/event-stream")
 
 
 def log_entry(raw: object) -> LogEntry:
@@ -78,18 +95,13 @@ def stream_log(
     delivered = 0
     failures_without_progress = 0
     params = {"versionLabel": version_label} if version_label else None
-    headers = {"Accept": "text/event-stream, */*"}
     while True:
         delivered_before = delivered
         connected = False
         try:
-            with http.stream("GET", url, headers=headers, params=params) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    check_response(response, expect_json=False, method="logs")
+            with open_log(http, url, params=params) as response:
                 connected = True
-                content_type = response.headers.get("content-type", "").lower()
-                if content_type.startswith("text/event-stream"):
+                if is_event_stream(response):
                     for position, entry in enumerate(iter_sse_entries(response.iter_lines())):
                         if entry is None:
                             return
@@ -132,17 +144,13 @@ def read_log_so_far(
     the start in a burst, so reading stops once it goes quiet for `quiet_s`, after `max_s`
     (a chatty session is never quiet), or at END_OF_LOG. No retries: the caller asks later.
     Raises KaggleError for an error answer or a failed connection."""
-    headers = {"Accept": "text/event-stream, */*"}
     timeout = httpx.Timeout(10.0, read=quiet_s)
     deadline = clock() + max_s
     entries: list[LogEntry] = []
     opened = False
     try:
-        with http.stream("GET", url, headers=headers, timeout=timeout) as response:
-            if response.status_code >= 400:
-                response.read()
-                check_response(response, expect_json=False, method="logs")
-            if not response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+        with open_log(http, url, timeout=timeout) as response:
+            if not is_event_stream(response):
                 response.read()
                 return parse_log_blob(response.text)
             opened = True

@@ -53,17 +53,27 @@ def test_root_help_lists_the_commands(capsys):
         assert name in out
 
 
-def test_help_imports_nothing_heavy():
+def loaded_by(argvs: list[list[str]], modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has loaded after running the CLI with `argvs`."""
     code = (
         "import sys, json, contextlib, io\n"
         "from orchestrator.commands import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    main(['--help']); main(['launch', '--help']); main(['build', '--help'])\n"
-        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+        f"    for argv in {argvs!r}: main(argv)\n"
+        f"print(json.dumps([m for m in {modules!r} if m in sys.modules]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_help_imports_nothing_heavy():
+    assert loaded_by([["--help"], ["launch", "--help"], ["build", "--help"]], HEAVY) == []
+
+
+def test_root_help_does_not_even_load_pydantic():
+    # The emulator's defaults (Kaggle's session limit) are read here: from a stdlib module.
+    assert loaded_by([["--help"]], ("pydantic",)) == []
 
 
 def test_unknown_command_and_option_are_one_line_bad_input(capsys):

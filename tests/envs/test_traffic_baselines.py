@@ -148,3 +148,21 @@ def test_evaluation_of_a_gymnasium_env_and_bad_inputs():
     assert rows[0]["length"] < 50 and rows[0]["total_delay"] is None
     with pytest.raises(ValueError, match="act\\(obs, env\\).*predict"):
         evaluate_controller(object(), {}, [0])
+
+
+class DrawsFromEveryGlobalStream:
+    """A controller that draws from the global streams, as a careless policy might."""
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs, env=None) -> int:
+        random.random(), np.random.rand(), torch.rand(1)
+        return 0
+
+
+def test_evaluation_puts_back_what_a_controller_drew_from_the_global_streams():
+    random.seed(4), np.random.seed(4), torch.manual_seed(4)
+    before = snapshot_global_rngs()
+    evaluate_controller(DrawsFromEveryGlobalStream(), {}, [0])
+    assert_same_rng_states(before, snapshot_global_rngs())

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import tomllib
 
+from kernel_template.config import RunConfig
+from kernel_template.kaggle_limits import KAGGLE_SESSION_LIMIT_S
+from orchestrator.capacity import SESSION_LIMIT_S
 from orchestrator.errors import UserError
 from orchestrator.settings import (
     apply_overrides,
@@ -113,3 +116,9 @@ def test_starter_file_parses_into_settings():
     assert settings.kernel.slug == "ppo-traffic"
     assert settings.kernel.machine_shape == "NvidiaTeslaT4"
     assert settings.kernel.docker_image_pinning_type == "original"
+
+
+def test_the_session_limit_is_one_constant_for_starter_file_kernel_and_capacity():
+    starter = tomllib.loads(starter_toml("ppo-traffic"))["run"]["session_limit_s"]
+    assert starter == RunConfig().session_limit_s == SESSION_LIMIT_S == KAGGLE_SESSION_LIMIT_S
+    assert KAGGLE_SESSION_LIMIT_S == 12 * 3600
