@@ -66,6 +66,7 @@ import random
 import shutil
 import time
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,19 +195,10 @@ class BufferPlan:
     def merged_bytes(self) -> bytes:
         """The merged chunk file: the inputs' live rows, in order (the newest input's head)."""
         assert self.merge is not None and self.merged is not None
-        parts: dict[str, list[np.ndarray]] = {}
-        head = None
-        for source in self.merge:
-            with np.load(io.BytesIO(source.read())) as data:
-                skip = max(source.chunk.first, self.live_from) - source.chunk.first
-                for name in data.files:
-                    if name.startswith("__head__"):
-                        head = data[name]
-                    else:
-                        parts.setdefault(name, []).append(data[name][skip:])
-        payload = {name: np.concatenate(items) for name, items in parts.items()}
-        if head is not None:
-            payload["__head__.observations"] = head
+        payload = live_rows(
+            ((source.chunk.first, io.BytesIO(source.read())) for source in self.merge),
+            self.live_from,
+        )
         rows = {len(a) for name, a in payload.items() if not name.startswith("__head__")}
         if rows != {self.merged.end - self.merged.first}:
             raise RuntimeError(f"merged chunk {self.merged.file} has {rows} rows, not the range's")
@@ -361,11 +353,19 @@ def read_replay_buffer(checkpoint_dir: Path) -> dict[str, np.ndarray] | None:
     index = json.loads((checkpoint_dir / BUFFER_INDEX).read_text())
     rows_total, size = index["rows_total"], index["buffer_size"]
     live_from = max(0, rows_total - size)
+    chunks = index["chunks"]
+    return live_rows(((c["first"], checkpoint_dir / c["file"]) for c in chunks), live_from)
+
+
+def live_rows(chunks: Iterable[tuple[int, Any]], live_from: int) -> dict[str, np.ndarray]:
+    """The rows from global row `live_from` on of consecutive chunks, in order, each chunk
+    given as (its first global row, what `np.load` reads); a `__head__` entry (the newest
+    chunk's next observation) is kept as it is."""
     parts: dict[str, list[np.ndarray]] = {}
     head = None
-    for chunk in index["chunks"]:
-        with np.load(checkpoint_dir / chunk["file"]) as data:
-            skip = max(chunk["first"], live_from) - chunk["first"]
+    for first, readable in chunks:
+        with np.load(readable) as data:
+            skip = max(first, live_from) - first
             for name in data.files:
                 if name.startswith("__head__"):
                     head = data[name]

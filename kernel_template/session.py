@@ -419,20 +419,26 @@ class Session:
             self.budget.record_steps(self.step - done_steps, now - since)
             self._pace = (self.step, now)
         if self.signals.requested:
-            self.status, self.reason = "signal_stop", f"{self.signals.received} received"
+            self._stopped_by_signal()
             return True
         # One more step must fit before the stop time (which keeps the end's margin).
         if self.budget.training_seconds_left() <= (self.budget.seconds_per_step or 0.0):
-            self.status, self.reason = "budget_stop", "session time budget reached"
-            self.logger.event(
-                "budget_stop",
-                step=self.step,
-                session_left_s=round(self.budget.session_seconds_left(), 1),
-                margin_s=round(self.budget.margin_s(), 2),
-            )
+            self._stopped_by_budget(self.step)
             return True
         self._maybe_progress()
         return False
+
+    def _stopped_by_signal(self) -> None:
+        self.status, self.reason = "signal_stop", f"{self.signals.received} received"
+
+    def _stopped_by_budget(self, step: int) -> None:
+        self.status, self.reason = "budget_stop", "session time budget reached"
+        self.logger.event(
+            "budget_stop",
+            step=step,
+            session_left_s=round(self.budget.session_seconds_left(), 1),
+            margin_s=round(self.budget.margin_s(), 2),
+        )
 
     # -- checkpoints, metrics, progress ------------------------------------------------
     def _session_state_json(self, step: int) -> bytes:
@@ -538,7 +544,7 @@ class Session:
             and self.status not in ("signal_stop", "error")
             and not stopping_early  # the user had ended the run already
         ):
-            self.status, self.reason = "signal_stop", f"{self.signals.received} received"
+            self._stopped_by_signal()
         if self.writer is not None:
             try:
                 self._collect_checkpoint(block=True)

@@ -322,26 +322,14 @@ class TrainingSession(Session):
         try:
             while True:
                 if model.num_timesteps >= target:
-                    done = model.num_timesteps >= config.total_timesteps
-                    self.status = "complete" if done else "budget_stop"
-                    self.reason = (
-                        "total_timesteps reached"
-                        if done
-                        else f"segment_timesteps ({config.segment_timesteps}) reached"
-                    )
+                    self._stopped_at_target(target, config.total_timesteps)
                     break
                 if self.signals.requested:
-                    self.status, self.reason = "signal_stop", f"{self.signals.received} received"
+                    self._stopped_by_signal()
                     break
                 chunk = self.budget.plan_chunk(self._wanted_steps(target))
                 if chunk <= 0:
-                    self.status, self.reason = "budget_stop", "session time budget reached"
-                    self.logger.event(
-                        "budget_stop",
-                        step=model.num_timesteps,
-                        session_left_s=round(self.budget.session_seconds_left(), 1),
-                        margin_s=round(self.budget.margin_s(), 2),
-                    )
+                    self._stopped_by_budget(model.num_timesteps)
                     break
                 self._learn_chunk(chunk)
                 if self.stats.stopped_mid_rollout:
@@ -354,7 +342,7 @@ class TrainingSession(Session):
         finally:
             self.signals.uninstall()
             if self.signals.requested and self.status != "signal_stop":
-                self.status, self.reason = "signal_stop", f"{self.signals.received} received"
+                self._stopped_by_signal()
 
     def _wanted_steps(self, target: int) -> int:
         remaining = target - self.model.num_timesteps
