@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.emulator.testing import EmulatorHandle
+from tests.support.emulator import use_emulator_env
 from tests.support.project import ChainProject, project_toml
 
 
@@ -16,10 +17,7 @@ def chain_project(tmp_path, monkeypatch):
         directory = tmp_path / name
         directory.mkdir()
         (directory / "orchestrate.toml").write_text(project_toml(emulator.api_url, **options))
-        for key, value in emulator.env("alice").items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
-        monkeypatch.chdir(directory)
+        use_emulator_env(monkeypatch, emulator, directory)
         return ChainProject(directory, emulator)
 
     return make

@@ -27,6 +27,7 @@ from orchestrator.settings import load_settings
 from tests.support import REPO_ROOT
 from tests.support.core_install import core_only_env
 from tests.support.project import ChainProject, project_toml
+from tests.support.tools import missing_tool
 
 CHAIN = "core-chain"
 
@@ -190,13 +191,6 @@ def test_preflight_names_each_check_a_core_install_skips(emulator, chain_project
 
 
 # -- a real core install ----------------------------------------------------------------------
-
-
-def missing_tool(reason: str) -> None:
-    """Skip on a developer machine without the package registry; fail under CI."""
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(f"{reason} (CI is set: a missing tool fails instead of skipping)")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from orchestrator.ledger import Ledger, RunRecord
 from orchestrator.settings import load_settings
 from tests.support import REPO_ROOT
 from tests.support.compare import assert_bit_identical
+from tests.support.emulator import use_emulator_env
 from tests.support.kernel import run_kernel
 from tests.support.project import project_toml
 from tests.support.report_browser import assert_renders_in_chromium
@@ -111,10 +112,7 @@ def test_a_run_pulled_by_hand_reads_what_the_chain_recorded(
     project = tmp_path / "by-hand"
     project.mkdir()
     (project / "orchestrate.toml").write_text(project_toml(emulator.api_url))
-    for name, value in emulator.env("alice").items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
-    monkeypatch.chdir(project)
+    use_emulator_env(monkeypatch, emulator, project)
     Ledger(project).record_intent(RunRecord(slug="tiny-chain-s2", owner="alice"))
     assert main(["pull-artifacts", "tiny-chain-s2"]) == 0
 

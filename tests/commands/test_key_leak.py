@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import secrets
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import REPO_ROOT
+from tests.support.cli import emulator_cli_env
 from tests.support.project import project_toml
 
 
@@ -52,18 +51,6 @@ def leaks_in_tree(root: Path, wanted: dict[str, bytes]) -> tuple[list[str], int]
     return found, searched
 
 
-def cli_env(emulator, home: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("KAGGLE_") and k != "ORCHESTRATE_KAGGLE_API"
-    }
-    env.update(emulator.env("alice"))
-    env.pop("KAGGLE_API_TOKEN", None)
-    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"), PYTHONPATH=str(REPO_ROOT))
-    return env
-
-
 @pytest.mark.slow
 def test_the_key_appears_in_no_file_and_no_output(emulator_factory, tmp_path):
     key = "leakcheck" + secrets.token_hex(16)
@@ -74,7 +61,7 @@ def test_the_key_appears_in_no_file_and_no_output(emulator_factory, tmp_path):
     (project / "orchestrate.toml").write_text(
         project_toml(emulator.api_url, slug="leak-run", total=600, checkpoint_every=200)
     )
-    env = cli_env(emulator, tmp_path / "home")
+    env = emulator_cli_env(emulator, tmp_path)
 
     outputs: list[tuple[str, subprocess.CompletedProcess]] = []
 

@@ -10,16 +10,12 @@ import pytest
 import typer
 
 from orchestrator.commands import app
-from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
 from orchestrator.ledger import Ledger, RunRecord
-from tests.support.cli import clean_env, orchestrate, run_main
-from tests.support.project import write_project
+from tests.support.cli import clean_env, emulator_cli_env, orchestrate, run_main
+from tests.support.kaggle_fakes import mock_client
+from tests.support.project import launch_quick_test, write_project
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-
-
-def cli_env(emulator, tmp_path, **extra):
-    return clean_env({**emulator.env("alice"), **extra}, home=tmp_path / "home")
 
 
 @pytest.fixture
@@ -96,7 +92,7 @@ def test_json_errors_are_a_json_object_on_stdout(emulator, project, tmp_path, mo
 
 @pytest.mark.slow
 def test_status_of_an_unknown_kernel_exits_2_as_watch_and_pull_do(emulator, project, tmp_path):
-    env = cli_env(emulator, tmp_path)
+    env = emulator_cli_env(emulator, tmp_path)
     for command in ("status", "watch", "pull-artifacts"):
         result = orchestrate(command, "alice/no-such-kernel", cwd=project, env=env)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
@@ -115,12 +111,7 @@ def test_status_of_a_kernel_kaggle_answers_404_for_exits_2(tmp_path):
     write_project(tmp_path / "p", kaggle='owner = "alice"')
     settings = load_settings(tmp_path / "p" / "orchestrate.toml")
     ledger = Ledger(tmp_path / "p")
-    client = KaggleClient(
-        "http://kaggle.test/api/v1",
-        Credentials(username="alice", key="k" * 32, source="test"),
-        retry=RetryPolicy.fast(),
-        transport=httpx.MockTransport(not_found),
-    )
+    client = mock_client(not_found)
     with client:
         with pytest.raises(UserError, match="not found on Kaggle"):
             run_status(settings, ledger, client, "alice/gone-kernel")
@@ -135,7 +126,7 @@ def test_status_of_a_kernel_kaggle_answers_404_for_exits_2(tmp_path):
 
 
 def test_launch_with_another_slug_gets_a_matching_title(emulator, project, tmp_path):
-    env = cli_env(emulator, tmp_path)
+    env = emulator_cli_env(emulator, tmp_path)
     for slug, title in (("other-run", "Other Run"), ("tiny-dqn-v2", "Tiny Dqn v2")):
         result = orchestrate(
             "launch", "--slug", slug, "--skip-preflight", "--json", cwd=project, env=env
@@ -150,7 +141,7 @@ def test_launch_with_another_slug_gets_a_matching_title(emulator, project, tmp_p
 
 
 def test_quota_shows_gpu_and_tpu_hours_and_the_refresh(emulator, project, tmp_path):
-    env = cli_env(emulator, tmp_path)
+    env = emulator_cli_env(emulator, tmp_path)
     result = orchestrate("quota", "--json", cwd=project, env=env)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -165,14 +156,14 @@ def test_quota_shows_gpu_and_tpu_hours_and_the_refresh(emulator, project, tmp_pa
 
 
 def test_quota_with_refused_credentials_is_one_json_error(emulator, project, tmp_path):
-    env = cli_env(emulator, tmp_path, KAGGLE_KEY="wrong-key")
+    env = emulator_cli_env(emulator, tmp_path, KAGGLE_KEY="wrong-key")
     result = orchestrate("quota", "--json", cwd=project, env=env)
     assert result.returncode == 2, result.stderr
     assert json.loads(result.stdout)["exit_code"] == 2
 
 
 def test_plan_states_calendar_time_beyond_the_weekly_quota(emulator, project, tmp_path):
-    env = cli_env(emulator, tmp_path)
+    env = emulator_cli_env(emulator, tmp_path)
     flags = ("--s-per-step", "0.3", "--setup-s", "95", "--device", "gpu")
     flags += ("--session-limit-s", "43200", "--safety-factor", "1.25")
     result = orchestrate("plan", "--timesteps", "2000000", *flags, cwd=project, env=env)
@@ -188,13 +179,9 @@ def test_plan_states_calendar_time_beyond_the_weekly_quota(emulator, project, tm
 
 @pytest.mark.slow
 def test_quick_test_trains_for_its_minutes_and_runs_shows_the_time(emulator, tmp_path):
-    project = tmp_path / "project"
-    write_project(project, steps=1_000_000)
-    env = cli_env(emulator, tmp_path)
-    result = orchestrate(
-        "launch", "--quick-test", "--quick-minutes", "0.3", "--watch", cwd=project, env=env
+    project, env, _ = launch_quick_test(
+        emulator, tmp_path, "--quick-minutes", "0.3", steps=1_000_000
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     pulled = orchestrate("pull-artifacts", "tiny-dqn-quick", cwd=project, env=env)
     assert pulled.returncode == 0, pulled.stderr
     summary = json.loads((project / "runs" / "tiny-dqn-quick" / "session_summary.json").read_text())

@@ -7,23 +7,14 @@ The CLI can only reach `http://localhost` (KAGGLE_API_ENVIRONMENT=LOCALHOST, por
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-KAGGLE = Path(sys.executable).parent / "kaggle"
-
-
-def missing_tool(reason: str) -> None:
-    """Skip on a developer machine; fail under CI (`CI=true`), where a quiet skip would hide
-    that the official CLI, our protocol oracle, was never run."""
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(f"{reason} (CI is set: a missing tool fails instead of skipping)")
-    pytest.skip(reason)
+from tests.support.tools import KAGGLE_CLI as KAGGLE
+from tests.support.tools import missing_tool
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ from orchestrator.kaggle import (
     QuotaExhausted,
     RetryPolicy,
 )
+from tests.support.emulator import wait_terminal
 
 # Writes two outputs of known content and prints a few lines with pauses, so the log is live.
 SCRIPT = """
@@ -50,21 +51,6 @@ def client(emulator, monkeypatch):
         monkeypatch.setenv(name, value)
     with KaggleClient.from_env(retry=quick_retry(), timeout=20) as made:
         yield made
-
-
-def wait_terminal(client: KaggleClient, owner: str, slug: str, timeout: float = 60) -> str:
-    """Poll until terminal, through the 403s of Kaggle's read-after-write lag."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            status = client.status(owner, slug)
-        except KernelNotVisible:
-            time.sleep(0.1)
-            continue
-        if status.is_terminal:
-            return status.status
-        time.sleep(0.1)
-    raise AssertionError(f"{owner}/{slug} not terminal after {timeout}s")
 
 
 def wait_visible(client: KaggleClient, slug: str, timeout: float = 30) -> None:

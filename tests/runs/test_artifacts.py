@@ -21,6 +21,7 @@ from orchestrator.kaggle import (
     PushSpec,
     RetryPolicy,
 )
+from tests.support.emulator import use_emulator_env
 
 # A kernel that leaves what the runtime leaves: two checkpoints with manifests, a summary,
 # metrics, and artifacts.zip + artifacts.zip.sha256, all made with the layout helpers.
@@ -294,11 +295,7 @@ def test_the_zip_really_holds_the_checkpoints(client, tmp_path):
 
 @pytest.fixture
 def project(emulator, monkeypatch, tmp_path):
-    for name, value in emulator.env("alice").items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return use_emulator_env(monkeypatch, emulator, tmp_path)
 
 
 def test_command_pulls_a_ledger_run_and_records_it(client, project, capsys):

@@ -11,12 +11,11 @@ from orchestrator.capacity import check_gpu_capacity, gpu_slots, quota_spent
 from orchestrator.kaggle import (
     AcceleratorQuota,
     CapacityRefused,
-    Credentials,
     KaggleClient,
-    RetryPolicy,
 )
 from orchestrator.ledger import Ledger, RunRecord
 from orchestrator.settings import load_settings
+from tests.support.kaggle_fakes import mock_client
 from tests.support.project import write_project
 
 GPU = "NvidiaTeslaT4"
@@ -52,12 +51,7 @@ def kaggle_client(asked: list[str]) -> KaggleClient:
         asked.append(slug)
         return httpx.Response(200, json={"status": KAGGLE_SAYS[slug]})
 
-    return KaggleClient(
-        "http://kaggle.test/api/v1",
-        Credentials(username="alice", key="k" * 32, source="test"),
-        retry=RetryPolicy.fast(),
-        transport=httpx.MockTransport(kaggle),
-    )
+    return mock_client(kaggle)
 
 
 def test_an_owner_counts_its_gpu_sessions_still_running_on_kaggle(project):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,42 +17,16 @@ from orchestrator.kaggle import (
     AmbiguousPush,
     Credentials,
     KaggleClient,
-    KernelNotVisible,
     RetryPolicy,
 )
 from orchestrator.launch import launch
 from orchestrator.ledger import Ledger, RunRecord
 from orchestrator.settings import load_settings
-from tests.support.cli import clean_env, orchestrate, run_main
-from tests.support.project import write_project
-
-KAGGLE = Path(sys.executable).parent / "kaggle"
-
-
-def missing_tool(reason: str) -> None:
-    """Skip on a developer machine; fail under CI (`CI=true`), where a quiet skip would hide
-    that the official CLI, our protocol oracle, was never run."""
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(f"{reason} (CI is set: a missing tool fails instead of skipping)")
-    pytest.skip(reason)
-
-
-def cli_env(emulator, tmp_path, user="alice"):
-    return clean_env(emulator.env(user), home=tmp_path / "home")
-
-
-def wait_terminal(client, owner, slug, timeout=180):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            status = client.status(owner, slug)
-        except KernelNotVisible:  # just pushed: Kaggle denies reads for a while
-            time.sleep(0.2)
-            continue
-        if status.is_terminal:
-            return status.status
-        time.sleep(0.5)
-    raise AssertionError(f"{owner}/{slug} did not finish in {timeout} s")
+from tests.support.cli import emulator_cli_env, orchestrate, run_main
+from tests.support.emulator import wait_terminal
+from tests.support.project import launch_quick_test, write_project
+from tests.support.tools import KAGGLE_CLI as KAGGLE
+from tests.support.tools import missing_tool
 
 
 def wait_listed(client, slug, timeout=30):
@@ -74,13 +46,7 @@ def client_for(emulator, user="alice"):
 def test_quick_test_runs_for_real_and_its_summary_feeds_preflight(
     emulator, tmp_path, monkeypatch, capsys
 ):
-    project = tmp_path / "project"
-    write_project(project, steps=5000)
-    env = cli_env(emulator, tmp_path)
-    result = orchestrate(
-        "launch", "--quick-test", "--quick-steps", "600", "--watch", cwd=project, env=env
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    project, _, result = launch_quick_test(emulator, tmp_path, "--quick-steps", "600", steps=5000)
     assert "✔ embedded runtime" in result.stdout
     imported = [line for line in result.stdout.splitlines() if IMPORT_LOG_PREFIX in line]
     assert (
@@ -184,7 +150,7 @@ def test_official_cli_pushes_a_rendered_folder_that_runs_unchanged(emulator, tmp
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
     assert "does not resolve" not in pushed.stdout  # the title slugifies to the slug
     with client_for(emulator) as client:
-        assert wait_terminal(client, "alice", "official-push") == "COMPLETE"
+        assert wait_terminal(client, "alice", "official-push", timeout=180) == "COMPLETE"
         listing = client.list_output("alice", "official-push")
         info = client.get_kernel("alice", "official-push")
     names = {f.name for f in listing.files}
@@ -271,7 +237,7 @@ def test_gpu_session_cap_refuses_before_and_at_the_push(emulator_factory, tmp_pa
     write_project(
         busy, slug="busy-gpu", title="Busy Gpu", accelerator="NvidiaTeslaT4", steps=10_000_000
     )
-    env = cli_env(emulator, tmp_path)
+    env = emulator_cli_env(emulator, tmp_path)
     first = orchestrate(
         "launch", "--skip-preflight", "--set", "kaggle.gpu_session_cap=1", cwd=busy, env=env
     )

@@ -19,6 +19,7 @@ from orchestrator.plan import (
     make_plan,
     split_evenly,
 )
+from tests.support.emulator import use_emulator_env
 
 TWELVE_HOURS = 43_200.0
 
@@ -343,10 +344,7 @@ def test_command_without_timing_says_what_to_give(tmp_path, monkeypatch, capsys)
 
 
 def test_command_reads_the_gpu_quota_from_kaggle(emulator, tmp_path, monkeypatch, capsys):
-    for name, value in emulator.env("alice").items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
-    monkeypatch.chdir(tmp_path)
+    use_emulator_env(monkeypatch, emulator, tmp_path)
     emulator.set_gpu_used("alice", 29 * 3600)
     code, out = run_cli(
         [

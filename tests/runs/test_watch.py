@@ -22,6 +22,8 @@ from orchestrator.kaggle import (
     RetryPolicy,
 )
 from orchestrator.watch import exit_code_for, follow, watch
+from tests.support.emulator import use_emulator_env, wait_terminal
+from tests.support.kaggle_fakes import mock_client
 
 USERS = {"alice": "alice-key-watch"}
 
@@ -95,19 +97,6 @@ def wait_terminal_or_running(client, slug, timeout=60):
 
 def lines_of(text: str) -> list[str]:
     return text.splitlines()
-
-
-def wait_terminal(client, slug, timeout=60):
-    """Until the session ends, through the 403s of Kaggle's read-after-write lag."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if client.status("alice", slug).is_terminal:
-                return
-        except KernelNotVisible:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
 
 
 def test_lines_progress_and_status_in_plain_mode(client):
@@ -198,7 +187,7 @@ def test_cancel_without_a_summary_is_a_failure(client):
 
 def test_tail_of_a_finished_run_shows_its_last_lines(client):
     push(client, "watch-tail-done", kernel(lines=8, pause=0.01))
-    wait_terminal(client, "watch-tail-done")
+    wait_terminal(client, "alice", "watch-tail-done")
     console, out = plain_console()
     status = watch(client, "alice", "watch-tail-done", console=console, tail=3)
     assert status == "COMPLETE"
@@ -342,11 +331,7 @@ def test_event_floats_are_shortened():
 
 @pytest.fixture
 def cli_env(emulator, monkeypatch, tmp_path):
-    for name, value in emulator.env("alice").items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return use_emulator_env(monkeypatch, emulator, tmp_path)
 
 
 def test_command_watches_a_run_started_elsewhere_with_json(client, cli_env, capsys):
@@ -445,7 +430,6 @@ def test_status_watch_and_pull_default_to_the_same_newest_run(tmp_path):
     watch by push time over pushed ones): push time, and a failed push never counts."""
     import httpx
 
-    from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
     from orchestrator.ledger import Ledger, RunRecord
     from orchestrator.runs import resolve_run, run_status
     from orchestrator.settings import load_settings
@@ -467,12 +451,7 @@ def test_status_watch_and_pull_default_to_the_same_newest_run(tmp_path):
         asked.append(json.loads(request.content)["kernelSlug"])
         return httpx.Response(200, json={"status": "COMPLETE"})
 
-    client = KaggleClient(
-        "http://kaggle.test/api/v1",
-        Credentials(username="alice", key="k" * 32, source="test"),
-        retry=RetryPolicy.fast(),
-        transport=httpx.MockTransport(kaggle),
-    )
+    client = mock_client(kaggle)
     with client:
         report = run_status(settings, ledger, client, None)
         # A slug the ledger does not know is the configured owner's, for status alone.

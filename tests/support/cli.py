@@ -57,3 +57,9 @@ def run_main(
     code = main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def emulator_cli_env(emulator, tmp_path: Path, user: str = "alice", **extra: str) -> dict[str, str]:
+    """The env of an `orchestrate` subprocess that talks to `emulator` as `user`, with a HOME
+    of its own under tmp_path (so no ~/.kaggle is read)."""
+    return clean_env({**emulator.env(user), **extra}, home=tmp_path / "home")

@@ -11,6 +11,7 @@ import httpx
 
 from orchestrator.emulator.executor import RUNNER_FILES
 from orchestrator.emulator.testing import EmulatorHandle
+from orchestrator.kaggle import KernelNotVisible
 
 TEST_USERS = {"alice": "alice-test-key-1", "bob": "bob-test-key-2"}
 SERVICE = "kernels.KernelsApiService"
@@ -106,3 +107,29 @@ def kernel_processes_left(emulator: EmulatorHandle) -> list[int]:
             ):  # a kernel script, not the server
                 found.append(int(pid))
     return found
+
+
+def use_emulator_env(monkeypatch, emulator: EmulatorHandle, cwd: Path, user: str = "alice") -> Path:
+    """This process talks to `emulator` as `user` (its env, no blank KAGGLE_API_TOKEN) from
+    `cwd`: what a user's shell in a project directory has. Returns `cwd`."""
+    for name, value in emulator.env(user).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def wait_terminal(client, owner: str, slug: str, timeout: float = 60) -> str:
+    """Poll a KaggleClient until the session ends, through the 403s of Kaggle's
+    read-after-write lag (a generous bound, not a timing check); the final status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = client.status(owner, slug)
+        except KernelNotVisible:
+            time.sleep(0.1)
+            continue
+        if status.is_terminal:
+            return status.status
+        time.sleep(0.1)
+    raise AssertionError(f"{owner}/{slug} not terminal after {timeout}s")

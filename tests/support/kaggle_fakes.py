@@ -1,4 +1,4 @@
-"""Fakes for the Kaggle client's unit tests (a unique module name: tests/ is not a package)."""
+"""Fakes for the Kaggle client's unit tests: httpx.MockTransport handlers and their helpers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterator
 
 import httpx
+
+from orchestrator.kaggle import Credentials, KaggleClient, RetryPolicy
 
 API = "https://kaggle.test/api/v1"
 SECRET_KEY = "k3y-5ecret-0123456789abcdef"
@@ -42,3 +44,13 @@ class FailingStream(httpx.SyncByteStream):
         yield from self.chunks
         if self.error is not None:
             raise self.error
+
+
+def mock_client(handler) -> KaggleClient:
+    """alice's KaggleClient whose every request `handler(request)` answers (tiny retry waits)."""
+    return KaggleClient(
+        "http://kaggle.test/api/v1",
+        Credentials(username="alice", key="k" * 32, source="test"),
+        retry=RetryPolicy.fast(),
+        transport=httpx.MockTransport(handler),
+    )

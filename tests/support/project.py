@@ -10,7 +10,7 @@ from orchestrator.emulator.testing import EmulatorHandle
 from orchestrator.ledger import Ledger
 from orchestrator.settings import Settings, load_settings
 from tests.support import REPO_ROOT
-from tests.support.cli import ORCHESTRATE, orchestrate
+from tests.support.cli import ORCHESTRATE, emulator_cli_env, orchestrate
 
 # The launch tests' run: a training that finishes in seconds (a few hundred steps, a small net,
 # one evaluation episode).
@@ -193,3 +193,16 @@ class ChainProject:
             stderr=subprocess.DEVNULL,
             **kwargs,
         )
+
+
+def launch_quick_test(
+    emulator: EmulatorHandle, tmp_path: Path, *flags: str, steps: int
+) -> tuple[Path, dict[str, str], subprocess.CompletedProcess]:
+    """`orchestrate launch --quick-test FLAGS --watch` in a fresh `steps`-step project, as a
+    user runs it; it must succeed. Returns the project, the env used and the launch."""
+    project = tmp_path / "project"
+    write_project(project, steps=steps)
+    env = emulator_cli_env(emulator, tmp_path)
+    result = orchestrate("launch", "--quick-test", *flags, "--watch", cwd=project, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return project, env, result

@@ -8,13 +8,12 @@ that back. A screenshot of the untouched page must not be blank.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.support.tools import missing_tool
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -32,14 +31,6 @@ window.addEventListener('load', () => {
 });
 </script>
 """
-
-
-def missing_tool(reason: str) -> None:
-    """Skip on a developer machine; fail under CI (`CI=true`), where a quiet skip would hide
-    that the report was never rendered in a browser."""
-    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
-        pytest.fail(f"{reason} (CI is set: a missing tool fails instead of skipping)")
-    pytest.skip(reason)
 
 
 def chromium_binary() -> str | None:
