@@ -11,25 +11,15 @@ from kernel_template.layout import SessionSummary
 from orchestrator.chain import early_failure
 from orchestrator.chain.machine import Finish, Push, next_action
 from orchestrator.kaggle.models import LogEntry
-from orchestrator.ledger import ChainRecord, RunRecord
+from tests.support.records import chain_record, segment_run, session_summary
 
 TYPO_ERROR = "TypeError: DQN.__init__() got an unexpected keyword argument 'learning_rte'"
 
 
 def summary(**fields) -> SessionSummary:
-    base = {
-        "status": "error",
-        "reason": TYPO_ERROR,
-        "config_hash": "h",
-        "total_timesteps": 1000,
-        "timesteps_start": 0,
-        "timesteps_end": 0,
-        "wall": {},
-        "started_at": "2030-01-01T00:00:00Z",
-        "ended_at": "2030-01-01T00:01:00Z",
-        "session_limit_s": 43200,
-    }
-    return SessionSummary.model_validate({**base, **fields})
+    """A session of a 1000-step chain that ended in TYPO_ERROR a minute in."""
+    early = dict(status="error", reason=TYPO_ERROR, total_timesteps=1000)
+    return session_summary(**{**early, "ended_at": "2030-01-01T00:01:00Z", **fields})
 
 
 def test_an_error_summary_without_a_step_trained_is_an_early_failure() -> None:
@@ -73,18 +63,9 @@ def test_a_log_with_progress_a_limit_kill_or_no_error_line_is_not() -> None:
 
 
 def test_the_machine_finishes_the_chain_on_an_early_failure_quoting_it() -> None:
-    chain = ChainRecord(
-        name="demo",
-        owner="alice",
-        run_config={},
-        config_hash="h",
-        total_timesteps=1000,
-        segments=[1000],
-        max_retries=2,
-    )
-    failed = RunRecord(
-        slug="demo-s1", owner="alice", chain="demo", segment=1, state="pulled", early_error=None
-    )
+    chain = chain_record(total_timesteps=1000, segments=[1000])
+    failed = segment_run(1)
+    assert failed.slug == "demo-s1" and failed.early_error is None
     now = datetime.now(timezone.utc)
     assert isinstance(next_action(chain, [failed], now), Push)  # an ordinary failure: retried
     failed.early_error = TYPO_ERROR

@@ -6,71 +6,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from kernel_template.layout import CheckpointRef, SessionSummary
+from kernel_template.layout import CheckpointRef
 from orchestrator.chain import machine
-from orchestrator.chain.machine import (
-    Finish,
-    Idle,
-    Poll,
-    Pull,
-    Push,
-    ResolveIntent,
-    Wait,
-    next_action,
-)
+from orchestrator.chain.machine import Finish, Push, next_action
 from orchestrator.chain.states import ChainState, StepOutcome
-from orchestrator.ledger import ChainRecord, RunRecord, StartPoint
+from orchestrator.ledger import StartPoint
+from tests.support.records import chain_record as chain
+from tests.support.records import segment_run as run
+from tests.support.records import session_summary as summary
 
 NOW = datetime(2025, 10, 25, 12, 0, tzinfo=timezone.utc)
-
-
-def chain(**fields) -> ChainRecord:
-    base = dict(
-        name="demo",
-        owner="alice",
-        run_config={},
-        config_hash="h",
-        total_timesteps=3000,
-        segments=[1000, 1000, 1000],
-        max_retries=2,
-    )
-    return ChainRecord(**{**base, **fields})
-
-
-def run(
-    segment: int, attempt: int = 0, state: str = "pulled", step: int | None = None, **fields
-) -> RunRecord:
-    slug = machine.segment_slug("demo", segment, attempt)
-    return RunRecord(
-        slug=slug,
-        owner="alice",
-        chain="demo",
-        segment=segment,
-        attempt=attempt,
-        state=state,
-        checkpoint=CheckpointRef(step=step, manifest_sha256=f"hash-{slug}")
-        if step is not None
-        else None,
-        **fields,
-    )
-
-
-def summary(**fields) -> SessionSummary:
-    return SessionSummary.model_validate(
-        {
-            "status": "complete",
-            "reason": "complete",
-            "config_hash": "h",
-            "total_timesteps": 3000,
-            "timesteps_start": 0,
-            "timesteps_end": 0,
-            "wall": {},
-            "started_at": "2030-01-01T00:00:00Z",
-            "ended_at": "2030-01-01T01:00:00Z",
-            "session_limit_s": 43200,
-            **fields,
-        }
-    )
 
 
 def test_first_action_pushes_segment_one_from_scratch() -> None:
@@ -81,7 +26,12 @@ def test_first_action_pushes_segment_one_from_scratch() -> None:
 
 @pytest.mark.parametrize(
     ("state", "kind"),
-    [("intent", ResolveIntent), ("pushed", Poll), ("running", Poll), ("terminal", Pull)],
+    [
+        ("intent", machine.ResolveIntent),
+        ("pushed", machine.Poll),
+        ("running", machine.Poll),
+        ("terminal", machine.Pull),
+    ],
 )
 def test_an_unsettled_run_is_dealt_with_before_anything_else(state: str, kind: type) -> None:
     runs = [run(1, step=1000), run(2, state=state)]
@@ -193,13 +143,13 @@ def test_wait_until_holds_back_a_push_but_not_a_poll() -> None:
     later = NOW + timedelta(hours=3)
     waiting = chain(wait_until=machine.iso(later), waiting_reason="GPU quota spent")
     action = next_action(waiting, [run(1, step=1000)], NOW)
-    assert action == Wait("GPU quota spent", later)
+    assert action == machine.Wait("GPU quota spent", later)
     assert isinstance(next_action(waiting, [run(1, step=1000)], later), Push)
 
 
 @pytest.mark.parametrize("state", ["done", "failed", "cancelled"])
 def test_inactive_chains_do_nothing(state: str) -> None:
-    assert isinstance(next_action(chain(state=state), [run(1, state="running")], NOW), Idle)
+    assert isinstance(next_action(chain(state=state), [run(1, state="running")], NOW), machine.Idle)
 
 
 def test_quota_gate_says_until_when() -> None:

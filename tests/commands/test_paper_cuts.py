@@ -197,32 +197,6 @@ def test_quick_test_trains_for_its_minutes_and_runs_shows_the_time(emulator, tmp
     assert "tiny-dqn-quick" in row and row.rstrip().endswith(shown), runs.stdout
 
 
-def test_runs_on_80_columns_shows_slug_and_time_whole():
-    import io
-
-    from rich.console import Console
-
-    from orchestrator.runs import print_runs
-
-    record = RunRecord(
-        slug="qa-training-run-quick",
-        owner="alice",
-        state="pulled",
-        kernel_status="CANCEL_ACKNOWLEDGED",
-        version=1,
-        chain="a-long-chain-name",
-        segment=12,
-        attempt=1,
-        created_at="2026-03-04T05:06:07.123Z",
-    )
-    out = io.StringIO()
-    print_runs([record], Console(file=out, width=80, force_terminal=True, color_system=None))
-    lines = out.getvalue().splitlines()
-    assert all(len(line) <= 80 for line in lines)
-    assert "created (UTC)" in lines[0]
-    assert "qa-training-run-quick" in lines[-1] and lines[-1].rstrip().endswith("2026-03-04 05:06")
-
-
 def test_quick_test_variant_is_a_time_not_a_step_count():
     from kernel_template.config import RunConfig
     from orchestrator.launch import quick_test_variant
