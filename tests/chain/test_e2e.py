@@ -11,18 +11,13 @@ import pytest
 from kernel_template import layout
 from kernel_template.checkpoint import read_policy_tensors, read_replay_buffer
 from orchestrator.chain.report import build_report
-from orchestrator.chain.scheduler import run_chains
-from orchestrator.chain.start import start_chain
-from orchestrator.chain.step import ChainStepper, segment_run_config
-from orchestrator.emulator.testing import start_emulator
-from orchestrator.kaggle import Credentials, KaggleClient
+from orchestrator.chain.step import segment_run_config
 from orchestrator.ledger import Ledger, RunRecord
-from orchestrator.settings import load_settings
 from tests.support import REPO_ROOT
 from tests.support.compare import assert_bit_identical
 from tests.support.emulator import use_emulator_env
 from tests.support.kernel import run_kernel
-from tests.support.project import project_toml
+from tests.support.project import emulated_project, project_toml, run_chain_to_end
 from tests.support.report_browser import assert_renders_in_chromium
 
 # A full chain plus a one-session run to compare with: the heaviest end-to-end check.
@@ -32,30 +27,23 @@ USERS = {"alice": "alice-chain-key"}
 CHAIN = "tiny-chain"
 
 
-def alice_client(api_url: str) -> KaggleClient:
-    return KaggleClient(api_url, Credentials(username="alice", key=USERS["alice"]))
+def write_chain_project(directory, api_url: str) -> None:
+    (directory / "orchestrate.toml").write_text(project_toml(api_url))
 
 
 @pytest.fixture(scope="module")
 def finished_chain(tmp_path_factory):
     """One 3 x 1000-step chain, run in-process to the end; the tests below examine it."""
     root = tmp_path_factory.mktemp("chain-e2e")
-    with start_emulator(root / "emulator", USERS, queue_delay=0.1, kill_grace=2) as emulator:
-        project = root / "project"
-        project.mkdir()
-        (project / "orchestrate.toml").write_text(project_toml(emulator.api_url))
-        settings = load_settings(project / "orchestrate.toml")
-        ledger = Ledger(project)
-        with alice_client(emulator.api_url) as client:
-            start_chain(settings, ledger, CHAIN, owner="alice", segments=[1000, 1000, 1000])
-            results = run_chains(
-                ChainStepper(settings, client, ledger), [CHAIN], poll_interval=0.3, follow=False
-            )
+    with emulated_project(root, USERS, write_chain_project) as (emulator, project, client):
+        settings, ledger, result = run_chain_to_end(
+            project, client, CHAIN, segments=[1000, 1000, 1000]
+        )
         yield {
             "project": project,
             "settings": settings,
             "ledger": ledger,
-            "result": results[CHAIN],
+            "result": result,
             "calls": emulator.call_counts(),
             "emulator": emulator,
         }

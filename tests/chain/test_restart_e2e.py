@@ -20,11 +20,10 @@ import pytest
 
 from kernel_template import layout
 from kernel_template.checkpoint import read_policy_tensors, read_replay_buffer
-from orchestrator.emulator.testing import start_emulator
-from orchestrator.kaggle import Credentials, KaggleClient
+from orchestrator.kaggle import KaggleClient
 from tests.support.compare import assert_bit_identical
 from tests.support.kernel import run_kernel
-from tests.support.project import ChainProject, project_toml
+from tests.support.project import ChainProject, emulated_project, project_toml
 
 pytestmark = pytest.mark.slow  # seven short sessions and two local reference runs
 
@@ -85,12 +84,12 @@ def one_session(project: ChainProject, total: int, where: Path) -> Path:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("restart")
-    with start_emulator(root / "emulator", USERS, queue_delay=0.1, kill_grace=2) as emulator:
-        project_dir = root / "project"
-        project_dir.mkdir()
-        (project_dir / "orchestrate.toml").write_text(restart_toml(emulator.api_url))
-        with KaggleClient(emulator.api_url, Credentials("alice", USERS["alice"])) as client:
-            yield World(ChainProject(project_dir, emulator), client, root)
+
+    def write(directory: Path, api_url: str) -> None:
+        (directory / "orchestrate.toml").write_text(restart_toml(api_url))
+
+    with emulated_project(root, USERS, write) as (emulator, project_dir, client):
+        yield World(ChainProject(project_dir, emulator), client, root)
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,12 @@ from __future__ import annotations
 import pytest
 
 from kernel_template import layout
-from orchestrator.chain.scheduler import run_chains
-from orchestrator.chain.start import start_chain
-from orchestrator.chain.step import ChainStepper, segment_run_config
+from orchestrator.chain.step import segment_run_config
 from orchestrator.demo import LOOP_CHAIN, write_loop_project
-from orchestrator.emulator.testing import start_emulator
-from orchestrator.kaggle import Credentials, KaggleClient
 from orchestrator.ledger import Ledger
-from orchestrator.settings import load_settings
 from tests.support.compare import assert_bit_identical
 from tests.support.loop import run_loop_kernel, training_end
+from tests.support.project import emulated_project, run_chain_to_end
 
 USERS = {"alice": "alice-loop-key"}
 TOTAL = 600
@@ -25,19 +21,13 @@ TOTAL = 600
 @pytest.fixture(scope="module")
 def finished_chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("loop-chain")
-    with start_emulator(root / "emulator", USERS, queue_delay=0.1, kill_grace=2) as emulator:
-        project = root / "project"
-        project.mkdir()
-        write_loop_project(project, user="alice", api_url=emulator.api_url, total=TOTAL, segments=3)
-        settings = load_settings(project / "orchestrate.toml")
-        ledger = Ledger(project)
-        credentials = Credentials(username="alice", key=USERS["alice"])
-        with KaggleClient(emulator.api_url, credentials) as client:
-            start_chain(settings, ledger, LOOP_CHAIN, owner="alice")
-            results = run_chains(
-                ChainStepper(settings, client, ledger), [LOOP_CHAIN], poll_interval=0.3
-            )
-        yield {"ledger": ledger, "result": results[LOOP_CHAIN], "root": root}
+
+    def write(directory, api_url: str) -> None:
+        write_loop_project(directory, user="alice", api_url=api_url, total=TOTAL, segments=3)
+
+    with emulated_project(root, USERS, write) as (_, project, client):
+        _, ledger, result = run_chain_to_end(project, client, LOOP_CHAIN, follow=True)
+        yield {"ledger": ledger, "result": result, "root": root}
 
 
 @pytest.mark.slow  # one 3-segment chain shared by both tests; make test runs them

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.emulator.testing import EmulatorHandle
+from orchestrator.chain.scheduler import run_chains
+from orchestrator.chain.start import start_chain
+from orchestrator.chain.states import StepResult
+from orchestrator.chain.step import ChainStepper
+from orchestrator.emulator.testing import EmulatorHandle, start_emulator
+from orchestrator.kaggle import Credentials, KaggleClient
 from orchestrator.ledger import Ledger
 from orchestrator.settings import Settings, load_settings
 from tests.support import REPO_ROOT
@@ -206,3 +213,30 @@ def launch_quick_test(
     result = orchestrate("launch", "--quick-test", *flags, "--watch", cwd=project, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return project, env, result
+
+
+@contextmanager
+def emulated_project(
+    root: Path, users: dict[str, str], write: Callable[[Path, str], object]
+) -> Iterator[tuple[EmulatorHandle, Path, KaggleClient]]:
+    """An emulator under `root` (short queue, 2 s kill grace), the project `root/project` that
+    `write(directory, api_url)` writes, and alice's client: the world of a chain end to end."""
+    with start_emulator(root / "emulator", users, queue_delay=0.1, kill_grace=2) as emulator:
+        project = root / "project"
+        project.mkdir()
+        write(project, emulator.api_url)
+        with KaggleClient(emulator.api_url, Credentials("alice", users["alice"])) as client:
+            yield emulator, project, client
+
+
+def run_chain_to_end(
+    project: Path, client: KaggleClient, name: str, *, follow: bool = False, **start_options
+) -> tuple[Settings, Ledger, StepResult]:
+    """`chain start NAME` as alice, then the scheduler in this process until the chain ends:
+    the project's settings, its ledger and the chain's last step result."""
+    settings = load_settings(project / "orchestrate.toml")
+    ledger = Ledger(project)
+    start_chain(settings, ledger, name, owner="alice", **start_options)
+    stepper = ChainStepper(settings, client, ledger)
+    results = run_chains(stepper, [name], poll_interval=0.3, follow=follow)
+    return settings, ledger, results[name]
