@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.support.kernel import tiny_cartpole_dqn
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
@@ -17,16 +19,4 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def tiny_model(one_torch_thread):
     """A DQN trained for a few hundred CartPole steps: enough to save, load and evaluate."""
-    from stable_baselines3 import DQN
-
-    from kernel_template.envs import make_env
-
-    model = DQN(
-        "MlpPolicy",
-        make_env("CartPole-v1", {}, 0),
-        learning_starts=200,
-        buffer_size=1000,
-        policy_kwargs={"net_arch": [16]},
-        seed=0,
-    )
-    return model.learn(300)
+    return tiny_cartpole_dqn(seed=0, learning_starts=200).learn(300)

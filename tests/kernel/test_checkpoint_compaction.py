@@ -9,7 +9,6 @@ import json
 import math
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from tests.support.compare import assert_bit_identical as assert_same
 from tests.support.kernel import (
     DQN_CONFIG,
     config_with,
+    local_runtime,
     mount_as_parent,
     newest_checkpoint,
     run_bare,
@@ -291,7 +291,6 @@ def test_default_config_run_with_1m_buffer_keeps_working_dir_under_200_files(tmp
     wrapping, then trained: the working dir is counted at every checkpoint's peak (just
     before pruning: the new checkpoint and the kept ones all on disk) and sampled between."""
     from kernel_template.config import RunConfig
-    from kernel_template.runtime import RuntimeEnvironment
     from kernel_template.train import TrainingSession
 
     fill_rows = MILLION + 777
@@ -304,12 +303,7 @@ def test_default_config_run_with_1m_buffer_keeps_working_dir_under_200_files(tmp
     )
     assert config.checkpoint_every == 50 and config.keep_checkpoints == 2
     working = tmp_path / "working"
-    runtime = RuntimeEnvironment(
-        working_dir=working,
-        input_dir=tmp_path / "no-input",
-        session_limit_s=3600,
-        session_start=time.time(),
-    )
+    runtime = local_runtime(working, session_limit_s=3600)
     counts: list[int] = []
     commits: list = []
     original_prune = CheckpointWriter._prune

@@ -19,9 +19,8 @@ import pytest
 
 from kernel_template.checkpoint import CheckpointWriter
 from kernel_template.config import RunConfig
-from kernel_template.runtime import RuntimeEnvironment
 from kernel_template.train import TrainingSession
-from tests.support.kernel import DQN_CONFIG, config_with
+from tests.support.kernel import DQN_CONFIG, config_with, local_runtime
 
 ROLLOUT = DQN_CONFIG["hyperparams"]["train_freq"]
 # Seconds each commit sleeps before writing: one outlier far slower than the rest.
@@ -47,12 +46,7 @@ def _run(tmp_path, monkeypatch, config: dict) -> list[dict]:
     monkeypatch.setattr(CheckpointWriter, "_commit", slow_commit)
     working = tmp_path / "working"
     working.mkdir()
-    runtime = RuntimeEnvironment(
-        working_dir=working,
-        input_dir=tmp_path / "no-input",
-        session_limit_s=3600,
-        session_start=time.time(),
-    )
+    runtime = local_runtime(working, session_limit_s=3600)
     session = TrainingSession(RunConfig.model_validate(config), runtime, stream=io.StringIO())
     session.setup()
     session.budget.max_chunk_s = 0.05  # many chunk boundaries to look at in a short run

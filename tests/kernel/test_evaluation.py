@@ -17,6 +17,7 @@ from kernel_template.evaluation import (
     run_isolated,
     summarize,
 )
+from tests.support.kernel import tiny_cartpole_dqn
 
 CARTPOLE = RunConfig(
     env="CartPole-v1", evaluation=EvaluationConfig(final_episodes=3, seeds_base=500)
@@ -87,19 +88,8 @@ def test_evaluations_leave_the_training_streams_untouched(tiny_model):
 
 
 def test_training_is_bit_identical_with_or_without_evaluations():
-    from stable_baselines3 import DQN
-
-    from kernel_template.envs import make_env
-
     def train(evaluate_midway: bool):
-        model = DQN(
-            "MlpPolicy",
-            make_env("CartPole-v1", {}, 3),
-            learning_starts=50,
-            buffer_size=1000,
-            policy_kwargs={"net_arch": [16]},
-            seed=3,
-        )
+        model = tiny_cartpole_dqn(seed=3, learning_starts=50)
         model.learn(150)
         if evaluate_midway:
             evaluate_agent(model, CARTPOLE, episodes=2)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,23 +15,18 @@ from kernel_template import layout
 from kernel_template.checkpoint import BUFFER_DIR
 from kernel_template.config import RunConfig
 from kernel_template.growing import GrowingStore
-from kernel_template.runtime import RuntimeEnvironment
 from kernel_template.session import Session
+from tests.support.kernel import local_runtime
+from tests.support.loop import LOOP_SESSION
 
 CAPACITY = 4000  # rows; the run appends 6000, so the store wraps
 ROWS_PER_STEP = 20
 ROW_BYTES = 4 * 3 + 4
 CONFIG = {
+    **LOOP_SESSION,
     "entrypoint": "unused:here",
     "total_timesteps": 300,
     "checkpoint_every": 3,
-    "checkpoint_min_seconds": 0,
-    "export_every": 100,
-    "export_min_seconds": 0,
-    "session_limit_s": 600,
-    "min_margin_s": 1,
-    "device": "cpu",
-    "logging": {"tensorboard": False},
 }
 
 
@@ -52,12 +46,7 @@ def rollouts(session: Session) -> GrowingStore:
 
 def run(working: Path, **changes) -> GrowingStore:
     config = RunConfig.model_validate({**CONFIG, **changes})
-    runtime = RuntimeEnvironment(
-        working_dir=working,
-        input_dir=working.parent / "no-input",
-        session_limit_s=600,
-        session_start=time.time(),
-    )
+    runtime = local_runtime(working)
     session = Session(config, runtime, stream=io.StringIO())
     session.setup()
     store = rollouts(session)

@@ -11,8 +11,8 @@ import pandas as pd
 
 from kernel_template import layout
 from kernel_template.config import RunConfig
-from kernel_template.runtime import RuntimeEnvironment
 from kernel_template.session import Session
+from tests.support.kernel import local_runtime
 from tests.support.loop import example_module
 
 CONFIG = {
@@ -29,12 +29,7 @@ CONFIG = {
 
 
 def one_session(working: Path) -> layout.SessionSummary:
-    runtime = RuntimeEnvironment(
-        working_dir=working,
-        input_dir=working.parent / "no-input",
-        session_limit_s=600,
-        session_start=time.time(),
-    )
+    runtime = local_runtime(working)
     session = Session(RunConfig.model_validate(CONFIG), runtime, stream=io.StringIO())
     session.setup()
     example_module().train(session)
@@ -77,12 +72,7 @@ def test_sigterm_stops_the_loop_and_its_last_step_is_checkpointed(tmp_path) -> N
         session.checkpoint(session.step, {"step": session.step})
 
     working = tmp_path / "working"
-    runtime = RuntimeEnvironment(
-        working_dir=working,
-        input_dir=tmp_path / "no-input",
-        session_limit_s=600,
-        session_start=time.time(),
-    )
+    runtime = local_runtime(working)
     config = RunConfig.model_validate({**CONFIG, "segment_timesteps": None})
     session = Session(config, runtime, stream=io.StringIO())
     session.setup()

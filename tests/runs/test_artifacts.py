@@ -21,7 +21,7 @@ from orchestrator.kaggle import (
     PushSpec,
     RetryPolicy,
 )
-from tests.support.emulator import use_emulator_env
+from tests.support.emulator import use_emulator_env, wait_terminal
 
 # A kernel that leaves what the runtime leaves: two checkpoints with manifests, a summary,
 # metrics, and artifacts.zip + artifacts.zip.sha256, all made with the layout helpers.
@@ -123,16 +123,16 @@ def client(emulator):
 def run_kernel(client, slug: str, mode: str = "ok") -> None:
     """Wait for the module's kernel `slug` (pushed with `mode`) to finish."""
     assert KERNELS[slug] == mode
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if client.status("alice", slug).is_terminal:
-                break
-        except KernelNotVisible:  # just pushed: Kaggle denies reads for a while
-            pass
-        assert time.monotonic() < deadline, "kernel did not finish in 90 s"
-        time.sleep(0.1)
-    assert client.status("alice", slug).status == "COMPLETE"
+    assert wait_terminal(client, "alice", slug, timeout=90) == "COMPLETE"
+
+
+def pull_refused(client, tmp_path, slug: str):
+    """Pull `slug` into runs/<slug>, which must be refused with nothing left there."""
+    dest = tmp_path / "runs" / slug
+    result = pull_artifacts(client, "alice", slug, dest)
+    assert not result.verified
+    assert not dest.exists(), "nothing unverified may reach runs/<run>/"
+    return result
 
 
 def downloads(emulator) -> int:
@@ -187,12 +187,9 @@ def test_force_downloads_again_and_replaces_the_pull(emulator, client, tmp_path)
 
 def test_a_wrong_sha256_is_refused_and_kept_aside(client, tmp_path):
     run_kernel(client, "art-wrong-sha", "wrong-sha")
-    dest = tmp_path / "runs" / "art-wrong-sha"
-    result = pull_artifacts(client, "alice", "art-wrong-sha", dest)
-    assert not result.verified
+    result = pull_refused(client, tmp_path, "art-wrong-sha")
     assert any("sha256" in p and "!=" in p for p in result.problems)
-    assert not dest.exists(), "nothing unverified may reach runs/<run>/"
-    rejected = dest.with_name("art-wrong-sha.rejected")
+    rejected = tmp_path / "runs" / "art-wrong-sha.rejected"
     assert result.dir.parent == rejected
     assert (result.dir / layout.ARTIFACTS_ZIP).is_file()
     assert "sha256" in (result.dir / "PROBLEMS.txt").read_text()
@@ -201,13 +198,13 @@ def test_a_wrong_sha256_is_refused_and_kept_aside(client, tmp_path):
 def test_a_corrupted_download_is_refused(emulator, client, tmp_path):
     run_kernel(client, "art-corrupt")
     emulator.set_faults("download=corrupt*1")  # the first download (artifacts.zip) is altered
-    dest = tmp_path / "runs" / "art-corrupt"
-    result = pull_artifacts(client, "alice", "art-corrupt", dest)
-    assert not result.verified and not dest.exists()
+    result = pull_refused(client, tmp_path, "art-corrupt")
     assert any("artifacts.zip sha256" in p for p in result.problems)
     # Once the fault is gone a pull succeeds (no marker was written by the failed one).
     emulator.clear_faults()
-    assert pull_artifacts(client, "alice", "art-corrupt", dest).verified
+    assert pull_artifacts(
+        client, "alice", "art-corrupt", tmp_path / "runs" / "art-corrupt"
+    ).verified
 
 
 def test_a_dropped_download_resumes_and_verifies(emulator, client, tmp_path):
@@ -219,9 +216,7 @@ def test_a_dropped_download_resumes_and_verifies(emulator, client, tmp_path):
 
 def test_an_archive_escaping_its_directory_is_refused(client, tmp_path):
     run_kernel(client, "art-evil", "evil-zip")
-    dest = tmp_path / "runs" / "art-evil"
-    result = pull_artifacts(client, "alice", "art-evil", dest)
-    assert not result.verified and not dest.exists()
+    result = pull_refused(client, tmp_path, "art-evil")
     assert any("'..'" in p for p in result.problems)
     assert not (tmp_path / "runs" / "escaped.txt").exists()
     assert not list(tmp_path.rglob("escaped.txt"))
@@ -229,9 +224,7 @@ def test_an_archive_escaping_its_directory_is_refused(client, tmp_path):
 
 def test_a_checkpoint_that_fails_its_manifest_is_refused(client, tmp_path):
     run_kernel(client, "art-bad-ck", "bad-checkpoint")
-    dest = tmp_path / "runs" / "art-bad-ck"
-    result = pull_artifacts(client, "alice", "art-bad-ck", dest)
-    assert not result.verified and not dest.exists()
+    result = pull_refused(client, tmp_path, "art-bad-ck")
     assert any("replay.bin" in p for p in result.problems)
     # The older checkpoint still verifies: it is the one the run could resume from.
     older = result.dir / "extracted" / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(100)

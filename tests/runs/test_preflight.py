@@ -27,6 +27,18 @@ def project_settings(tmp_path, **options):
     return load_settings(path)
 
 
+def user_env_project(tmp_path, **files: str):
+    """A project whose env is `myenvs.grid:GridEnv`, its package `myenvs` written from
+    `files` (module name -> source) and embedded as a user module; its settings."""
+    package = tmp_path / "project" / "myenvs"
+    package.mkdir(parents=True)
+    for module, source in files.items():
+        (package / f"{module}.py").write_text(source)
+    return project_settings(
+        tmp_path, env="myenvs.grid:GridEnv", kernel_extra='user_modules = ["myenvs"]'
+    )
+
+
 def write_summary(path, *, setup=5.0, finalization=5.0, evaluation=4.0, training=10.0, steps=1000):
     summary = SessionSummary(
         status="complete",
@@ -84,21 +96,19 @@ def test_custom_env_not_embedded_fails_with_the_fix(tmp_path):
 
 
 def test_embedded_user_env_is_built_from_the_unpacked_copy(tmp_path):
-    package = tmp_path / "project" / "myenvs"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "grid.py").write_text(
-        "import gymnasium as gym, numpy as np\n"
-        "class GridEnv(gym.Env):\n"
-        "    observation_space = gym.spaces.Box(0, 1, (5,), np.float32)\n"
-        "    action_space = gym.spaces.Discrete(3)\n"
-        "    def reset(self, *, seed=None, options=None):\n"
-        "        super().reset(seed=seed); return np.zeros(5, np.float32), {}\n"
-        "    def step(self, action):\n"
-        "        return np.zeros(5, np.float32), 0.0, True, False, {}\n"
-    )
-    settings = project_settings(
-        tmp_path, env="myenvs.grid:GridEnv", kernel_extra='user_modules = ["myenvs"]'
+    settings = user_env_project(
+        tmp_path,
+        __init__="",
+        grid=(
+            "import gymnasium as gym, numpy as np\n"
+            "class GridEnv(gym.Env):\n"
+            "    observation_space = gym.spaces.Box(0, 1, (5,), np.float32)\n"
+            "    action_space = gym.spaces.Discrete(3)\n"
+            "    def reset(self, *, seed=None, options=None):\n"
+            "        super().reset(seed=seed); return np.zeros(5, np.float32), {}\n"
+            "    def step(self, action):\n"
+            "        return np.zeros(5, np.float32), 0.0, True, False, {}\n"
+        ),
     )
     report = run_preflight(settings, settings.run, offline=True)
     checks = checks_of(report)
@@ -223,15 +233,11 @@ def test_module_imports_skip_optional_and_relative_ones():
 
 
 def test_a_user_module_importing_what_the_image_lacks_fails_with_the_fix(tmp_path):
-    package = tmp_path / "project" / "myenvs"
-    package.mkdir(parents=True)
-    (package / "__init__.py").write_text("from myenvs import grid\n")
-    (package / "grid.py").write_text(
-        "import json\nimport numpy as np\nimport sumo_rl\nfrom myenvs import helpers\n"
-    )
-    (package / "helpers.py").write_text("import yaml\n")
-    settings = project_settings(
-        tmp_path, env="myenvs.grid:GridEnv", kernel_extra='user_modules = ["myenvs"]'
+    settings = user_env_project(
+        tmp_path,
+        __init__="from myenvs import grid\n",
+        grid="import json\nimport numpy as np\nimport sumo_rl\nfrom myenvs import helpers\n",
+        helpers="import yaml\n",
     )
     report = run_preflight(settings, settings.run, offline=True)
     check = checks_of(report)["image packages"]

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from kernel_template import layout
 from kernel_template.checkpoint import read_policy_tensors, read_replay_buffer
 from kernel_template.config import RunConfig
+from kernel_template.runtime import RuntimeEnvironment
 from tests.support import REPO_ROOT
 
 # `python -m KILLPOINTS`: the kernel with test-only kill hooks (see that module).
@@ -198,3 +200,29 @@ def run_bare(base: dict, root) -> dict:
         timeout=300,
     )
     return torch.load(out, weights_only=False)
+
+
+def local_runtime(working: Path, session_limit_s: float = 600) -> RuntimeEnvironment:
+    """An in-process session starting now in `working`, with nothing mounted to resume from."""
+    return RuntimeEnvironment(
+        working_dir=working,
+        input_dir=working.parent / "no-input",
+        session_limit_s=session_limit_s,
+        session_start=time.time(),
+    )
+
+
+def tiny_cartpole_dqn(seed: int, learning_starts: int):
+    """An untrained DQN with a 16-unit net and a 1000-row buffer on CartPole: quick to train."""
+    from stable_baselines3 import DQN
+
+    from kernel_template.envs import make_env
+
+    return DQN(
+        "MlpPolicy",
+        make_env("CartPole-v1", {}, seed),
+        learning_starts=learning_starts,
+        buffer_size=1000,
+        policy_kwargs={"net_arch": [16]},
+        seed=seed,
+    )

@@ -30,19 +30,23 @@ def example_module() -> ModuleType:
 
 
 # Small and fast: a few seconds of CPU training per session.
-LOOP_CONFIG: dict[str, Any] = {
-    "entrypoint": "regression:train",
-    "seed": 3,
-    "total_timesteps": 600,
-    "checkpoint_every": 50,
+# Checkpoints and exports as often as asked, a 10-minute CPU session, no TensorBoard.
+LOOP_SESSION: dict[str, Any] = {
     "checkpoint_min_seconds": 0,
     "export_every": 100,
     "export_min_seconds": 0,
     "session_limit_s": 600,
     "min_margin_s": 1,
     "device": "cpu",
-    "params": {"samples": 200, "batch_size": 16},  # 13 batches an epoch, the last one short
     "logging": {"tensorboard": False},
+}
+LOOP_CONFIG: dict[str, Any] = {
+    **LOOP_SESSION,
+    "entrypoint": "regression:train",
+    "seed": 3,
+    "total_timesteps": 600,
+    "checkpoint_every": 50,
+    "params": {"samples": 200, "batch_size": 16},  # 13 batches an epoch, the last one short
 }
 
 
