@@ -29,10 +29,9 @@ from tests.support.kernel import (
     DQN_CONFIG,
     config_with,
     local_runtime,
-    mount_as_parent,
     newest_checkpoint,
     run_bare,
-    run_kernel,
+    run_chain,
     summary_of,
     training_result,
 )
@@ -247,24 +246,16 @@ SEGMENTS = [2137, 411]
 def test_resume_after_compaction_and_wrap_equals_bare_learn(tmp_path):
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         bare_future = pool.submit(run_bare, COMPACTING, tmp_path)
-        parent = tmp_path / "no-input"
-        parent.mkdir()
-        for index, length in enumerate([*SEGMENTS, None], start=1):
-            working = tmp_path / f"segment-{index}"
-            config = config_with(COMPACTING, segment_index=index, segment_timesteps=length)
-            input_dir = parent
-            if index > 1:
-                input_dir = tmp_path / f"input-{index}"
-                config["parent"] = mount_as_parent(input_dir, parent, f"seg-{index - 1}")
-                # What this segment resumes from: merged chunks, and a wrapped buffer.
-                resumed = Path(summary_of(parent).left_checkpoint.path)
-                index_data = json.loads((resumed / BUFFER_INDEX).read_text())
-                assert index_data["rows_total"] > 2 * index_data["buffer_size"]
-                spans = [c["end"] - c["first"] for c in index_data["chunks"]]
-                assert max(spans) > 2 * COMPACTING["checkpoint_every"], spans
-            result = run_kernel(config, working, input_dir)
-            assert result.returncode == 0, result.stdout[-3000:]
-            parent = working
+
+        def inspect_parent(parent: Path) -> None:
+            # What this segment resumes from: merged chunks, and a wrapped buffer.
+            resumed = Path(summary_of(parent).left_checkpoint.path)
+            index_data = json.loads((resumed / BUFFER_INDEX).read_text())
+            assert index_data["rows_total"] > 2 * index_data["buffer_size"]
+            spans = [c["end"] - c["first"] for c in index_data["chunks"]]
+            assert max(spans) > 2 * COMPACTING["checkpoint_every"], spans
+
+        parent, _ = run_chain(COMPACTING, SEGMENTS, tmp_path, inspect_parent)
         reference = bare_future.result()
     summary = summary_of(parent)
     assert summary.status == "complete" and summary.timesteps_end == 3000

@@ -12,14 +12,12 @@ from tests.support.kernel import (
     DQN_CONFIG,
     PPO_CONFIG,
     SAC_CONFIG,
-    config_with,
-    mount_as_parent,
     newest_checkpoint,
     run_bare,
+    run_chain,
     run_kernel,
     summary_of,
     training_result,
-    tree_digest,
 )
 
 # Segments of odd lengths so boundaries land off any round number. DQN crosses two
@@ -27,31 +25,6 @@ from tests.support.kernel import (
 # two in the reliability run.
 SEGMENTS = {"DQN": [537, 501], "PPO": [517], "SAC": [187]}
 LONGER_SEGMENTS = {"PPO": [261, 387], "SAC": [151, 137]}
-
-
-def run_chain(base: dict, segments: list[int], root):
-    """Segments as fresh processes, numbered from 1 as a chain does; each later one names its
-    parent's checkpoint and reads only its parent's output, mounted as Kaggle mounts it
-    (checked untouched)."""
-    parent = root / "no-input"
-    parent.mkdir()
-    summaries = []
-    for index, length in enumerate([*segments, None], start=1):
-        working = root / f"segment-{index}"
-        config = config_with(base, segment_index=index, segment_timesteps=length)
-        input_dir = parent
-        if index > 1:
-            input_dir = root / f"input-{index}"
-            config["parent"] = mount_as_parent(input_dir, parent, f"seg-{index - 1}")
-        before = tree_digest(parent)
-        result = run_kernel(config, working, input_dir)
-        assert result.returncode == 0, result.stdout[-3000:]
-        assert tree_digest(parent) == before, "a segment modified its parent's outputs"
-        summaries.append(summary_of(working))
-        if index > 1:
-            assert summaries[-1].resumed_from.manifest_sha256 == config["parent"]["manifest_sha256"]
-        parent = working
-    return parent, summaries
 
 
 def run_single(base: dict, root):

@@ -226,3 +226,31 @@ def tiny_cartpole_dqn(seed: int, learning_starts: int):
         policy_kwargs={"net_arch": [16]},
         seed=seed,
     )
+
+
+def run_chain(base: dict, segments: list[int], root: Path, inspect_parent=None):
+    """Segments as fresh processes, numbered from 1 as a chain does; each later one names its
+    parent's checkpoint and reads only its parent's output, mounted as Kaggle mounts it
+    (checked untouched). `inspect_parent(parent_working_dir)` may check what each later
+    segment resumes from. Returns the last segment's working dir and every summary."""
+    parent = root / "no-input"
+    parent.mkdir()
+    summaries = []
+    for index, length in enumerate([*segments, None], start=1):
+        working = root / f"segment-{index}"
+        config = config_with(base, segment_index=index, segment_timesteps=length)
+        input_dir = parent
+        if index > 1:
+            input_dir = root / f"input-{index}"
+            config["parent"] = mount_as_parent(input_dir, parent, f"seg-{index - 1}")
+            if inspect_parent is not None:
+                inspect_parent(parent)
+        before = tree_digest(parent)
+        result = run_kernel(config, working, input_dir)
+        assert result.returncode == 0, result.stdout[-3000:]
+        assert tree_digest(parent) == before, "a segment modified its parent's outputs"
+        summaries.append(summary_of(working))
+        if index > 1:
+            assert summaries[-1].resumed_from.manifest_sha256 == config["parent"]["manifest_sha256"]
+        parent = working
+    return parent, summaries
