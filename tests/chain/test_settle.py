@@ -97,6 +97,7 @@ def test_ended_sessions_free_their_gpu_slots(emulator, chain_project, left) -> N
         assert any("kept" in n and segment.slug in n for n in notes), notes
 
 
+@pytest.mark.slow  # settle_runs is checked fast below; make test runs this CLI trial
 def test_status_settles_every_unsettled_run(emulator, chain_project) -> None:
     project = chain_project(emulator, slug="plain-one", total=300)
     _ok(project.cli("launch", "--skip-preflight"))
@@ -151,6 +152,7 @@ def test_settlement_resolves_lost_pushes_and_gone_kernels(emulator, chain_projec
 # -- 2. a lost ledger update -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # adoption is checked fast in test_kill; make test runs this
 def test_a_ledger_restored_from_before_a_push_adopts_the_segment(emulator, chain_project) -> None:
     """A CI job pushed ghsim-s1 and died before committing the ledger back: the next job's
     ledger has no record of that push at all. Its step must not push ghsim-s1 again."""

@@ -231,6 +231,7 @@ def test_intent_left_by_a_crash_is_not_pushed_within_the_grace(emulator, tmp_pat
     assert emulator.call_counts().get("SaveKernel", 0) == 0
 
 
+@pytest.mark.slow  # test_capacity, chain/test_harsh_kaggle check both fast; make test runs it
 def test_gpu_session_cap_refuses_before_and_at_the_push(emulator_factory, tmp_path):
     emulator = emulator_factory(gpu_slots=1)
     busy = tmp_path / "busy"
