@@ -10,7 +10,7 @@ from kernel_template.layout import CheckpointRef
 from orchestrator.chain import machine
 from orchestrator.chain.machine import Finish, Push, next_action
 from orchestrator.chain.states import ChainState, StepOutcome
-from orchestrator.ledger import StartPoint
+from orchestrator.ledger import RunRecord, StartPoint
 from tests.support.records import chain_record as chain
 from tests.support.records import segment_run as run
 from tests.support.records import session_summary as summary
