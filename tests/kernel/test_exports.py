@@ -9,6 +9,7 @@ import pytest
 
 from kernel_template import layout
 from kernel_template.exports import BestModelTracker, MetricsWriter, render_learning_curve
+from tests.support.kernel import local_runtime
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -154,7 +155,6 @@ def _session_renders(tmp_path, monkeypatch, figure_every_s: float) -> tuple[int,
 
     from kernel_template import exports, train
     from kernel_template.config import RunConfig
-    from kernel_template.runtime import RuntimeEnvironment
 
     renders = []
     real_render = exports.render_learning_curve
@@ -170,12 +170,7 @@ def _session_renders(tmp_path, monkeypatch, figure_every_s: float) -> tuple[int,
         {"total_timesteps": 3000, "export_every": 500, "export_min_seconds": 0}
     )
     working = tmp_path / "working"
-    runtime = RuntimeEnvironment(
-        working_dir=working,
-        input_dir=tmp_path / "no-input",
-        session_limit_s=3600,
-        session_start=time.time(),
-    )
+    runtime = local_runtime(working, session_limit_s=3600)
     log = io.StringIO()
     session = train.TrainingSession(config, runtime, stream=log)
     session.setup()

@@ -4,7 +4,6 @@ checkpointed, and the summary says so; leaving the loop without it stays an erro
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import torch
 
 from kernel_template import layout
 from kernel_template.config import RunConfig
-from kernel_template.runtime import RuntimeEnvironment
 from kernel_template.session import USER_STATE_PT, Session
+from tests.support.kernel import local_runtime
 
 CONFIG = {
     "entrypoint": "unused:train",  # the tests call their loop themselves
@@ -30,12 +29,7 @@ STOP_AT = 70  # between two periodic checkpoints (50 and 100)
 
 
 def run_loop(working: Path, loop: Callable[[Session], None]) -> layout.SessionSummary:
-    runtime = RuntimeEnvironment(
-        working_dir=working,
-        input_dir=working.parent / "no-input",
-        session_limit_s=600,
-        session_start=time.time(),
-    )
+    runtime = local_runtime(working)
     session = Session(RunConfig.model_validate(CONFIG), runtime, stream=io.StringIO())
     session.setup()
     loop(session)
