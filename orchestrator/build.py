@@ -405,7 +405,10 @@ def render_script(
     embedded_packages = dict(sorted((embedded_packages or {}).items()))
     encoded = base64.b64encode(bundle).decode("ascii")
     lines = "\n".join(f'    "{encoded[i : i + 96]}"' for i in range(0, len(encoded), 96))
-    config_json = json.dumps(run_config.model_dump(mode="json"), sort_keys=True, indent=2) + "\n"
+    # Only the fields the config was given: a chain's runtime is frozen at `chain start`, and
+    # an orchestrator upgraded since must not send it fields its RunConfig does not know.
+    shipped = run_config.model_dump(mode="json", exclude_unset=True)
+    config_json = json.dumps(shipped, sort_keys=True, indent=2) + "\n"
     return _SCRIPT.format(
         ref=ref,
         config_hash=config_hash or run_config.config_hash(),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+import json
+
 import pytest
 
 from kernel_template.layout import SessionSummary, WallClock
@@ -28,6 +31,43 @@ def test_explicit_segments_freeze_the_config(tmp_path) -> None:
     assert (config.segment_index, config.segment_timesteps) == (2, 12000)
     assert config.config_hash() == record.config_hash
     assert ledger.get_chain("ppo-long").run_config["segment_timesteps"] is None
+
+
+def test_a_segment_ships_only_the_fields_its_chain_started_with(tmp_path, monkeypatch) -> None:
+    """A chain's runtime is frozen at `chain start`. An orchestrator upgraded mid-chain, whose
+    RunConfig has gained a field since, must not send that field to the older runtime: its
+    RunConfig forbids unknown fields, and the segment would fail on Kaggle."""
+    from kernel_template.config import RunConfig, parse_run_config
+    from orchestrator.build import render_script
+    from orchestrator.chain import step
+
+    record = start_chain(
+        _settings(),
+        Ledger(tmp_path),
+        "ppo-long",
+        owner="alice",
+        segments=parse_segments("12000, 12000"),
+    )
+
+    class UpgradedRunConfig(RunConfig):
+        future_knob: int = 7
+
+    monkeypatch.setattr(step, "RunConfig", UpgradedRunConfig)
+    config = step.segment_run_config(record, 2, 12000)
+    assert isinstance(config, UpgradedRunConfig) and config.future_knob == 7
+    script = render_script(config, ref="alice/ppo-long-s2", bundle=b"", user_modules=[], n_files=0)
+    shipped = json.loads(_embedded_run_config(script))
+    assert "future_knob" not in shipped
+    frozen = parse_run_config(shipped)  # what the chain's own runtime reads
+    assert (frozen.segment_index, frozen.segment_timesteps) == (2, 12000)
+    assert frozen.config_hash() == record.config_hash
+
+
+def _embedded_run_config(script: str) -> str:
+    for node in ast.parse(script).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "RUN_CONFIG_JSON":
+            return ast.literal_eval(node.value)
+    raise AssertionError("the script embeds no RUN_CONFIG_JSON")
 
 
 def test_count_size_and_chain_section(tmp_path) -> None:
