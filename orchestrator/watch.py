@@ -44,8 +44,13 @@ SAVED_SUMMARY_STATUSES = frozenset({"budget_stop", "signal_stop", "complete"})
 FIRST_ENTRY_WAIT_S = 5.0
 # A run this ledger did not push is polled through 403s this long before the denial is said.
 UNKNOWN_RUN_DENIAL_GRACE_S = 30.0
-# Through the 403s after a push: the first look again after this long, then twice as long.
+# Through the 403s after a push: the first look again after this long, then twice as long,
+# but at most every DENIAL_FAST_PAUSE_S for the first DENIAL_FAST_WINDOW_S. Kaggle's lag is
+# seconds, sometimes minutes; a short session that ends inside it must be seen at once, and
+# a look every 2 s stays far below the API's rate limit.
 DENIAL_FIRST_PAUSE_S = 1.0
+DENIAL_FAST_PAUSE_S = 2.0
+DENIAL_FAST_WINDOW_S = 30.0
 # Log lines shown when a run failed, so the cause is on screen.
 FAILURE_TAIL_LINES = 15
 
@@ -350,9 +355,8 @@ class _Follower:
                             style="yellow",
                         )
                         said = True
-                    # The lag is seconds to minutes: look again soon, then back off to the
-                    # poll interval (a short session must not end unseen for a whole poll).
-                    time.sleep(min(pause, self.poll_s, max(self.denial_grace_s - waited, 0.05)))
+                    grace_left = max(self.denial_grace_s - waited, 0.05)
+                    time.sleep(min(denial_pause(waited, pause, self.poll_s), grace_left))
                     pause *= 2
                     continue
                 if _is_denied(error):
@@ -442,6 +446,13 @@ def _is_not_found(error: Exception) -> bool:
     from orchestrator.kaggle.errors import NotFoundError
 
     return isinstance(error, NotFoundError)
+
+
+def denial_pause(waited_s: float, pause_s: float, poll_s: float) -> float:
+    """The wait before the next look at a kernel Kaggle still denies (403), `waited_s` into
+    the denial, the doubling pause being `pause_s`: see DENIAL_FAST_PAUSE_S."""
+    cap = DENIAL_FAST_PAUSE_S if waited_s < DENIAL_FAST_WINDOW_S else poll_s
+    return min(pause_s, cap, poll_s)
 
 
 def _is_denied(error: Exception) -> bool:

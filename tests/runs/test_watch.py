@@ -458,3 +458,24 @@ def test_status_watch_and_pull_default_to_the_same_newest_run(tmp_path):
         assert run_status(settings, ledger, client, "elsewhere")["ref"] == "alice/elsewhere"
     assert resolve_run(None, ledger).ref == report["ref"] == "alice/pushed-last"
     assert asked == ["pushed-last", "elsewhere"]
+
+
+def test_a_denied_kernel_is_looked_at_every_two_seconds_then_at_the_poll_interval():
+    """A short session that ends inside Kaggle's read-after-write lag is seen within 2 s of
+    its end, and a long lag is not polled into the rate limit."""
+    from itertools import accumulate
+
+    from orchestrator.watch import DENIAL_FAST_WINDOW_S, DENIAL_FIRST_PAUSE_S, denial_pause
+
+    poll_s, waited, pause, pauses = 30.0, 0.0, DENIAL_FIRST_PAUSE_S, []
+    while waited < 300:
+        pauses.append(denial_pause(waited, pause, poll_s))
+        waited += pauses[-1]
+        pause *= 2
+    in_window = [
+        p for p, at in zip(pauses, accumulate(pauses), strict=True) if at <= DENIAL_FAST_WINDOW_S
+    ]
+    assert max(in_window) <= 2.0
+    assert len(in_window) <= 20  # the emulator's faithful limit is 40 calls a minute
+    assert pauses[-1] == poll_s  # a long lag backs off to the poll interval
+    assert len(pauses) < 30
