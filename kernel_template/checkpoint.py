@@ -87,6 +87,44 @@ def _entry(data: bytes) -> layout.FileEntry:
     return layout.FileEntry(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
 
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> layout.FileEntry:
+    """What `np.savez(path, **arrays)` writes (one .npy member per array, stored), hashed
+    as it goes out. Each array's bytes go from memory to the file in one piece with the GIL
+    released: `np.savez` copies them in Python-held pieces, and on the writer thread that
+    stalls training for as long (a big merge, every few checkpoints)."""
+    with open(path, "wb") as raw:
+        sink = _HashingSink(raw)
+        with zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                array = np.ascontiguousarray(array)
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    header = np.lib.format.header_data_from_array_1_0(array)
+                    np.lib.format.write_array_header_1_0(member, header)
+                    member.write(memoryview(array).cast("B"))
+    return layout.FileEntry(sha256=sink.sha256.hexdigest(), size=sink.size)
+
+
+class _HashingSink(io.RawIOBase):
+    """A write-only file that hashes and counts what passes to `raw`. It cannot seek, so
+    zipfile writes each member's sizes after it instead of going back: the bytes hashed are
+    the file's bytes."""
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.raw.write(data)
+        written = memoryview(data).nbytes
+        self.size += written
+        return written
+
+
 # -- replay buffer ---------------------------------------------------------------------
 
 # A run of newest chunks is merged while the chunk before it holds at most this many times
@@ -192,8 +230,8 @@ class BufferPlan:
     merged: BufferChunk | None = None
     merge: list[_ChunkSource] | None = None
 
-    def merged_bytes(self) -> bytes:
-        """The merged chunk file: the inputs' live rows, in order (the newest input's head)."""
+    def merged_arrays(self) -> dict[str, np.ndarray]:
+        """The merged chunk's arrays: the inputs' live rows, in order (the newest input's head)."""
         assert self.merge is not None and self.merged is not None
         payload = live_rows(
             ((source.chunk.first, io.BytesIO(source.read())) for source in self.merge),
@@ -202,9 +240,7 @@ class BufferPlan:
         rows = {len(a) for name, a in payload.items() if not name.startswith("__head__")}
         if rows != {self.merged.end - self.merged.first}:
             raise RuntimeError(f"merged chunk {self.merged.file} has {rows} rows, not the range's")
-        raw = io.BytesIO()
-        np.savez(raw, **payload)
-        return raw.getvalue()
+        return payload
 
     def index_bytes(self) -> bytes:
         return json.dumps(
@@ -643,7 +679,11 @@ class CheckpointWriter:
             for relative, data in plan.blobs.items():
                 put(relative, data)
             if plan.merged is not None:
-                entry = put(plan.merged.file, plan.merged_bytes())
+                path = tmp / plan.merged.file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                files[plan.merged.file] = entry = write_npz(path, plan.merged_arrays())
+                to_sync.append(path)
+                written_bytes += entry.size
                 plan.merged.sha256, plan.merged.size = entry.sha256, entry.size
                 merged_rows = plan.merged.end - plan.merged.first
             for relative, (source, entry) in plan.links.items():
