@@ -64,6 +64,7 @@ import os
 import pickle
 import random
 import shutil
+import threading
 import time
 import zipfile
 from collections.abc import Iterable
@@ -104,6 +105,16 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> layout.FileEntry:
     return layout.FileEntry(sha256=sink.sha256.hexdigest(), size=sink.size)
 
 
+def _yield_to_training() -> None:
+    """A background thread's lower CPU priority (Linux nice is per thread): where it shares
+    a core with the training thread, training goes first; the write still lands in its time."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: as it was
+        # From the process's (its main thread's) nice: a thread started by another
+        # background thread inherits that one's, and must not go lower still.
+        nice = min(os.getpriority(os.PRIO_PROCESS, os.getpid()) + BACKGROUND_NICE, 19)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
 class _HashingSink(io.RawIOBase):
     """A write-only file that hashes and counts what passes to `raw`. It cannot seek, so
     zipfile writes each member's sizes after it instead of going back: the bytes hashed are
@@ -124,6 +135,9 @@ class _HashingSink(io.RawIOBase):
         self.size += written
         return written
 
+
+# Added to the process's nice value for the checkpoint threads (see `_yield_to_training`).
+BACKGROUND_NICE = 10
 
 # -- replay buffer ---------------------------------------------------------------------
 
@@ -532,7 +546,9 @@ class CheckpointWriter:
         previous = self.wait()
         snapshot = self._snapshot(model, episode_count, state, extra_manifest)
         if self._writer is None:
-            self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoint-writer")
+            self._writer = concurrent.futures.ThreadPoolExecutor(
+                1, "checkpoint-writer", initializer=_yield_to_training
+            )
         self._pending = self._writer.submit(self._commit, snapshot)
         # Pruning is cleanup, not durability: it runs after the commit, off the write's clock.
         self._writer.submit(self._prune, self.paths.checkpoint(snapshot.step))
@@ -564,7 +580,9 @@ class CheckpointWriter:
         }
         snapshot = _Snapshot(int(step), blobs, plan, manifest, 0.0)
         if self._writer is None:
-            self._writer = concurrent.futures.ThreadPoolExecutor(1, "checkpoint-writer")
+            self._writer = concurrent.futures.ThreadPoolExecutor(
+                1, "checkpoint-writer", initializer=_yield_to_training
+            )
         self._pending = self._writer.submit(self._commit, snapshot)
         self._writer.submit(self._prune, final)
         return previous
@@ -645,7 +663,9 @@ class CheckpointWriter:
         """fsync each path once, all at the same time: the filesystem commits its journal
         once for the lot instead of once per file."""
         if self._syncer is None:
-            self._syncer = concurrent.futures.ThreadPoolExecutor(8, "checkpoint-fsync")
+            self._syncer = concurrent.futures.ThreadPoolExecutor(
+                8, "checkpoint-fsync", initializer=_yield_to_training
+            )
         for done in self._syncer.map(layout.fsync, paths):
             del done  # map re-raises the first error
 

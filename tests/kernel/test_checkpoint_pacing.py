@@ -110,3 +110,20 @@ def test_time_spaced_checkpoints_train_on_while_a_write_lands(tmp_path, monkeypa
     during_writes = [point["past_write"] for point in seen if point["in_flight"]]
     # Training did not stop one rollout after each write started: it went on while it landed.
     assert max(during_writes) > 4 * ROLLOUT, during_writes
+
+
+def test_the_checkpoint_threads_run_at_a_lower_priority_than_training(tmp_path, tiny_model):
+    """The writer and fsync threads yield the CPU to the training thread where they share
+    a core (Linux nice is per thread); the write itself is unchanged."""
+    import os
+
+    from kernel_template.checkpoint import BACKGROUND_NICE
+
+    writer = CheckpointWriter(tmp_path / "out", config_hash="x", algo="DQN", keep=2)
+    writer.write(tiny_model, episode_count=0, state={})
+    threads = [*writer._writer._threads, *writer._syncer._threads]
+    training = os.getpriority(os.PRIO_PROCESS, 0)
+    nices = {os.getpriority(os.PRIO_PROCESS, thread.native_id) for thread in threads}
+    writer.close()
+    assert nices == {min(training + BACKGROUND_NICE, 19)}
+    assert os.getpriority(os.PRIO_PROCESS, 0) == training  # the training thread is left as it was
