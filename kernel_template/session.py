@@ -288,9 +288,10 @@ class Session:
         elsewhere = self.wall.checkpointing + self.wall.exporting  # counted there, not here
         try:
             while True:
-                if self.step >= target or self.early_stop_reason is not None:
-                    if self.early_stop_reason is None:
-                        self._stopped_at_target(target, total)
+                if self.early_stop_reason is not None:  # stop_early set the status
+                    return
+                if self.step >= target:
+                    self._stopped_at_target(target, total)
                     return
                 now = time.monotonic()
                 if now >= next_check:
