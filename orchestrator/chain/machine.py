@@ -262,11 +262,14 @@ def next_action(chain: ChainRecord, runs: list[RunRecord], now: datetime) -> Act
 
 def done_reason(chain: ChainRecord, run: RunRecord) -> str:
     if ended_early(chain, run):
-        return (
-            f"ended early by {run.slug} at step {run.summary.timesteps_end} of "
-            f"{chain.total_timesteps}: {run.summary.reason}"
-        )
+        return early_end_line(run, of_total=chain.total_timesteps)
     return f"{chain.total_timesteps} timesteps reached by {run.slug}"
+
+
+def early_end_line(run: RunRecord, of_total: int | None = None) -> str:
+    """How a run that ended the chain early says so: where, and the loop's reason."""
+    where = f"step {run.summary.timesteps_end}" + (f" of {of_total}" if of_total else "")
+    return f"ended early by {run.slug} at {where}: {run.summary.reason}"
 
 
 def early_failure_reason(run: RunRecord) -> str:

@@ -477,6 +477,5 @@ def _early_end_line(chain: ChainRecord, runs: list[RunRecord]) -> str | None:
     early = machine.early_end(chain, runs)
     if early is None:
         return None
-    return (
-        f"Ended early by {early.slug} at step {early.summary.timesteps_end}: {early.summary.reason}"
-    )
+    line = machine.early_end_line(early)
+    return line[:1].upper() + line[1:]
