@@ -54,7 +54,7 @@ print(json.dumps({"seconds": seconds, "size": result.size, "sha256": result.sha2
 """
 
 PLAIN_COPY = """
-import json, sys, time
+import json, os, sys, time
 def peak_rss_mb():
     # VmHWM is this process's own peak; ru_maxrss survives exec on Linux and would report
     # the peak of the (large) pytest process that forked us.
@@ -69,6 +69,10 @@ with httpx.stream("GET", url, timeout=120) as response, open(dest, "wb") as out:
     for chunk in response.iter_bytes():
         out.write(chunk)
         size += len(chunk)
+    # Durable, as our client's file is before its rename: fsync against fsync, so the
+    # ratio is the cost of hashing alone.
+    out.flush()
+    os.fsync(out.fileno())
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "size": size,
                   "maxrss_mb": peak_rss_mb()}))
