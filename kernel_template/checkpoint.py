@@ -117,7 +117,9 @@ def read_npz(data: bytes) -> dict[str, np.ndarray]:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         for member in archive.infolist():
             name = member.filename.removesuffix(".npy")
-            view = _stored_array(data, member) if member.compress_type == zipfile.ZIP_STORED else None
+            view = (
+                _stored_array(data, member) if member.compress_type == zipfile.ZIP_STORED else None
+            )
             if view is None:  # not as we write them: the general, copying way
                 with archive.open(member) as stream:
                     view = np.lib.format.read_array(stream)
