@@ -128,7 +128,12 @@ def read_npz(data: bytes) -> dict[str, np.ndarray]:
     return arrays
 
 
-_NPY_HEADER_LENGTH = {(1, 0): "<H", (2, 0): "<I"}
+# By `.npy` format version: how its header length is stored, and the numpy reader of the
+# header that follows (the 8 bytes before it are the magic string and the version).
+_NPY_HEADERS = {
+    (1, 0): ("<H", np.lib.format.read_array_header_1_0),
+    (2, 0): ("<I", np.lib.format.read_array_header_2_0),
+}
 
 
 def _stored_array(data: bytes, member: zipfile.ZipInfo) -> np.ndarray | None:
@@ -136,22 +141,18 @@ def _stored_array(data: bytes, member: zipfile.ZipInfo) -> np.ndarray | None:
     numpy). A zip local header is 30 bytes, then the name and an extra field of its own."""
     name_length, extra_length = struct.unpack_from("<HH", data, member.header_offset + 26)
     start = member.header_offset + 30 + name_length + extra_length
-    length_format = _NPY_HEADER_LENGTH.get((data[start + 6], data[start + 7]))
-    if length_format is None:
+    known = _NPY_HEADERS.get((data[start + 6], data[start + 7]))
+    if known is None or data[start : start + 6] != np.lib.format.MAGIC_PREFIX:
         return None
+    length_format, read_header = known
     (header_length,) = struct.unpack_from(length_format, data, start + 8)
-    header = io.BytesIO(data[start : start + 8 + struct.calcsize(length_format) + header_length])
-    version = np.lib.format.read_magic(header)
-    read_header = (
-        np.lib.format.read_array_header_1_0
-        if version == (1, 0)
-        else np.lib.format.read_array_header_2_0
-    )
+    header_start = start + 8 + struct.calcsize(length_format)
+    header = io.BytesIO(data[start + 8 : header_start + header_length])
     shape, fortran_order, dtype = read_header(header)
     if dtype.hasobject:
         return None
     count = int(np.prod(shape, dtype=np.int64))
-    flat = np.frombuffer(data, dtype=dtype, count=count, offset=start + header.tell())
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=start + 8 + header.tell())
     return flat.reshape(shape, order="F" if fortran_order else "C")
 
 
