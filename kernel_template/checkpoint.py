@@ -10,7 +10,7 @@ A checkpoint is a directory `checkpoints/<step>/` holding:
     buffer/chunk-<first>-<end>.npz   rows [first, end) of the buffer, in global row numbers
     MANIFEST.json        written last: sha256 and size of every file above
 
-The replay buffer is written incrementally: a checkpoint serialises only the rows added
+The replay buffer is written incrementally: a checkpoint writes only the rows added
 since the previous one (SB3 buffers only write at `pos`), and hard-links the older chunks
 that still hold live rows from the previous checkpoint (a copy where links are impossible).
 Each checkpoint directory is therefore self-contained — deleting an old one never breaks
@@ -35,8 +35,8 @@ Sizes count live rows only: rows overwritten since the buffer wrapped are droppe
 chunk is merged, a chunk with no live rows left is dropped, and readers skip the dead head
 of the oldest chunk. Merging is exact — the stored rows are the same bytes, in the same
 order; only the file boundaries move — so a resume reads the same buffer bit for bit.
-The new rows are taken from memory at the rollout boundary (the only part that must block
-training); the merge itself reads the older chunks back from the previous checkpoint (its
+The new rows are copied from memory at the rollout boundary (the only part that must block
+training: a plain copy; the writer serialises and hashes them); the merge itself reads the older chunks back from the previous checkpoint (its
 files are immutable, and checked against their recorded sha256) and runs in the background
 writer with the rest of the disk work. Most checkpoints merge a few small chunks; a merge of
 a quarter of the buffer happens about once per quarter buffer of rows, and the checkpoint
@@ -47,7 +47,7 @@ Everything is written into a temp directory, fsynced, and renamed into place; th
 manifest is the last file written, so a directory without a valid manifest is not a
 checkpoint; older checkpoints are pruned only after the new one is renamed into place, and
 a merge's inputs are read before that. The state is serialised in memory at the rollout
-boundary (hashes come from those bytes, never from re-reading files); the disk work runs in
+boundary (hashes come from those bytes as they are written, never from re-reading files); the disk work runs in
 a background thread while training continues, one checkpoint in flight at a time, with each
 round of fsyncs issued at once so the filesystem commits its journal once per round rather
 than once per file. If writing a checkpoint fails, the next one writes the buffer afresh.
@@ -263,31 +263,33 @@ def merge_run_length(
 
 @dataclass
 class _ChunkSource:
-    """One input of a merge: a chunk file of the previous checkpoint, or bytes in hand."""
+    """One input of a merge: a chunk file of the previous checkpoint, or rows in hand."""
 
     chunk: BufferChunk
     path: Path | None = None
-    data: bytes | None = None
+    rows: dict[str, np.ndarray] | None = None
 
-    def read(self) -> bytes:
-        if self.data is not None:
-            return self.data
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self.rows is not None:
+            return self.rows
         assert self.path is not None
         data = self.path.read_bytes()
         if hashlib.sha256(data).hexdigest() != self.chunk.sha256:
             raise RuntimeError(f"replay buffer chunk {self.path} changed on disk; cannot merge it")
-        return data
+        return read_npz(data)
 
 
 @dataclass
 class BufferPlan:
     """What one checkpoint writes of the replay buffer, decided at the rollout boundary.
 
-    `blobs`: new chunk files (bytes); `links`: unchanged chunks to hard-link from the previous
-    checkpoint; `merge`: inputs to merge into `merged` (done by the writer, off the training
-    thread); `index`: the index without its chunk list, which is `chunks` once merged."""
+    `new`: the chunk of rows added since the last checkpoint, when it is not merged (copied
+    from the buffer; the writer writes and hashes it, off the training thread); `links`:
+    unchanged chunks to hard-link from the previous checkpoint; `merge`: inputs to merge into
+    `merged` (done by the writer too); `index`: the index without its chunk list, which is
+    `chunks` once written."""
 
-    blobs: dict[str, bytes]
+    new: _ChunkSource | None
     links: dict[str, tuple[Path, layout.FileEntry]]
     chunks: list[BufferChunk]
     index: dict[str, Any]
@@ -299,7 +301,7 @@ class BufferPlan:
         """The merged chunk's arrays: the inputs' live rows, in order (the newest input's head)."""
         assert self.merge is not None and self.merged is not None
         payload = live_rows(
-            ((source.chunk.first, read_npz(source.read())) for source in self.merge),
+            ((source.chunk.first, source.arrays()) for source in self.merge),
             self.live_from,
         )
         rows = {len(a) for name, a in payload.items() if not name.startswith("__head__")}
@@ -329,7 +331,7 @@ class ReplayBufferChunks:
         self.__init__()
 
     def plan(self, buffer: Any, rows_total: int, dest: Path) -> BufferPlan:
-        """Serialise the rows added since the last checkpoint (bytes in hand), name the older
+        """Copy the rows added since the last checkpoint (arrays in hand), name the older
         chunks that still hold live rows (to link from their checkpoint), and choose the
         newest chunks to merge. From here on the chunks count as living in `dest`, where the
         caller must put them (with `commit_buffer`)."""
@@ -353,22 +355,20 @@ class ReplayBufferChunks:
         sources = [_ChunkSource(c, path=self.source_dir / c.file) for c in kept]
         first = max(self.rows_saved, live_from)
         if rows_total > first or not sources:
-            name, data = self._serialize_chunk(buffer, first, rows_total)
-            entry = _entry(data)  # small: hashing it here keeps the plan self-describing
-            chunk = BufferChunk(name, first, rows_total, entry.sha256, entry.size)
-            sources.append(_ChunkSource(chunk, data=data))
+            chunk = BufferChunk(chunk_file_name(first, rows_total), first, rows_total, "", 0)
+            sources.append(_ChunkSource(chunk, rows=self._copy_rows(buffer, first, rows_total)))
         cap = max(1, -(-size // MERGE_SEGMENTS))
         live_sizes = [s.chunk.live_rows(live_from) for s in sources]
         run = merge_run_length(live_sizes, self.merge_factor, cap)
         if run < 2:
             run = 0
         unchanged, merging = sources[: len(sources) - run], sources[len(sources) - run :]
-        blobs: dict[str, bytes] = {}
+        new = None
         links: dict[str, tuple[Path, layout.FileEntry]] = {}
         for source in unchanged:
             chunk = source.chunk
-            if source.data is not None:
-                blobs[chunk.file] = source.data
+            if source.rows is not None:
+                new = source
             else:
                 assert source.path is not None
                 links[chunk.file] = (
@@ -398,19 +398,25 @@ class ReplayBufferChunks:
         self.chunks = chunks
         self.rows_saved = rows_total
         self.source_dir = dest
-        return BufferPlan(blobs, links, chunks, index, live_from, merged, merging or None)
+        return BufferPlan(new, links, chunks, index, live_from, merged, merging or None)
 
     @staticmethod
-    def _serialize_chunk(buffer: Any, first: int, end: int) -> tuple[str, bytes]:
+    def _copy_rows(buffer: Any, first: int, end: int) -> dict[str, np.ndarray]:
+        """Global rows [first, end) of the ring buffer, copied: training overwrites them later.
+        A plain copy of one or two slices; serialising and hashing are the writer's."""
         size = buffer.buffer_size
-        positions = np.arange(first, end) % size
-        payload = {name: array[positions] for name, array in buffer_arrays(buffer).items()}
+        start, count = first % size, end - first
+
+        def rows(array: np.ndarray) -> np.ndarray:
+            if start + count <= size:
+                return array[start : start + count].copy()
+            return np.concatenate([array[start:], array[: start + count - size]])
+
+        payload = {name: rows(array) for name, array in buffer_arrays(buffer).items()}
         if getattr(buffer, "optimize_memory_usage", False):
             # The next observation of the newest row lives at `pos`; it is part of the state.
-            payload["__head__.observations"] = buffer.observations[end % size][None]
-        raw = io.BytesIO()
-        np.savez(raw, **payload)
-        return chunk_file_name(first, end), raw.getvalue()
+            payload["__head__.observations"] = buffer.observations[end % size][None].copy()
+        return payload
 
     def adopt(self, checkpoint_dir: Path) -> None:
         """Continue from the chunks of an existing (verified) checkpoint."""
@@ -536,8 +542,8 @@ class _Snapshot:
 class CheckpointWriter:
     """Writes checkpoints under `<working>/checkpoints/`, keeping the newest `keep`.
 
-    `submit()` serialises the model, env, RNGs and new buffer rows in memory (the state must
-    be taken at the rollout boundary) and leaves the disk work — writing, fsyncing, the
+    `submit()` serialises the model, env and RNGs and copies the new buffer rows in memory
+    (the state must be taken at the rollout boundary) and leaves the disk work — writing, fsyncing, the
     manifest, the rename and pruning — to a background thread while training goes on.
     Only one checkpoint is ever in flight: the next `submit()` (or `wait()`) waits for it.
     `write()` is both in one call.
@@ -748,18 +754,23 @@ class CheckpointWriter:
 
         for relative, data in snapshot.blobs.items():
             put(relative, data)
+
+        def put_chunk(chunk: BufferChunk, arrays: dict[str, np.ndarray]) -> None:
+            nonlocal written_bytes
+            path = tmp / chunk.file
+            path.parent.mkdir(parents=True, exist_ok=True)
+            files[chunk.file] = entry = write_npz(path, arrays)
+            to_sync.append(path)
+            written_bytes += entry.size
+            chunk.sha256, chunk.size = entry.sha256, entry.size
+
         plan = snapshot.buffer
         merged_rows = 0
         if plan is not None:
-            for relative, data in plan.blobs.items():
-                put(relative, data)
+            if plan.new is not None:
+                put_chunk(plan.new.chunk, plan.new.arrays())
             if plan.merged is not None:
-                path = tmp / plan.merged.file
-                path.parent.mkdir(parents=True, exist_ok=True)
-                files[plan.merged.file] = entry = write_npz(path, plan.merged_arrays())
-                to_sync.append(path)
-                written_bytes += entry.size
-                plan.merged.sha256, plan.merged.size = entry.sha256, entry.size
+                put_chunk(plan.merged, plan.merged_arrays())
                 merged_rows = plan.merged.end - plan.merged.first
             for relative, (source, entry) in plan.links.items():
                 target = tmp / relative

@@ -58,19 +58,28 @@ def evaluation_seeds(run_config: RunConfig, episodes: int, seed_offset: int = 0)
 # --------------------------------------------------------------------- policies
 
 
-def agent_policy(model) -> Callable[[Any, Any], Any]:
-    """A deterministic `act(obs, env)` for an SB3 model, normalising obs like its VecNormalize."""
+def agent_actions(model) -> Callable[[list[Any]], list[Any]]:
+    """Deterministic actions for a batch of observations (one per running episode), in one
+    `predict` call: the per-call cost is most of an evaluation step. Observations are
+    normalised like the model's VecNormalize."""
     from stable_baselines3.common.vec_env import unwrap_vec_normalize
 
     normalizer = unwrap_vec_normalize(model.get_env()) if model.get_env() is not None else None
 
-    def act(obs, env):
+    def act(observations: list[Any]) -> list[Any]:
+        batch = _stacked(observations)
         if normalizer is not None:
-            obs = normalizer.normalize_obs(obs)
-        action, _ = model.predict(obs, deterministic=True)
-        return action.item() if np.ndim(action) == 0 else action
+            batch = normalizer.normalize_obs(batch)
+        actions, _ = model.predict(batch, deterministic=True)
+        return [action.item() if np.ndim(action) == 0 else action for action in actions]
 
     return act
+
+
+def _stacked(observations: list[Any]) -> Any:
+    if isinstance(observations[0], dict):
+        return {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+    return np.stack([np.asarray(obs) for obs in observations])
 
 
 @contextmanager
@@ -122,32 +131,63 @@ def controller_policy(cls: type, env) -> Callable[[Any, Any], Any]:
 # --------------------------------------------------------------------- episodes
 
 
-def run_episode(env, act: Callable[[Any, Any], Any], seed: int) -> dict[str, Any]:
-    """One episode from `reset(seed=seed)`; queue and delay when the env reports them."""
-    obs, _ = env.reset(seed=seed)
-    total_reward = 0.0
-    length = 0
-    queues: list[float] = []
-    delay = 0.0
-    has_delay = False
-    limit = getattr(getattr(env, "spec", None), "max_episode_steps", None) or MAX_EPISODE_STEPS
-    while length < limit:
-        obs, reward, terminated, truncated, info = env.step(act(obs, env))
-        total_reward += float(reward)
-        length += 1
+class EpisodeTally:
+    """One episode's totals, step by step: return, length, and queue and delay when the env
+    reports them."""
+
+    def __init__(self, env) -> None:
+        spec = getattr(env, "spec", None)
+        self.limit = getattr(spec, "max_episode_steps", None) or MAX_EPISODE_STEPS
+        self.total_reward = 0.0
+        self.length = 0
+        self.queues: list[float] = []
+        self.delay: float | None = None
+        self.done = False
+
+    def add(self, reward, terminated, truncated, info) -> None:
+        self.total_reward += float(reward)
+        self.length += 1
         if "queue" in info:
-            queues.append(float(np.sum(info["queue"])))
+            self.queues.append(float(np.sum(info["queue"])))
         if "delay" in info:
-            has_delay = True
-            delay += float(np.sum(info["delay"]))
-        if terminated or truncated:
-            break
-    return {
-        "return": total_reward,
-        "length": length,
-        "mean_queue": float(np.mean(queues)) if queues else math.nan,
-        "total_delay": delay if has_delay else math.nan,
-    }
+            self.delay = (self.delay or 0.0) + float(np.sum(info["delay"]))
+        self.done = bool(terminated or truncated) or self.length >= self.limit
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "return": self.total_reward,
+            "length": self.length,
+            "mean_queue": float(np.mean(self.queues)) if self.queues else math.nan,
+            "total_delay": self.delay if self.delay is not None else math.nan,
+        }
+
+
+def run_episode(env, act: Callable[[Any, Any], Any], seed: int) -> dict[str, Any]:
+    """One episode from `reset(seed=seed)`."""
+    obs, _ = env.reset(seed=seed)
+    tally = EpisodeTally(env)
+    while not tally.done:
+        obs, *outcome = env.step(act(obs, env))
+        tally.add(*outcome)
+    return tally.result()
+
+
+def run_agent_episodes(
+    envs: list, act: Callable[[list[Any]], list[Any]], seeds: list[int]
+) -> list[dict[str, Any]]:
+    """The agent's episodes side by side, one batched `act` per step for those still running
+    (each env gets the action for its own observation, so an episode is the one it would be
+    alone)."""
+    observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds, strict=True)]
+    tallies = [EpisodeTally(env) for env in envs]
+    running = list(range(len(envs)))
+    while running:
+        actions = act([observations[i] for i in running])
+        for i, action in zip(running, actions, strict=True):
+            observations[i], *outcome = envs[i].step(action)
+            tallies[i].add(*outcome)
+        running = [i for i in running if not tallies[i].done]
+    return [tally.result() for tally in tallies]
 
 
 def _episodes(
@@ -163,6 +203,21 @@ def _episodes(
         finally:
             env.close()
     return rows
+
+
+def _agent_episodes(run_config: RunConfig, seeds: list[int], model) -> list[dict]:
+    envs = []
+    try:
+        for seed in seeds:
+            envs.append(build_env(run_config, seed))
+        results = run_agent_episodes(envs, agent_actions(model), seeds)
+    finally:
+        for env in envs:
+            env.close()
+    return [
+        {"episode": index, "seed": seed, **result}
+        for index, (seed, result) in enumerate(zip(seeds, results, strict=True))
+    ]
 
 
 def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -188,9 +243,8 @@ def evaluate_agent(
     seeds = evaluation_seeds(run_config, episodes, seed_offset)
 
     def evaluate() -> dict[str, Any]:
-        act = agent_policy(model)
         with policy_mode_preserved(model):
-            rows = _episodes(run_config, seeds, lambda env, seed: act)
+            rows = _agent_episodes(run_config, seeds, model)
         return {**aggregate(rows), "seeds": seeds}
 
     return run_isolated(evaluate)
@@ -205,9 +259,6 @@ def evaluate_against_baselines(model, run_config: RunConfig) -> pd.DataFrame:
 
     def evaluate() -> pd.DataFrame:
         controllers: dict[str, Callable[[Any, int], Callable]] = {}
-        if model is not None:
-            act = agent_policy(model)
-            controllers[AGENT] = lambda env, seed: act
         baselines = baseline_policies() if is_traffic_env(run_config.env) else {}
         for name, cls in baselines.items():
             controllers[name] = lambda env, seed, cls=cls: controller_policy(cls, env)
@@ -215,6 +266,11 @@ def evaluate_against_baselines(model, run_config: RunConfig) -> pd.DataFrame:
             controllers[RANDOM_POLICY] = random_policy
         rows = []
         with policy_mode_preserved(model):
+            if model is not None:
+                rows += [
+                    {"controller": AGENT, **row}
+                    for row in _agent_episodes(run_config, seeds, model)
+                ]
             for name, make_act in controllers.items():
                 rows += [
                     {"controller": name, **row} for row in _episodes(run_config, seeds, make_act)

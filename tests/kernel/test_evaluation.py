@@ -12,8 +12,11 @@ import torch
 from kernel_template.config import EvaluationConfig, RunConfig
 from kernel_template.evaluation import (
     EPISODE_COLUMNS,
+    build_env,
     evaluate_against_baselines,
     evaluate_agent,
+    run_agent_episodes,
+    run_episode,
     run_isolated,
     summarize,
 )
@@ -111,6 +114,50 @@ def test_evaluate_agent_is_deterministic_for_fixed_seeds(tiny_model):
     assert first["seeds"] == [500, 501, 502]
     assert first["episodes"] == 3 and first["mean_length"] >= 1
     assert evaluate_agent(tiny_model, CARTPOLE, episodes=2, seed_offset=10)["seeds"] == [510, 511]
+
+
+def balancing_action(obs) -> int:
+    """CartPole: push the way the pole turns (episodes of 166 to 250 steps, by seed)."""
+    return int(obs[3] > 0)
+
+
+def test_side_by_side_episodes_are_the_ones_run_one_at_a_time():
+    seeds = [500, 501, 502, 503]
+    alone = [
+        run_episode(build_env(CARTPOLE, seed), lambda obs, env: balancing_action(obs), seed)
+        for seed in seeds
+    ]
+    side_by_side = run_agent_episodes(
+        [build_env(CARTPOLE, seed) for seed in seeds],
+        lambda observations: [balancing_action(obs) for obs in observations],
+        seeds,
+    )
+    assert side_by_side == alone
+    # Episodes of different lengths: some end while the others run on.
+    assert len({row["length"] for row in alone}) > 1
+
+
+class PoleTurnModel:
+    """A stand-in for an SB3 model: `predict` on a batch of observations, one row each."""
+
+    policy = None
+
+    def get_env(self):
+        return None
+
+    def predict(self, observations, deterministic):
+        return (observations[:, 3] > 0).astype(np.int64), None
+
+
+def test_the_agent_acts_on_each_episode_s_own_observation():
+    seeds = [500, 501, 502, 503]
+    alone = [
+        run_episode(build_env(CARTPOLE, seed), lambda obs, env: balancing_action(obs), seed)
+        for seed in seeds
+    ]
+    result = evaluate_agent(PoleTurnModel(), CARTPOLE, episodes=len(seeds))
+    assert result["mean_length"] == np.mean([row["length"] for row in alone])
+    assert result["std_return"] == np.std([row["return"] for row in alone])
 
 
 def test_evaluation_keeps_the_policy_training_mode(tiny_model):
