@@ -36,21 +36,23 @@ chunk is merged, a chunk with no live rows left is dropped, and readers skip the
 of the oldest chunk. Merging is exact — the stored rows are the same bytes, in the same
 order; only the file boundaries move — so a resume reads the same buffer bit for bit.
 The new rows are copied from memory at the rollout boundary (the only part that must block
-training: a plain copy; the writer serialises and hashes them); the merge itself reads the older chunks back from the previous checkpoint (its
-files are immutable, and checked against their recorded sha256) and runs in the background
-writer with the rest of the disk work. Most checkpoints merge a few small chunks; a merge of
-a quarter of the buffer happens about once per quarter buffer of rows, and the checkpoint
-after it waits for it (seconds at 1M rows of 340 bytes). Stored rows stay within a quarter
+training: a plain copy, which the writer serialises and hashes); the merge itself reads the
+older chunks back from the previous checkpoint (its files are immutable, and checked against
+their recorded sha256) and runs in the background writer with the rest of the disk work.
+Most checkpoints merge a few small chunks; a merge of a quarter of the buffer happens about
+once per quarter buffer of rows, and the checkpoint after it waits for it (seconds at 1M
+rows of 340 bytes). Stored rows stay within a quarter
 buffer of the live ones: only the oldest chunk carries rows already overwritten.
 
 Everything is written into a temp directory, fsynced, and renamed into place; the
 manifest is the last file written, so a directory without a valid manifest is not a
 checkpoint; older checkpoints are pruned only after the new one is renamed into place, and
 a merge's inputs are read before that. The state is serialised in memory at the rollout
-boundary (hashes come from those bytes as they are written, never from re-reading files); the disk work runs in
-a background thread while training continues, one checkpoint in flight at a time, with each
-round of fsyncs issued at once so the filesystem commits its journal once per round rather
-than once per file. If writing a checkpoint fails, the next one writes the buffer afresh.
+boundary (hashes come from those bytes as they are written, never from re-reading files);
+the disk work runs in a background thread while training continues, one checkpoint in
+flight at a time, with each round of fsyncs issued at once so the filesystem commits its
+journal once per round rather than once per file. If writing a checkpoint fails, the next
+one writes the buffer afresh.
 """
 
 from __future__ import annotations
@@ -543,8 +545,9 @@ class CheckpointWriter:
     """Writes checkpoints under `<working>/checkpoints/`, keeping the newest `keep`.
 
     `submit()` serialises the model, env and RNGs and copies the new buffer rows in memory
-    (the state must be taken at the rollout boundary) and leaves the disk work — writing, fsyncing, the
-    manifest, the rename and pruning — to a background thread while training goes on.
+    (the state must be taken at the rollout boundary), and leaves the disk work — writing,
+    fsyncing, the manifest, the rename and pruning — to a background thread while training
+    goes on.
     Only one checkpoint is ever in flight: the next `submit()` (or `wait()`) waits for it.
     `write()` is both in one call.
     """
