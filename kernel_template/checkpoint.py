@@ -41,8 +41,8 @@ older chunks back from the previous checkpoint (its files are immutable, and che
 their recorded sha256) and runs in the background writer with the rest of the disk work.
 Most checkpoints merge a few small chunks; a merge of a quarter of the buffer happens about
 once per quarter buffer of rows, and the checkpoint after it waits for it (seconds at 1M
-rows of 340 bytes). Stored rows stay within a quarter
-buffer of the live ones: only the oldest chunk carries rows already overwritten.
+rows of 340 bytes). Stored rows stay within a quarter buffer of the live ones: only the
+oldest chunk carries rows already overwritten.
 
 Everything is written into a temp directory, fsynced, and renamed into place; the
 manifest is the last file written, so a directory without a valid manifest is not a
@@ -115,7 +115,7 @@ def read_npz(data: bytes) -> dict[str, np.ndarray]:
     each array in small pieces with the GIL held, and a merge on the writer thread then
     stalls training (a probe thread of small torch calls ran at 52% of its speed during such
     reads, 86% with these views). Zip CRCs are not checked: every chunk file is checked
-    against its manifest's sha256 before it is read (`_ChunkSource.read`, verified resume)."""
+    against its manifest's sha256 before it is read (`_ChunkSource.arrays`, verified resume)."""
     arrays: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         for member in archive.infolist():

@@ -51,7 +51,7 @@ EMERGENCY_CHECK_S = 0.05
 # session's end renders it again): during training it is drawn at most this often, the first
 # time one interval into the session, since a render costs more than the periodic evaluation.
 FIGURE_EVERY_S = 600.0
-# What a render is taken to cost until one is timed (the bench's 2000-row render: ~0.3 s).
+# What a render is taken to cost until one is timed (a session's first, cold one: ~0.3 s).
 FIGURE_COST_GUESS_S = 0.5
 
 
