@@ -183,8 +183,9 @@ def test_bench_runtime_against_bare_learn(tmp_path, bench_record, monkeypatch):
         DEFAULTS.export_every,
         DEFAULTS.export_min_seconds,
     )
-    # Warm-up of both sides, untimed: the first training run in a process ran fastest in
-    # every full bench (bare 1878 then 1711, 1664 steps/s; 1842 then 1813, 1825).
+    # A warm-up round, untimed: a process's first session pays one-off costs (imports, first
+    # renders), and its first training ran fastest in every earlier bench (bare 1878, then
+    # 1711 and 1664 steps/s).
     warm_up = RunConfig.model_validate({"total_timesteps": max(5000, round(speed * 20, -3))})
     _run_in_lockstep(warm_up, tmp_path / "warm-up", monkeypatch)
     rounds = [
@@ -193,6 +194,7 @@ def test_bench_runtime_against_bare_learn(tmp_path, bench_record, monkeypatch):
     for run in rounds:  # every run did the periodic work asked of it
         assert run["summary"]["checkpoints_written"] >= MIN_CHECKPOINTS, run["summary"]
         assert run["events"].get("export", 0) >= MIN_EXPORTS, run["events"]
+    # The median round (the lower middle one for an even count).
     median = sorted(rounds, key=lambda run: run["ratio"])[(len(rounds) - 1) // 2]
     summary, ratio = median["summary"], median["ratio"]
     met = bench_record(
